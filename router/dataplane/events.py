@@ -1,0 +1,171 @@
+"""What the data plane tells the world: events, drop reasons and counters.
+
+Events are frozen, slotted dataclasses made on the cold path only (a session
+opens or closes, a switch flips, a packet is dropped).  Drop events are rate
+limited per reason so that a flood of bad frames costs a counter increment,
+not an object per frame; the counters themselves are never limited.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+
+class DropReason(str, Enum):
+    """Why a frame was not forwarded.  Each has its own counter ``drop_<value>``."""
+    TRUNCATED = "truncated"                      # shorter than its headers say
+    BAD_IP_HEADER = "bad_ip_header"              # version, IHL or total length wrong
+    BAD_IP_CHECKSUM = "bad_ip_checksum"
+    BAD_ICMP_CHECKSUM = "bad_icmp_checksum"      # RFC 5508 REQ-? : errors with bad checksums are dropped
+    TTL_EXCEEDED = "ttl_exceeded"
+    FRAG_NEEDED = "frag_needed"                  # DF set and larger than the egress MTU
+    NON_IPV4 = "non_ipv4"                        # IPv6 and other ethertypes
+    BAD_ARP = "bad_arp"
+    SPOOFED_SOURCE = "spoofed_source"            # LAN frame whose source is outside the LAN subnet
+    MARTIAN = "martian"                          # broadcast, multicast, loopback or zero addresses
+    UNSOLICITED = "unsolicited"                  # inbound with no mapping or filtered (RFC 4787 REQ-8)
+    NOT_ROUTABLE = "not_routable"                # WAN frame for an address that is not ours
+    TCP_NO_SESSION = "tcp_no_session"            # a new TCP flow that does not start with SYN (RFC 6146 §3.5.2.2)
+    SESSION_LIMIT = "session_limit"              # table full; answered with ICMP 3/13
+    PORTS_EXHAUSTED = "ports_exhausted"
+    ICMP_ERROR_NO_SESSION = "icmp_error_no_session"
+    ICMP_UNSUPPORTED = "icmp_unsupported"
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    FRAGMENT_ORPHANED = "fragment_orphaned"      # non-first fragments whose first fragment never came
+    BAD_FRAGMENT = "bad_fragment"
+    ARP_QUEUE_FULL = "arp_queue_full"
+    ARP_UNRESOLVED = "arp_unresolved"
+    HELPER = "helper"                            # a protocol helper refused the packet
+    PASSTHROUGH_OFF = "passthrough_off"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A snapshot of one NAT session, as ``ctl sessions --json`` shows it."""
+    id: int
+    proto: str
+    inside: str
+    outside: str
+    remote: str
+    state: str
+    idle: float
+    age: float
+    packets_in: int
+    packets_out: int
+    bytes_in: int
+    bytes_out: int
+    vpn: str | None = None
+    details: tuple[tuple[str, object], ...] = ()
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        details = data.pop("details")
+        data.update(dict(details))
+        if data["vpn"] is None:
+            del data["vpn"]
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    time: float
+    session: SessionInfo
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    time: float
+    session: SessionInfo
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchChanged:
+    time: float
+    name: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PacketDropped:
+    time: float
+    reason: DropReason
+    port: str
+    summary: str
+    suppressed: int = 0
+    """How many drops of this reason were not reported since the last event of it."""
+
+
+Event = SessionOpened | SessionClosed | SwitchChanged | PacketDropped
+
+
+def event_to_dict(event: Event) -> dict:
+    """The wire form of an event for the control socket."""
+    kind = {SessionOpened: "session_opened", SessionClosed: "session_closed",
+            SwitchChanged: "switch_changed", PacketDropped: "packet_dropped"}[type(event)]
+    data = {"type": kind, "time": event.time}
+    if isinstance(event, (SessionOpened, SessionClosed)):
+        data["session"] = event.session.to_dict()
+        if isinstance(event, SessionClosed):
+            data["reason"] = event.reason
+    elif isinstance(event, SwitchChanged):
+        data.update(name=event.name, on=event.on)
+    else:
+        data.update(reason=event.reason.value, port=event.port, summary=event.summary,
+                    suppressed=event.suppressed)
+    return data
+
+
+class EventQueue:
+    """A bounded queue of events with per-reason rate limiting of drop events."""
+
+    def __init__(self, maxlen: int = 4096, drops_per_second: int = 20) -> None:
+        self._queue: deque[Event] = deque()
+        self._maxlen = maxlen
+        self._drops_per_second = drops_per_second
+        self._drop_window: dict[DropReason, list] = {}
+        self.lost = 0
+        """Events discarded because nobody took them in time."""
+
+    def push(self, event: Event) -> None:
+        if len(self._queue) >= self._maxlen:
+            self._queue.popleft()
+            self.lost += 1
+        self._queue.append(event)
+
+    def drop(self, now: float, reason: DropReason, port: str, summary: str) -> None:
+        window = self._drop_window.get(reason)
+        second = int(now)
+        if window is None or window[0] != second:
+            suppressed = window[2] if window else 0
+            self._drop_window[reason] = [second, 1, 0]
+            self.push(PacketDropped(now, reason, port, summary, suppressed))
+        elif window[1] < self._drops_per_second:
+            window[1] += 1
+            self.push(PacketDropped(now, reason, port, summary, window[2]))
+            window[2] = 0
+        else:
+            window[2] += 1
+
+    def pop(self) -> Event | None:
+        return self._queue.popleft() if self._queue else None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+
+class Counters(dict):
+    """Named counters; every drop reason is present from the start, at zero."""
+
+    FORWARDING = ("frames_in_lan", "frames_in_wan", "frames_out_lan", "frames_out_wan",
+                  "bytes_in_lan", "bytes_in_wan", "arp_requests_sent", "arp_replies_sent",
+                  "icmp_errors_sent", "icmp_errors_rate_limited", "echo_replies_sent",
+                  "fragments_made", "sessions_created", "sessions_closed", "ignored_other_mac",
+                  "events_lost")
+
+    def __init__(self) -> None:
+        super().__init__({name: 0 for name in self.FORWARDING})
+        for reason in DropReason:
+            self["drop_" + reason.value] = 0

@@ -1,0 +1,275 @@
+"""The NAT's forwarding paths: LAN to WAN, WAN to LAN, hairpin, fragments, ICMP errors.
+
+The common case, a packet of a known session, is a dictionary lookup and an
+in-place rewrite of one address, one port and two checksums with deltas the
+session precomputed (RFC 1624).  With a virtio-net NEEDS_CSUM frame the
+transport checksum field holds the pseudo-header sum, so only the address
+delta goes into it: the port lies inside the range the kernel sums later.
+"""
+
+from __future__ import annotations
+
+from ..packet.checksum import TTL_DECREMENT, ones_sum, update, update_partial
+from ..packet.frame import (IP_OFFSET, IpProto, PORTS, TCP_ACK, TCP_RST, TCP_SYN, U16, VNET_HDR,
+                            VNET_F_NEEDS_CSUM, ip_str)
+from ..packet.ipv4 import ERROR_TYPES, QUERY_REPLIES, QUERY_REQUESTS, IcmpType, Unreachable
+from ..helpers.base import Verdict
+from .events import DropReason
+from .icmp import embedded_flow, rewrite_embedded, rewrite_outer
+from .tcpstate import TcpState, next_state
+
+IP = IP_OFFSET
+LAN, WAN = 0, 1
+TCP, UDP, ICMP = IpProto.TCP, IpProto.UDP, IpProto.ICMP
+MIN_L4 = {TCP: 20, UDP: 8, ICMP: 8}
+TTL_INCREMENT = (~TTL_DECREMENT) & 0xFFFF
+ESTABLISHED = TcpState.ESTABLISHED
+
+
+def _flow(src: int, sport: int, dst: int, dport: int) -> str:
+    return f"{ip_str(src)}:{sport} -> {ip_str(dst)}:{dport}"
+
+
+class Forwarding:
+    """Mixed into ``Router``: the NAT paths.  Uses its ``nat``, ``send``, ``drop`` and friends."""
+
+    # -- LAN to WAN ---------------------------------------------------------------------------
+
+    def forward_out(self, frame, ihl, tot_len, frag, proto, src, dst, now):
+        """Translate and forward a datagram from the LAN; return its session, or None if it went no further."""
+        l4 = IP + ihl
+        if proto in MIN_L4:
+            if tot_len < ihl + MIN_L4[proto]:
+                return self.drop(LAN, DropReason.TRUNCATED, now, f"{proto} from {ip_str(src)}")
+        else:
+            return self.drop(LAN, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} from {ip_str(src)}")
+        if proto == ICMP:
+            icmp_type = frame[l4]
+            if icmp_type in ERROR_TYPES:
+                return self._error_out(frame, l4, src, dst, now)
+            if icmp_type not in QUERY_REQUESTS:
+                return self.drop(LAN, DropReason.ICMP_UNSUPPORTED, now, f"ICMP type {icmp_type}")
+            sport, dport = U16.unpack_from(frame, l4 + 4)[0], 0
+        else:
+            sport, dport = PORTS.unpack_from(frame, l4)
+        if self.egress_too_big(WAN, frame, tot_len, frag, now):
+            return None
+        session = self.nat.out_sessions.get((proto, src, sport, dst, dport))
+        if session is None:
+            session = self._open_out(frame, l4, proto, src, sport, dst, dport, now)
+            if session is None:
+                return None
+        helper = session.helper
+        if helper is not None and helper.packet(session, frame, IP, l4, True, now) is Verdict.DROP:
+            return self.drop(LAN, DropReason.HELPER, now, helper.name)
+        if proto == TCP:
+            flags = frame[l4 + 13]
+            if flags & 7 or session.state is not ESTABLISHED:
+                self._track_tcp(session, flags, True, now)
+        # Rewrite the source in place (RFC 3022 §4.1) with the session's precomputed deltas.
+        frame[IP + 12:IP + 16] = self.wan_ip_bytes
+        frame[IP + 8] -= 1
+        U16.pack_into(frame, IP + 10, update(frame[IP + 10] << 8 | frame[IP + 11], session.out_ip_delta))
+        if proto == ICMP:
+            U16.pack_into(frame, l4 + 4, session.outside_port)
+            if not frame[0] & VNET_F_NEEDS_CSUM:
+                U16.pack_into(frame, l4 + 2, update(frame[l4 + 2] << 8 | frame[l4 + 3], session.out_l4_delta))
+        else:
+            U16.pack_into(frame, l4, session.outside_port)
+            at = l4 + 16 if proto == TCP else l4 + 6
+            value = frame[at] << 8 | frame[at + 1]
+            if frame[0] & VNET_F_NEEDS_CSUM:
+                U16.pack_into(frame, at, update_partial(value, session.out_addr_delta))
+            elif value or proto == TCP:
+                U16.pack_into(frame, at, update(value, session.out_l4_delta) or 0xFFFF)
+        session.last_seen = now
+        session.packets_out += _segments(frame, tot_len) if frame[1] else 1
+        session.bytes_out += tot_len
+        if dst == self.wan_ip:
+            return self._hairpin(frame, ihl, tot_len, frag, proto, dst, now)
+        self.send(WAN, dst, frame, now)
+        return session
+
+    def _open_out(self, frame, l4, proto, src, sport, dst, dport, now):
+        if proto == TCP and (frame[l4 + 13] & (TCP_SYN | TCP_RST | TCP_ACK)) != TCP_SYN:
+            return self.drop(LAN, DropReason.TCP_NO_SESSION, now, _flow(src, sport, dst, dport))
+        result = self.nat.open_outbound(proto, src, sport, dst, dport, now)
+        if isinstance(result, DropReason):
+            if result is DropReason.SESSION_LIMIT:  # RFC 5508 REQ-? / RFC 4787 §7: tell the host
+                return self._icmp_error(LAN, frame, IcmpType.DEST_UNREACHABLE, Unreachable.ADMIN_PROHIBITED,
+                                        now, result)
+            return self.drop(LAN, result, now, _flow(src, sport, dst, dport))
+        return self._opened(result, proto, sport, dport, SYN_OUT, now)
+
+    def _opened(self, session, proto, inside_port, remote_port, tcp_state, now):
+        for helper in self.helpers:
+            if helper.attaches_to(proto, inside_port, remote_port):
+                session.helper = helper
+                break
+        if proto == TCP:
+            self.nat.set_tcp_state(session, tcp_state, now)
+        self.report_opened(session, now)
+        return session
+
+    def _track_tcp(self, session, flags, outbound, now):
+        state = next_state(session.state, flags, outbound)
+        if state is not session.state:
+            self.nat.set_tcp_state(session, state, now)
+
+    def _hairpin(self, frame, ihl, tot_len, frag, proto, dst, now):
+        """RFC 4787 REQ-9, RFC 5382 REQ-8: a LAN host reached through the WAN address.
+
+        The packet has been translated as it leaves; now it arrives again,
+        from the WAN address, and is translated as inbound.  The TTL was
+        decremented once already.
+        """
+        frame[IP + 8] += 1
+        U16.pack_into(frame, IP + 10, update(frame[IP + 10] << 8 | frame[IP + 11], TTL_INCREMENT))
+        return self.forward_in(frame, ihl, tot_len, frag, proto, self.wan_ip, dst, now, hairpin=True)
+
+    # -- WAN to LAN ------------------------------------------------------------------------------
+
+    def forward_in(self, frame, ihl, tot_len, frag, proto, src, dst, now, hairpin=False):
+        """Translate and forward a datagram to the WAN address; return its session or None."""
+        l4 = IP + ihl
+        port = LAN if hairpin else WAN
+        if proto not in MIN_L4:
+            return self.drop(port, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} from {ip_str(src)}")
+        if tot_len < ihl + MIN_L4[proto]:
+            return self.drop(port, DropReason.TRUNCATED, now, f"{proto} from {ip_str(src)}")
+        if proto == ICMP:
+            icmp_type = frame[l4]
+            if icmp_type in ERROR_TYPES:
+                return self._error_in(frame, l4, src, now)
+            if icmp_type not in QUERY_REPLIES:
+                return self.drop(port, DropReason.ICMP_UNSUPPORTED, now, f"ICMP type {icmp_type}")
+            sport, dport = 0, U16.unpack_from(frame, l4 + 4)[0]
+        else:
+            sport, dport = PORTS.unpack_from(frame, l4)
+        session = self.nat.in_sessions.get((proto, src, sport, dst, dport))
+        if session is None:
+            session = self._open_in(frame, l4, proto, src, sport, dport, port, now)
+            if session is None:
+                return None
+        if self.egress_too_big(LAN, frame, tot_len, frag, now):
+            return None
+        helper = session.helper
+        if helper is not None and helper.packet(session, frame, IP, l4, False, now) is Verdict.DROP:
+            return self.drop(port, DropReason.HELPER, now, helper.name)
+        if proto == TCP:
+            flags = frame[l4 + 13]
+            if flags & 7 or session.state is not ESTABLISHED:
+                self._track_tcp(session, flags, False, now)
+        frame[IP + 16:IP + 20] = session.inside_ip.to_bytes(4, "big")
+        frame[IP + 8] -= 1
+        U16.pack_into(frame, IP + 10, update(frame[IP + 10] << 8 | frame[IP + 11], session.in_ip_delta))
+        if proto == ICMP:
+            U16.pack_into(frame, l4 + 4, session.inside_port)
+            if not frame[0] & VNET_F_NEEDS_CSUM:
+                U16.pack_into(frame, l4 + 2, update(frame[l4 + 2] << 8 | frame[l4 + 3], session.in_l4_delta))
+        else:
+            U16.pack_into(frame, l4 + 2, session.inside_port)
+            at = l4 + 16 if proto == TCP else l4 + 6
+            value = frame[at] << 8 | frame[at + 1]
+            if frame[0] & VNET_F_NEEDS_CSUM:
+                U16.pack_into(frame, at, update_partial(value, session.in_addr_delta))
+            elif value or proto == TCP:
+                U16.pack_into(frame, at, update(value, session.in_l4_delta) or 0xFFFF)
+        session.last_seen = now
+        session.packets_in += _segments(frame, tot_len) if frame[1] else 1
+        session.bytes_in += tot_len
+        self.send(LAN, session.inside_ip, frame, now)
+        return session
+
+    def _open_in(self, frame, l4, proto, src, sport, dport, port, now):
+        """Unsolicited inbound traffic is dropped silently (RFC 4787 REQ-8, RFC 5382 REQ-4)."""
+        if proto == TCP and (frame[l4 + 13] & (TCP_SYN | TCP_RST | TCP_ACK)) != TCP_SYN:
+            return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
+        session = None if proto == ICMP else self.nat.open_inbound(proto, src, sport, dport, now)
+        if session is None:
+            return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
+        return self._opened(session, proto, session.inside_port, sport, SYN_IN, now)
+
+    # -- ICMP errors about NATed flows (RFC 5508 §4.2) -------------------------------------------------
+
+    def _error_in(self, frame, l4, src, now):
+        flow = embedded_flow(frame, l4)
+        if flow is None:
+            return self.drop(WAN, DropReason.ICMP_UNSUPPORTED, now, f"error from {ip_str(src)}")
+        if ones_sum(frame, l4) != 0xFFFF:
+            return self.drop(WAN, DropReason.BAD_ICMP_CHECKSUM, now, f"error from {ip_str(src)}")
+        proto, isrc, isport, idst, idport, inner, inner_l4 = flow
+        session = self.nat.in_sessions.get((proto, idst, idport, isrc, isport))
+        if session is None:
+            return self.drop(WAN, DropReason.ICMP_ERROR_NO_SESSION, now, f"about {_flow(isrc, isport, idst, idport)}")
+        rewrite_embedded(frame, inner, inner_l4, 12, session.inside_ip, 4 if proto == ICMP else 0,
+                         session.inside_port)
+        rewrite_outer(frame, 16, session.inside_ip, l4)
+        self.send(LAN, session.inside_ip, frame, now)
+        return None
+
+    def _error_out(self, frame, l4, src, dst, now):
+        flow = embedded_flow(frame, l4)
+        if flow is None:
+            return self.drop(LAN, DropReason.ICMP_UNSUPPORTED, now, f"error from {ip_str(src)}")
+        if ones_sum(frame, l4) != 0xFFFF:
+            return self.drop(LAN, DropReason.BAD_ICMP_CHECKSUM, now, f"error from {ip_str(src)}")
+        proto, isrc, isport, idst, idport, inner, inner_l4 = flow
+        session = self.nat.out_sessions.get((proto, idst, idport, isrc, isport))
+        if session is None:
+            return self.drop(LAN, DropReason.ICMP_ERROR_NO_SESSION, now, f"about {_flow(isrc, isport, idst, idport)}")
+        rewrite_embedded(frame, inner, inner_l4, 16, self.wan_ip, 4 if proto == ICMP else 2,
+                         session.outside_port)
+        rewrite_outer(frame, 12, self.wan_ip, l4)
+        self.send(WAN, dst, frame, now)
+        return None
+
+    # -- fragments (RFC 4787 REQ-14) -------------------------------------------------------------
+
+    def forward_fragment(self, frame, ihl, tot_len, ident, frag, proto, src, dst, outbound, now):
+        key = (src, dst, proto, ident)
+        port = LAN if outbound else WAN
+        if not frag & 0x1FFF:
+            forward = self.forward_out if outbound else self.forward_in
+            session = forward(frame, ihl, tot_len, frag, proto, src, dst, now)
+            if session is not None:
+                for held in self.fragments.remember(key, session, now):
+                    self._later_fragment(held, session, outbound, now)
+            return None
+        session = self.fragments.lookup(key, now)
+        if session is not None:
+            return self._later_fragment(frame, session, outbound, now)
+        if not self.fragments.hold(key, frame, now):
+            self.drop(port, DropReason.BAD_FRAGMENT, now, f"too many fragments from {ip_str(src)}")
+        return None
+
+    def _later_fragment(self, frame, session, outbound, now):
+        """A non-first fragment: only its address changes; the transport header was in the first."""
+        csum = frame[IP + 10] << 8 | frame[IP + 11]
+        size = len(frame) - IP
+        frame[IP + 8] -= 1
+        session.last_seen = now
+        if outbound:
+            frame[IP + 12:IP + 16] = self.wan_ip_bytes
+            U16.pack_into(frame, IP + 10, update(csum, session.out_ip_delta))
+            session.packets_out += 1
+            session.bytes_out += size
+            dst = int.from_bytes(frame[IP + 16:IP + 20], "big")
+            if dst == self.wan_ip:
+                return self.drop(LAN, DropReason.BAD_FRAGMENT, now, "hairpinned fragment")
+            return self.send(WAN, dst, frame, now)
+        frame[IP + 16:IP + 20] = session.inside_ip.to_bytes(4, "big")
+        U16.pack_into(frame, IP + 10, update(csum, session.in_ip_delta))
+        session.packets_in += 1
+        session.bytes_in += size
+        return self.send(LAN, session.inside_ip, frame, now)
+
+
+SYN_OUT, SYN_IN = TcpState.SYN_OUT, TcpState.SYN_IN
+
+
+def _segments(frame: bytearray, tot_len: int) -> int:
+    """How many wire packets a GSO super-frame stands for."""
+    _, _, hdr_len, gso_size, _, _, _ = VNET_HDR.unpack_from(frame, 0)
+    payload = tot_len + 14 - hdr_len
+    return max(1, -(-payload // gso_size)) if gso_size else 1

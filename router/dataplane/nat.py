@@ -1,0 +1,291 @@
+"""The NAPT table: mappings, sessions, port allocation and expiry.
+
+Theory of operation
+-------------------
+A *mapping* binds an inside (address, port) to an outside port on the WAN
+address, per protocol, whatever the destination: endpoint-independent mapping
+(RFC 4787 REQ-1, RFC 5382 REQ-1).  A *session* is one flow through a mapping,
+one remote endpoint; it carries the state, the counters and the checksum
+deltas that make forwarding one in-place rewrite.  Sessions are found by the
+exact addresses of a packet as it arrives: ``out_sessions`` by what the LAN
+sends, ``in_sessions`` by what the WAN sends.  A mapping lives while it has
+sessions, or for ever when a port forward made it.
+
+For ICMP queries the identifier plays the part of the port (RFC 5508 §3.1):
+outbound keys use (id, 0) as ports, inbound keys (0, id).
+
+Expiry is lazy: a heap holds one deadline guess per session; when a guess
+comes due the real deadline (last packet + the state's timeout) is checked
+and the entry pushed back if the session was used since.  The per-packet cost
+of keeping a session alive is therefore one attribute store.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from itertools import count
+
+from ..config import Forward, Limits, Timeouts
+from ..packet import checksum
+from ..packet.frame import IpProto, ip_str
+from .events import DropReason, SessionInfo
+from .tcpstate import ESTABLISHED_LIFETIME, TcpState
+
+PROTO_NAMES = {IpProto.ICMP: "icmp", IpProto.TCP: "tcp", IpProto.UDP: "udp",
+               IpProto.GRE: "gre", IpProto.ESP: "esp"}
+
+
+class Mapping:
+    """An inside endpoint's outside port (RFC 4787 §4.1)."""
+    __slots__ = ("proto", "inside_ip", "inside_port", "outside_port", "static", "sessions", "remotes")
+
+    def __init__(self, proto: int, inside_ip: int, inside_port: int, outside_port: int, static: bool = False):
+        self.proto = proto
+        self.inside_ip = inside_ip
+        self.inside_port = inside_port
+        self.outside_port = outside_port
+        self.static = static
+        self.sessions = 0
+        self.remotes: dict[int, int] = {}
+        """Remote address -> sessions to it, for address-dependent filtering (RFC 4787 §5)."""
+
+
+class Session:
+    """One flow through a mapping.  Mutable and slotted: the hot path touches it per packet."""
+    __slots__ = ("id", "proto", "inside_ip", "inside_port", "outside_port", "remote_ip", "remote_port",
+                 "mapping", "state", "timeout", "fixed_deadline", "created", "last_seen",
+                 "packets_in", "packets_out", "bytes_in", "bytes_out", "out_key", "in_key",
+                 "out_addr_delta", "out_ip_delta", "out_l4_delta",
+                 "in_addr_delta", "in_ip_delta", "in_l4_delta", "closed", "helper", "helper_state")
+
+    def __init__(self, sid: int, mapping: Mapping, remote_ip: int, remote_port: int, wan_ip: int, now: float):
+        proto = mapping.proto
+        self.id = sid
+        self.proto = proto
+        self.inside_ip = mapping.inside_ip
+        self.inside_port = mapping.inside_port
+        self.outside_port = mapping.outside_port
+        self.remote_ip = remote_ip
+        self.remote_port = remote_port
+        self.mapping = mapping
+        self.state: TcpState | None = None
+        self.timeout = 0.0
+        self.fixed_deadline = 0.0
+        self.created = now
+        self.last_seen = now
+        self.packets_in = self.packets_out = self.bytes_in = self.bytes_out = 0
+        self.closed = False
+        self.helper = None
+        self.helper_state = None
+        if proto == IpProto.ICMP:
+            self.out_key = (proto, self.inside_ip, self.inside_port, remote_ip, 0)
+            self.in_key = (proto, remote_ip, 0, wan_ip, self.outside_port)
+        else:
+            self.out_key = (proto, self.inside_ip, self.inside_port, remote_ip, remote_port)
+            self.in_key = (proto, remote_ip, remote_port, wan_ip, self.outside_port)
+        self._set_deltas(wan_ip)
+
+    def _set_deltas(self, wan_ip: int) -> None:
+        """Precompute the RFC 1624 deltas of both directions' rewrites."""
+        out_addr = checksum.delta(self.inside_ip, wan_ip, 4)
+        in_addr = checksum.delta(wan_ip, self.inside_ip, 4)
+        out_port = checksum.delta(self.inside_port, self.outside_port, 2)
+        in_port = checksum.delta(self.outside_port, self.inside_port, 2)
+        self.out_addr_delta, self.in_addr_delta = out_addr, in_addr
+        self.out_ip_delta = checksum.add(out_addr, checksum.TTL_DECREMENT)
+        self.in_ip_delta = checksum.add(in_addr, checksum.TTL_DECREMENT)
+        if self.proto == IpProto.ICMP:  # no pseudo-header: only the identifier changes
+            self.out_l4_delta, self.in_l4_delta = out_port, in_port
+        else:
+            self.out_l4_delta = checksum.add(out_addr, out_port)
+            self.in_l4_delta = checksum.add(in_addr, in_port)
+
+    def deadline(self) -> float:
+        return self.fixed_deadline or self.last_seen + self.timeout
+
+    def info(self, now: float, wan_ip: int) -> SessionInfo:
+        vpn, details = None, ()
+        if self.helper is not None:
+            vpn = self.helper.name
+            details = tuple(self.helper.describe(self))
+        return SessionInfo(
+            id=self.id, proto=PROTO_NAMES.get(self.proto, str(self.proto)),
+            inside=f"{ip_str(self.inside_ip)}:{self.inside_port}",
+            outside=f"{ip_str(wan_ip)}:{self.outside_port}",
+            remote=f"{ip_str(self.remote_ip)}:{self.remote_port}",
+            state=self.state.value if self.state else "active",
+            idle=round(max(0.0, now - self.last_seen), 3), age=round(max(0.0, now - self.created), 3),
+            packets_in=self.packets_in, packets_out=self.packets_out,
+            bytes_in=self.bytes_in, bytes_out=self.bytes_out, vpn=vpn, details=details)
+
+
+class NatTable:
+    """Mappings and sessions of one WAN address."""
+
+    def __init__(self, wan_ip: int, timeouts: Timeouts, limits: Limits, filtering: str,
+                 forwards: tuple[Forward, ...] = (), rng: random.Random | None = None):
+        self.wan_ip = wan_ip
+        self.timeouts = timeouts
+        self.limits = limits
+        self.endpoint_independent_filtering = filtering == "endpoint-independent"
+        self.rng = rng or random.Random()
+        self.out_sessions: dict[tuple, Session] = {}
+        self.in_sessions: dict[tuple, Session] = {}
+        self.mappings: dict[tuple, Mapping] = {}
+        self.by_outside: dict[tuple, Mapping] = {}
+        self.per_host: dict[int, int] = {}
+        self.closed: list[tuple[Session, str]] = []
+        """Sessions closed since the owner last looked: (session, reason)."""
+        self._heap: list[tuple[float, int, Session]] = []
+        self._ids = count(1)
+        self._seq = count()
+        for fwd in forwards:
+            proto = IpProto.TCP if fwd.proto == "tcp" else IpProto.UDP
+            mapping = Mapping(proto, fwd.inside_ip, fwd.inside_port, fwd.port, static=True)
+            self.mappings[(proto, fwd.inside_ip, fwd.inside_port)] = mapping
+            self.by_outside[(proto, fwd.port)] = mapping
+
+    def __len__(self) -> int:
+        return len(self.out_sessions)
+
+    # -- creating sessions (cold path) -------------------------------------------------
+
+    def open_outbound(self, proto: int, src: int, sport: int, dst: int, dport: int,
+                      now: float) -> Session | DropReason:
+        """A new flow from the LAN: find or make its mapping, then a session (RFC 4787 REQ-1)."""
+        limit = self._check_limits(src)
+        if limit is not None:
+            return limit
+        mapping = self.mappings.get((proto, src, sport))
+        if mapping is None:
+            outside = self._allocate(proto, sport)
+            if outside is None:
+                return DropReason.PORTS_EXHAUSTED
+            mapping = Mapping(proto, src, sport, outside)
+            self.mappings[(proto, src, sport)] = mapping
+            self.by_outside[(proto, outside)] = mapping
+        return self._add(mapping, dst, dport, now)
+
+    def open_inbound(self, proto: int, src: int, sport: int, dport: int, now: float) -> Session | None:
+        """A new flow from the WAN to a mapping, if the filter lets it in (RFC 4787 REQ-8).
+
+        Port forwards accept anyone; other mappings accept, by the configured
+        filtering, anyone (endpoint-independent) or the remote addresses they
+        already have sessions with (address-dependent).
+        """
+        mapping = self.by_outside.get((proto, dport))
+        if mapping is None:
+            return None
+        if not (mapping.static or self.endpoint_independent_filtering or src in mapping.remotes):
+            return None
+        if self._check_limits(mapping.inside_ip) is not None:
+            return None
+        return self._add(mapping, src, sport, now)
+
+    def _check_limits(self, inside_ip: int) -> DropReason | None:
+        if len(self.out_sessions) >= self.limits.sessions:
+            return DropReason.SESSION_LIMIT
+        if self.per_host.get(inside_ip, 0) >= self.limits.sessions_per_host:
+            return DropReason.SESSION_LIMIT
+        return None
+
+    def _add(self, mapping: Mapping, remote_ip: int, remote_port: int, now: float) -> Session:
+        session = Session(next(self._ids), mapping, remote_ip, remote_port, self.wan_ip, now)
+        session.timeout = self.timeouts.icmp if mapping.proto == IpProto.ICMP else self.timeouts.udp
+        mapping.sessions += 1
+        mapping.remotes[remote_ip] = mapping.remotes.get(remote_ip, 0) + 1
+        self.per_host[mapping.inside_ip] = self.per_host.get(mapping.inside_ip, 0) + 1
+        self.out_sessions[session.out_key] = session
+        self.in_sessions[session.in_key] = session
+        self.schedule(session)
+        return session
+
+    def _allocate(self, proto: int, wanted: int) -> int | None:
+        """Keep the inside port if it is free, else a random free one of the same range.
+
+        RFC 4787 REQ-3 (do not mix 0-1023 with 1024-65535), RFC 6056 §3.3.1
+        (random choice).  ICMP identifiers may be any 16-bit value.
+        """
+        if wanted and (proto, wanted) not in self.by_outside:
+            return wanted
+        if proto == IpProto.ICMP:
+            low, high = 1, 65535
+        elif wanted < 1024:
+            low, high = 1, 1023
+        else:
+            low, high = 1024, 65535
+        for _ in range(32):
+            port = self.rng.randint(low, high)
+            if (proto, port) not in self.by_outside:
+                return port
+        start = self.rng.randint(low, high)
+        span = high - low + 1
+        for i in range(span):
+            port = low + (start - low + i) % span
+            if (proto, port) not in self.by_outside:
+                return port
+        return None
+
+    # -- state and expiry ---------------------------------------------------------------
+
+    def set_tcp_state(self, session: Session, state: TcpState, now: float) -> None:
+        """Enter a TCP state and take its lifetime (RFC 6146 §3.5.2.2, RFC 7857 §3.2)."""
+        session.state = state
+        t = self.timeouts
+        if state is TcpState.FIN_BOTH:
+            session.fixed_deadline = now + t.tcp_transitory
+        else:
+            session.fixed_deadline = 0.0
+        shorter = state not in ESTABLISHED_LIFETIME and session.timeout > t.tcp_transitory
+        if state is TcpState.SYN_IN and session.mapping.static is False:
+            session.timeout = t.tcp_incoming_syn
+        else:
+            session.timeout = t.tcp_established if state in ESTABLISHED_LIFETIME else t.tcp_transitory
+        if shorter or state is TcpState.FIN_BOTH:
+            self.schedule(session)
+
+    def schedule(self, session: Session) -> None:
+        heapq.heappush(self._heap, (session.deadline(), next(self._seq), session))
+
+    def next_deadline(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def expire(self, now: float) -> None:
+        """Close every session whose deadline has passed."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, session = heapq.heappop(heap)
+            if session.closed:
+                continue
+            deadline = session.deadline()
+            if deadline > now:
+                heapq.heappush(heap, (deadline, next(self._seq), session))
+            else:
+                self.close(session, "timeout")
+
+    def close(self, session: Session, reason: str) -> None:
+        if session.closed:
+            return
+        session.closed = True
+        self.out_sessions.pop(session.out_key, None)
+        self.in_sessions.pop(session.in_key, None)
+        mapping = session.mapping
+        mapping.sessions -= 1
+        left = mapping.remotes[session.remote_ip] - 1
+        if left:
+            mapping.remotes[session.remote_ip] = left
+        else:
+            del mapping.remotes[session.remote_ip]
+        host_left = self.per_host[session.inside_ip] - 1
+        if host_left:
+            self.per_host[session.inside_ip] = host_left
+        else:
+            del self.per_host[session.inside_ip]
+        if mapping.sessions == 0 and not mapping.static:
+            del self.mappings[(mapping.proto, mapping.inside_ip, mapping.inside_port)]
+            del self.by_outside[(mapping.proto, mapping.outside_port)]
+        self.closed.append((session, reason))
+
+    def sessions(self) -> list[Session]:
+        return list(self.out_sessions.values())

@@ -1,0 +1,342 @@
+"""The router: a pure, sans-IO data plane.
+
+Theory of operation
+-------------------
+``receive_frame(port, frame, now)`` takes one frame as a TAP with a
+virtio-net header gives it (see ``router.packet.frame``) and appends what must
+be sent to ``outbox[port]``; ``handle_timer(now)`` does the work that time
+brings (expiry, ARP retries) and ``get_timer()`` says when to call it next;
+``next_event()`` hands out what happened.  Nothing here reads the clock,
+sleeps or touches a file descriptor, so tests drive it with frames and times.
+
+A frame is forwarded by rewriting it in place and appending that same
+``bytearray`` to the outbox: the hot path allocates no frame.  Frames that
+the router makes (ARP, ICMP) are new ``bytearray`` objects.
+
+Ports are numbered: ``LAN`` (0) and ``WAN`` (1).  The WAN address is the NAT's
+only outside address.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+from ..config import Config
+from ..packet import checksum
+from ..packet.arp import ArpOp, arp_frame, gratuitous_arp
+from ..packet.frame import ETH_OFFSET, EtherType, IP_DF, IP_MF, IP_OFFSET, IPV4, IpProto, ip_str
+from ..packet.ipv4 import IcmpType, Unreachable, fragment
+from .arp import ArpTable, parse_arp
+from .events import Counters, DropReason, EventQueue, SessionClosed, SessionOpened, SwitchChanged
+from .forward import Forwarding
+from .fragments import FragmentTracker
+from .icmp import echo_reply, error_datagram, is_unicast
+from .nat import NatTable
+
+LAN, WAN = 0, 1
+PORT_NAMES = ("lan", "wan")
+IP = IP_OFFSET
+HEADER_WORDS = struct.Struct("!10H")
+MIN_IP_FRAME = IP + 20
+
+
+class Router(Forwarding):
+    """Two Ethernet ports, IPv4 routing between them, NAPT on the WAN address."""
+
+    def __init__(self, config: Config, rng: random.Random | None = None):
+        self.config = config
+        lan, wan = config.lan, config.wan
+        self.ports = (lan, wan)
+        self.macs = (lan.mac, wan.mac)
+        self.addresses = (lan.address, wan.address)
+        self.lan_ip, self.wan_ip = lan.address, wan.address
+        self.wan_ip_bytes = wan.address.to_bytes(4, "big")
+        self.lan_net, self.lan_mask = lan.network, lan.netmask
+        self.wan_net, self.wan_mask = wan.network, wan.netmask
+        self.mtus = (lan.mtu, wan.mtu)
+        t, limits = config.timeouts, config.limits
+        self.arp = tuple(ArpTable(p.mac, p.address, t.arp_cache, t.arp_retry, limits.arp_queue,
+                                  limits.arp_pending) for p in self.ports)
+        self.nat = NatTable(wan.address, t, limits, config.filtering, config.forwards, rng)
+        self.fragments = FragmentTracker(t.fragment, limits.fragments)
+        self.counters = Counters()
+        self.events = EventQueue()
+        self.switches = dict(config.passthrough)
+        self.helpers: list = []
+        self.outbox: tuple[list[bytearray], list[bytearray]] = ([], [])
+        self.started: float | None = None
+        self._icmp_second = 0
+        self._icmp_sent = 0
+
+    # -- the sans-IO surface ----------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Announce the router's addresses on both ports (RFC 5227 §3)."""
+        self.started = now
+        for port in (LAN, WAN):
+            self.outbox[port].append(gratuitous_arp(self.macs[port], self.addresses[port]))
+
+    def receive_frame(self, port: int, frame: bytearray, now: float) -> None:
+        """One frame from ``port``; what it causes lands in ``outbox``."""
+        counters = self.counters
+        counters[("frames_in_lan", "frames_in_wan")[port]] += 1
+        counters[("bytes_in_lan", "bytes_in_wan")[port]] += len(frame)
+        if len(frame) < IP:
+            return self.drop(port, DropReason.TRUNCATED, now)
+        if frame[24] == 0x08 and frame[25] == 0x00:
+            if not frame.startswith(self.macs[port], ETH_OFFSET):
+                counters["ignored_other_mac"] += 1
+                return
+            return self._ipv4(port, frame, now)
+        ethertype = frame[24] << 8 | frame[25]
+        if ethertype == EtherType.ARP:
+            return self._arp(port, frame, now)
+        return self.drop(port, DropReason.NON_IPV4, now, f"ethertype 0x{ethertype:04x}")
+
+    def handle_timer(self, now: float) -> None:
+        self.nat.expire(now)
+        self.report_closed(now)
+        self.fragments.expire(now)
+        if self.fragments.dropped:
+            self.counters["drop_fragment_orphaned"] += self.fragments.dropped
+            self.fragments.dropped = 0
+        for port in (LAN, WAN):
+            requests, dropped = self.arp[port].tick(now)
+            self.outbox[port].extend(requests)
+            self.counters["arp_requests_sent"] += len(requests)
+            if dropped:
+                self.drop(port, DropReason.ARP_UNRESOLVED, now, f"{dropped} frames", count=dropped)
+
+    def get_timer(self) -> float | None:
+        deadlines = [d for d in (self.nat.next_deadline(), self.fragments.next_deadline(),
+                                 self.arp[LAN].next_deadline(), self.arp[WAN].next_deadline()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def next_event(self):
+        return self.events.pop()
+
+    def take_outbox(self, port: int) -> list[bytearray]:
+        frames, self.outbox[port][:] = list(self.outbox[port]), []
+        return frames
+
+    def set_passthrough(self, name: str, on: bool, now: float) -> None:
+        if name not in self.switches:
+            raise KeyError(name)
+        if self.switches[name] != on:
+            self.switches[name] = on
+            self.events.push(SwitchChanged(now, name, on))
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def drop(self, port: int, reason: DropReason, now: float, summary: str = "", count: int = 1) -> None:
+        self.counters["drop_" + reason.value] += count
+        self.events.drop(now, reason, PORT_NAMES[port], summary)
+
+    def report_opened(self, session, now: float) -> None:
+        self.counters["sessions_created"] += 1
+        self.events.push(SessionOpened(now, session.info(now, self.wan_ip)))
+
+    def report_closed(self, now: float) -> None:
+        closed = self.nat.closed
+        while closed:
+            session, reason = closed.pop(0)
+            if session.helper is not None:
+                session.helper.closed(session, now)
+            self.counters["sessions_closed"] += 1
+            self.events.push(SessionClosed(now, session.info(now, self.wan_ip), reason))
+
+    # -- ARP -------------------------------------------------------------------------------
+
+    def _arp(self, port: int, frame: bytearray, now: float) -> None:
+        parsed = parse_arp(frame)
+        if parsed is None:
+            return self.drop(port, DropReason.BAD_ARP, now)
+        op, sender_mac, sender_ip, target_ip = parsed
+        table = self.arp[port]
+        own_ip = self.addresses[port]
+        if sender_ip == own_ip:
+            return self.drop(port, DropReason.BAD_ARP, now, f"{ip_str(sender_ip)} claims our address")
+        # RFC 826 "merge": refresh a known sender; learn it when the packet is for us.
+        if sender_ip and self._on_link(port, sender_ip) and (sender_ip in table.cache or target_ip == own_ip):
+            for waiting in table.learn(sender_ip, sender_mac, now):
+                self._emit(port, waiting)
+        if op == ArpOp.REQUEST and target_ip == own_ip and sender_ip:
+            self.counters["arp_replies_sent"] += 1
+            self.outbox[port].append(arp_frame(ArpOp.REPLY, self.macs[port], own_ip, sender_mac, sender_ip,
+                                               eth_dst=sender_mac))
+
+    def _on_link(self, port: int, addr: int) -> bool:
+        if port == LAN:
+            return addr & self.lan_mask == self.lan_net
+        return addr & self.wan_mask == self.wan_net
+
+    # -- IPv4 ------------------------------------------------------------------------------
+
+    def _ipv4(self, port: int, frame: bytearray, now: float) -> None:
+        """Validate the IPv4 header (RFC 1812 §5.2.2), then route by port and destination."""
+        size = len(frame)
+        if size < MIN_IP_FRAME:
+            return self.drop(port, DropReason.TRUNCATED, now)
+        vihl, _, tot_len, ident, frag, ttl, proto, _, src, dst = IPV4.unpack_from(frame, IP)
+        if vihl == 0x45:
+            ihl = 20
+            header_ok = checksum.fold(sum(HEADER_WORDS.unpack_from(frame, IP))) == 0xFFFF
+        else:
+            ihl = (vihl & 15) * 4
+            if vihl >> 4 != 4 or ihl < 20 or size < IP + ihl:
+                return self.drop(port, DropReason.BAD_IP_HEADER, now, f"version/IHL 0x{vihl:02x}")
+            header_ok = checksum.ones_sum(frame, IP, IP + ihl) == 0xFFFF
+        if tot_len < ihl or IP + tot_len > size:
+            return self.drop(port, DropReason.BAD_IP_HEADER, now, f"total length {tot_len}")
+        if not header_ok:
+            return self.drop(port, DropReason.BAD_IP_CHECKSUM, now, f"{ip_str(src)} -> {ip_str(dst)}")
+        if IP + tot_len < size:
+            del frame[IP + tot_len:]  # Ethernet padding
+        if port == LAN:
+            return self._from_lan(frame, ihl, tot_len, ident, frag, ttl, proto, src, dst, now)
+        return self._from_wan(frame, ihl, tot_len, ident, frag, ttl, proto, src, dst, now)
+
+    def _from_lan(self, frame, ihl, tot_len, ident, frag, ttl, proto, src, dst, now) -> None:
+        if src & self.lan_mask != self.lan_net or src == self.lan_ip or not is_unicast(src) \
+                or src == self.ports[LAN].broadcast:
+            return self.drop(LAN, DropReason.SPOOFED_SOURCE, now, f"source {ip_str(src)}")
+        if dst == self.lan_ip or (dst == self.wan_ip and proto == IpProto.ICMP
+                                  and frame[IP + ihl] == IcmpType.ECHO_REQUEST):
+            return self._local(LAN, frame, ihl, frag, proto, src, dst, now)
+        if not is_unicast(dst) or dst == self.ports[LAN].broadcast:
+            return self.drop(LAN, DropReason.MARTIAN, now, f"destination {ip_str(dst)}")
+        if ttl <= 1:
+            return self._icmp_error(LAN, frame, IcmpType.TIME_EXCEEDED, 0, now, DropReason.TTL_EXCEEDED)
+        if dst & self.lan_mask == self.lan_net:
+            return self._route_plain(LAN, frame, tot_len, frag, dst, now)
+        if frag & (IP_MF | 0x1FFF):
+            return self.forward_fragment(frame, ihl, tot_len, ident, frag, proto, src, dst, True, now)
+        return self.forward_out(frame, ihl, tot_len, frag, proto, src, dst, now)
+
+    def _from_wan(self, frame, ihl, tot_len, ident, frag, ttl, proto, src, dst, now) -> None:
+        if dst != self.wan_ip:
+            reason = DropReason.NOT_ROUTABLE if is_unicast(dst) else DropReason.MARTIAN
+            return self.drop(WAN, reason, now, f"destination {ip_str(dst)}")
+        if not is_unicast(src) or src & self.lan_mask == self.lan_net or src == self.ports[WAN].broadcast:
+            return self.drop(WAN, DropReason.MARTIAN, now, f"source {ip_str(src)}")
+        if proto == IpProto.ICMP and not frag & 0x1FFF and tot_len > ihl \
+                and frame[IP + ihl] == IcmpType.ECHO_REQUEST:
+            return self._local(WAN, frame, ihl, frag, proto, src, dst, now)
+        if ttl <= 1:
+            return self._icmp_error(WAN, frame, IcmpType.TIME_EXCEEDED, 0, now, DropReason.TTL_EXCEEDED)
+        if frag & (IP_MF | 0x1FFF):
+            return self.forward_fragment(frame, ihl, tot_len, ident, frag, proto, src, dst, False, now)
+        return self.forward_in(frame, ihl, tot_len, frag, proto, src, dst, now)
+
+    def _local(self, port, frame, ihl, frag, proto, src, dst, now) -> None:
+        """Datagrams for the router itself: it answers pings and refuses the rest."""
+        if frag & (IP_MF | 0x1FFF):
+            return self.drop(port, DropReason.UNSUPPORTED_PROTOCOL, now, "fragment for the router")
+        if proto == IpProto.ICMP and len(frame) >= IP + ihl + 8 and frame[IP + ihl] == IcmpType.ECHO_REQUEST:
+            reply = echo_reply(frame, ihl)
+            if reply is None:
+                return self.drop(port, DropReason.BAD_ICMP_CHECKSUM, now, f"echo from {ip_str(src)}")
+            self.counters["echo_replies_sent"] += 1
+            return self.send(port, src, reply, now)
+        if proto == IpProto.UDP and port == LAN:
+            return self._icmp_error(LAN, frame, IcmpType.DEST_UNREACHABLE, Unreachable.PORT, now,
+                                    DropReason.UNSUPPORTED_PROTOCOL)
+        self.drop(port, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} to the router")
+
+    def _route_plain(self, port, frame, tot_len, frag, dst, now) -> None:
+        """Forward without translation (LAN to LAN through the router)."""
+        frame[IP + 8] -= 1
+        csum = frame[IP + 10] << 8 | frame[IP + 11]
+        struct.pack_into("!H", frame, IP + 10, checksum.update(csum, checksum.TTL_DECREMENT))
+        self.send(port, dst, frame, now)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def egress_too_big(self, port: int, frame: bytearray, tot_len: int, frag: int, now: float) -> bool:
+        """RFC 1191 / RFC 4787 REQ-11: refuse a DF datagram larger than the egress MTU.
+
+        GSO super-frames are exempt: the kernel cuts them into MTU-sized segments.
+        """
+        mtu = self.mtus[port]
+        if tot_len <= mtu or frame[1] or not frag & IP_DF:
+            return False
+        self._icmp_error(1 - port, frame, IcmpType.DEST_UNREACHABLE, Unreachable.FRAG_NEEDED, now,
+                         DropReason.FRAG_NEEDED, rest=mtu)
+        return True
+
+    def send(self, port: int, dst: int, frame: bytearray, now: float) -> None:
+        """Route a datagram out of ``port`` towards ``dst``: fragment it if needed, resolve the next hop."""
+        if len(frame) - IP > self.mtus[port] and not frame[1]:
+            pieces = fragment(frame, self.mtus[port])
+            self.counters["fragments_made"] += len(pieces)
+            for piece in pieces:
+                self.send(port, dst, piece, now)
+            return
+        if port == WAN and dst & self.wan_mask != self.wan_net:
+            hop = self.ports[WAN].gateway
+            if hop is None:
+                return self.drop(WAN, DropReason.NOT_ROUTABLE, now, f"no gateway for {ip_str(dst)}")
+        else:
+            hop = dst
+        table = self.arp[port]
+        entry = table.cache.get(hop)
+        if entry is not None:
+            frame[12:26] = entry.prefix
+            self.outbox[port].append(frame)
+            if now > entry.expires:
+                request = table.revalidate(hop, entry, now)
+                if request is not None:
+                    self.counters["arp_requests_sent"] += 1
+                    self.outbox[port].append(request)
+            return
+        queued, request = table.enqueue(hop, frame, now)
+        if not queued:
+            return self.drop(port, DropReason.ARP_QUEUE_FULL, now, f"next hop {ip_str(hop)}")
+        if request is not None:
+            self.counters["arp_requests_sent"] += 1
+            self.outbox[port].append(request)
+
+    def _emit(self, port: int, frame: bytearray) -> None:
+        self.outbox[port].append(frame)
+
+    def _icmp_error(self, port: int, frame: bytearray, icmp_type: int, code: int, now: float,
+                    reason: DropReason, rest: int = 0) -> None:
+        """Drop ``frame`` (from ``port``) for ``reason`` and tell its sender, rate limited."""
+        src = int.from_bytes(frame[IP + 12:IP + 16], "big")
+        self.drop(port, reason, now, f"from {ip_str(src)}")
+        second = int(now)
+        if second != self._icmp_second:
+            self._icmp_second, self._icmp_sent = second, 0
+        if self._icmp_sent >= self.config.limits.icmp_errors_per_second:
+            self.counters["icmp_errors_rate_limited"] += 1
+            return
+        datagram = error_datagram(self.addresses[port], frame, icmp_type, code, rest)
+        if datagram is None:
+            return
+        self._icmp_sent += 1
+        self.counters["icmp_errors_sent"] += 1
+        out = bytearray(IP)  # virtio-net header and Ethernet header, filled in by send()
+        out += datagram
+        self.send(port, src, out, now)
+
+    # -- views for the control socket ---------------------------------------------------------
+
+    def status(self, now: float) -> dict:
+        self.counters["events_lost"] = self.events.lost
+        return {
+            "passthrough": dict(self.switches),
+            "counters": dict(self.counters),
+            "uptime": round(now - self.started, 3) if self.started is not None else 0.0,
+            "sessions": len(self.nat),
+            "mappings": len(self.nat.mappings),
+            "arp": {PORT_NAMES[p]: {ip_str(ip): e.mac.hex(":") for ip, e in self.arp[p].cache.items()}
+                    for p in (LAN, WAN)},
+            "ports": {PORT_NAMES[p]: {"address": f"{ip_str(c.address)}/{c.prefix_len}", "mac": c.mac.hex(":"),
+                                      "mtu": c.mtu, "tap": c.tap} for p, c in enumerate(self.ports)},
+            "limits": {"sessions": self.config.limits.sessions,
+                       "sessions_per_host": self.config.limits.sessions_per_host},
+        }
+
+    def session_infos(self, now: float) -> list:
+        return [s.info(now, self.wan_ip) for s in self.nat.sessions()]

@@ -1,0 +1,1 @@
+"""The Textual dashboard (`vpnrouter tui`): a client of the control socket only."""
