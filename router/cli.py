@@ -1,2 +1,149 @@
-def main():
-    raise SystemExit("not yet")
+"""``vpnrouter``: run the router, talk to it, or build the lab around it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import config as config_mod
+from .control.client import Client, ControlError
+
+DEFAULT_SOCKET = "/run/vpnrouter/control.sock"
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vpnrouter", description=__doc__.strip("` \n").replace("``", ""))
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the router in the foreground until SIGTERM or SIGINT",
+                         description="Run the router in the foreground until SIGTERM or SIGINT.")
+    run.add_argument("--config", required=True, metavar="FILE", help="TOML configuration file")
+    run.add_argument("-v", "--verbose", action="store_true", help="log more")
+    run.set_defaults(func=cmd_run)
+
+    ctl = sub.add_parser("ctl", help="query or steer a running router over its control socket",
+                         description="Query or steer a running router over its control socket.")
+    ctl.add_argument("--socket", default=DEFAULT_SOCKET, metavar="PATH", help=f"control socket (default {DEFAULT_SOCKET})")
+    ctl_sub = ctl.add_subparsers(title="requests", metavar="REQUEST")
+    status = ctl_sub.add_parser("status", help="switches, counters and uptime")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=cmd_status)
+    sessions = ctl_sub.add_parser("sessions", help="the NAT sessions")
+    sessions.add_argument("--json", action="store_true", help="print JSON")
+    sessions.set_defaults(func=cmd_sessions)
+    passthrough = ctl_sub.add_parser("passthrough", help="turn a protocol's passthrough on or off")
+    passthrough.add_argument("name", choices=config_mod.PASSTHROUGH_NAMES)
+    passthrough.add_argument("state", choices=("on", "off"))
+    passthrough.set_defaults(func=cmd_passthrough)
+    events = ctl_sub.add_parser("events", help="stream events (sessions, switches, drops) as JSON lines")
+    events.add_argument("--count", type=int, default=0, help="stop after this many events (default: never)")
+    events.set_defaults(func=cmd_events)
+    ctl.set_defaults(func=lambda a: (ctl.print_help(), EXIT_USAGE)[1])
+
+    from .lab.cli import add_lab_parser
+    add_lab_parser(sub)
+    return parser
+
+
+def cmd_run(args) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s")
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        print(f"vpnrouter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from .runtime.loop import run
+    from .runtime.tap import TapError
+    try:
+        run(cfg)
+    except TapError as exc:
+        print(f"vpnrouter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"vpnrouter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _call(args, method: str, *params):
+    try:
+        with Client(args.socket) as client:
+            return client.call(method, *params)
+    except ControlError as exc:
+        print(f"vpnrouter ctl: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_status(args) -> int:
+    status = _call(args, "status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"uptime      {status['uptime']:.0f} s")
+    print("passthrough " + "  ".join(f"{k} {'on' if v else 'off'}" for k, v in status["passthrough"].items()))
+    for name, port in status["ports"].items():
+        print(f"{name:<11} {port['address']}  mac {port['mac']}  tap {port['tap']}")
+    print(f"sessions    {status['sessions']}  (limit {status['limits']['sessions']})")
+    print("counters")
+    for name, value in status["counters"].items():
+        if value or not name.startswith("drop_"):
+            print(f"  {name:<28} {value}")
+    return 0
+
+
+COLUMNS = ("proto", "inside", "outside", "remote", "state", "idle", "packets_out", "packets_in", "bytes_out",
+           "bytes_in")
+
+
+def cmd_sessions(args) -> int:
+    sessions = _call(args, "sessions")
+    if args.json:
+        print(json.dumps(sessions, indent=2))
+        return 0
+    rows = [[str(s.get(c, "")) for c in COLUMNS] for s in sessions]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(COLUMNS)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(COLUMNS, widths)))
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    if not rows:
+        print("(no sessions)")
+    return 0
+
+
+def cmd_passthrough(args) -> int:
+    switches = _call(args, "set_passthrough", args.name, args.state == "on")
+    print(f"{args.name} passthrough {'on' if switches[args.name] else 'off'}")
+    return 0
+
+
+def cmd_events(args) -> int:
+    try:
+        with Client(args.socket, timeout=None) as client:
+            for n, event in enumerate(client.events(), 1):
+                print(json.dumps(event), flush=True)
+                if args.count and n >= args.count:
+                    break
+    except ControlError as exc:
+        print(f"vpnrouter ctl: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""A lab of network namespaces around the router.
+
+    client namespaces ──veth── br-lan ── TAP lan0 ┐
+                                                  ├─ vpnrouter (in the switch namespace)
+    server namespaces ──veth── br-wan ── TAP wan0 ┘
+
+The switch namespace ``<prefix>-sw`` holds both bridges and the TAPs, and
+the router process runs there.  With ``kernel=True`` the same topology gets
+Linux's own NAT instead (a namespace ``<prefix>-kr`` with IP forwarding and
+nftables masquerade, joined to the bridges by veth), for side-by-side
+measurements.  LAN 192.168.77.0/24, WAN 198.51.100.0/24.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LAN_PREFIX = "192.168.77"
+WAN_PREFIX = "198.51.100"
+ROUTER_LAN = f"{LAN_PREFIX}.1"
+ROUTER_WAN = f"{WAN_PREFIX}.1"
+STATE_DIR = Path("/run/vpnrouter-lab")
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def sh(*args: str, check: bool = True, ns: str | None = None, **kw) -> subprocess.CompletedProcess:
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    result = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if check and result.returncode != 0:
+        raise LabError(f"{' '.join(cmd)}: {result.stderr.strip() or result.stdout.strip()}")
+    return result
+
+
+@dataclass
+class Lab:
+    prefix: str = "vr"
+    clients: int = 2
+    servers: int = 2
+    kernel: bool = False
+    forwards: list[dict] = field(default_factory=list)
+    router_proc: subprocess.Popen | None = None
+
+    @property
+    def switch(self) -> str:
+        return f"{self.prefix}-sw"
+
+    @property
+    def kernel_router(self) -> str:
+        return f"{self.prefix}-kr"
+
+    def client(self, i: int) -> str:
+        return f"{self.prefix}-c{i}"
+
+    def server(self, j: int) -> str:
+        return f"{self.prefix}-s{j}"
+
+    @staticmethod
+    def client_ip(i: int) -> str:
+        return f"{LAN_PREFIX}.{10 + i}"
+
+    @staticmethod
+    def server_ip(j: int) -> str:
+        return f"{WAN_PREFIX}.{10 * j}"
+
+    @property
+    def state_dir(self) -> Path:
+        return STATE_DIR / self.prefix
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "router.toml"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_dir / "control.sock"
+
+    def namespaces(self) -> list[str]:
+        names = [self.switch] + [self.client(i) for i in range(1, self.clients + 1)]
+        names += [self.server(j) for j in range(1, self.servers + 1)]
+        return names + ([self.kernel_router] if self.kernel else [])
+
+    # -- building ---------------------------------------------------------------------------
+
+    def up(self, progress=lambda msg: None) -> None:
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces)")
+        self.down()
+        progress("namespaces")
+        for ns in self.namespaces():
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "set", "lo", "up", ns=ns)
+            sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=ns)
+            sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
+        sw = self.switch
+        for br in ("br-lan", "br-wan"):
+            sh("ip", "link", "add", br, "type", "bridge", "forward_delay", "0", ns=sw)
+            sh("ip", "link", "set", br, "up", ns=sw)
+        if self.kernel:
+            progress("kernel NAT")
+            self._kernel_router()
+        else:
+            for tap, br in (("lan0", "br-lan"), ("wan0", "br-wan")):
+                sh("ip", "tuntap", "add", "dev", tap, "mode", "tap", ns=sw)
+                sh("ip", "link", "set", tap, "master", br, "up", ns=sw)
+        progress("clients and servers")
+        for i in range(1, self.clients + 1):
+            self._host(self.client(i), f"c{i}", "br-lan", f"{self.client_ip(i)}/24", ROUTER_LAN)
+        for j in range(1, self.servers + 1):
+            self._host(self.server(j), f"s{j}", "br-wan", f"{self.server_ip(j)}/24", None)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.router_config())
+
+    def _host(self, ns: str, tag: str, bridge: str, address: str, gateway: str | None) -> None:
+        sw = self.switch
+        sh("ip", "link", "add", f"v-{tag}", "type", "veth", "peer", "name", "eth0", "netns", ns, ns=sw)
+        sh("ip", "link", "set", f"v-{tag}", "master", bridge, "up", ns=sw)
+        sh("ip", "addr", "add", address, "dev", "eth0", ns=ns)
+        sh("ip", "link", "set", "eth0", "up", ns=ns)
+        if gateway:
+            sh("ip", "route", "add", "default", "via", gateway, ns=ns)
+
+    def _kernel_router(self) -> None:
+        kr, sw = self.kernel_router, self.switch
+        for side, br, addr in (("lan", "br-lan", f"{ROUTER_LAN}/24"), ("wan", "br-wan", f"{ROUTER_WAN}/24")):
+            sh("ip", "link", "add", f"k-{side}", "type", "veth", "peer", "name", side, "netns", kr, ns=sw)
+            sh("ip", "link", "set", f"k-{side}", "master", br, "up", ns=sw)
+            sh("ip", "addr", "add", addr, "dev", side, ns=kr)
+            sh("ip", "link", "set", side, "up", ns=kr)
+        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=kr)
+        rules = ("table ip nat {\n chain postrouting {\n  type nat hook postrouting priority srcnat;\n"
+                 "  oifname \"wan\" masquerade\n }\n}\n")
+        sh("nft", "-f", "-", ns=kr, input=rules)
+
+    def router_config(self) -> str:
+        forwards = "".join(f'\n[[forward]]\nproto = "{f["proto"]}"\nport = {f["port"]}\nto = "{f["to"]}"\n'
+                           for f in self.forwards)
+        return (f'[lan]\ntap = "lan0"\naddress = "{ROUTER_LAN}/24"\n\n'
+                f'[wan]\ntap = "wan0"\naddress = "{ROUTER_WAN}/24"\n\n'
+                f'[control]\nsocket = "{self.socket_path}"\n\n'
+                f'[passthrough]\npptp = true\nl2tp = true\nipsec = true\n{forwards}')
+
+    # -- the router ------------------------------------------------------------------------------
+
+    def start_router(self, extra_config: str = "", log_path: Path | None = None, wait: float = 10.0) -> subprocess.Popen:
+        if extra_config:
+            self.config_path.write_text(self.router_config() + "\n" + extra_config)
+        log = open(log_path or self.state_dir / "router.log", "w")
+        self.router_proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.switch, sys.executable, "-m", "router", "run", "--config",
+             str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + wait
+        while not self.socket_path.exists():
+            if self.router_proc.poll() is not None:
+                raise LabError(f"the router exited with {self.router_proc.returncode}: "
+                               f"{(self.state_dir / 'router.log').read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise LabError("the router did not open its control socket in time")
+            time.sleep(0.05)
+        return self.router_proc
+
+    def stop_router(self, timeout: float = 5.0) -> int | None:
+        proc, self.router_proc = self.router_proc, None
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return None
+
+    def down(self) -> None:
+        self.stop_router()
+        existing = set(sh("ip", "netns", "list", check=False).stdout.split())
+        for ns in self.namespaces() + [self.kernel_router]:
+            if ns in existing:
+                # end whatever still runs in the namespace, then remove it
+                pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+                for pid in pids:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (ProcessLookupError, ValueError):
+                        pass
+                sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def run_in(self, ns: str, *cmd: str, check: bool = True, timeout: float | None = 60, **kw):
+        return sh(*cmd, ns=ns, check=check, timeout=timeout, **kw)
+
+    def popen_in(self, ns: str, *cmd: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", ns, *cmd], **kw)

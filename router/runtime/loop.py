@@ -1,0 +1,126 @@
+"""The thin I/O layer: drives the pure ``Router`` from two TAP ports, a timer and the control socket.
+
+On each wake-up a port is read until it is empty (or a batch limit is
+reached, so the other port gets its turn), every frame goes through
+``receive_frame`` with the time of the wake-up, and what the router put in
+its outbox is written at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from ..config import Config
+from ..control.server import ControlServer
+from ..dataplane.router import LAN, WAN, Router
+from .tap import TapPort
+
+log = logging.getLogger("vpnrouter")
+BATCH = 256
+
+
+class Runtime:
+    def __init__(self, config: Config, taps: tuple[TapPort, TapPort]):
+        self.config = config
+        self.router = Router(config)
+        self.taps = taps
+        self.clock = time.monotonic
+        self.control = ControlServer(self.router, self.clock, config.control_socket, config.control_mode)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.stopped = asyncio.Event()
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.control.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stopped.set)
+        self.router.start(self.clock())
+        self._flush()
+        for port, tap in enumerate(self.taps):
+            self.loop.add_reader(tap.fd, self._readable, port)
+        log.info("forwarding between %s (LAN) and %s (WAN)", self.taps[LAN].name, self.taps[WAN].name)
+        try:
+            await self.stopped.wait()
+        finally:
+            for tap in self.taps:
+                self.loop.remove_reader(tap.fd)
+            if self._timer is not None:
+                self._timer.cancel()
+            await self.control.close()
+
+    def _readable(self, port: int) -> None:
+        tap = self.taps[port]
+        router = self.router
+        now = self.clock()
+        read = tap.read
+        for _ in range(BATCH):
+            frame = read()
+            if frame is None:
+                break
+            router.receive_frame(port, frame, now)
+            self._flush()
+        self._after_work()
+
+    def _flush(self) -> None:
+        counters = self.router.counters
+        for port in (LAN, WAN):
+            outbox = self.router.outbox[port]
+            if outbox:
+                write = self.taps[port].write
+                for frame in outbox:
+                    write(frame)
+                counters[("frames_out_lan", "frames_out_wan")[port]] += len(outbox)
+                outbox.clear()
+
+    def _after_work(self) -> None:
+        router = self.router
+        if router.nat.closed:
+            router.report_closed(self.clock())
+        if router.events._queue:
+            publish = self.control.publish
+            while (event := router.next_event()) is not None:
+                publish(event)
+        at = router.get_timer()
+        if at is not None and at != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            # monotonic and loop.time() share a clock base on Linux; wait at least a millisecond.
+            delay = max(0.001, at - self.clock())
+            self._timer = self.loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self.router.handle_timer(self.clock())
+        self._flush()
+        self._after_work()
+
+
+def open_taps(config: Config) -> tuple[TapPort, TapPort]:
+    lan = TapPort(config.lan.tap)
+    try:
+        wan = TapPort(config.wan.tap)
+    except Exception:
+        lan.close()
+        raise
+    return lan, wan
+
+
+def run(config: Config) -> None:
+    """Run the router until SIGTERM or SIGINT."""
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        pass
+    taps = open_taps(config)
+    try:
+        asyncio.run(Runtime(config, taps).run())
+    finally:
+        for tap in taps:
+            tap.close()
