@@ -68,8 +68,8 @@ def wire(pkt, vnet: bytes = NO_OFFLOAD) -> bytearray:
     return bytearray(vnet) + bytes(pkt)
 
 
-def from_lan(src: str, dst: str, l4, **ip) -> Ether:
-    return Ether(src=MACS[src], dst=LAN_MAC) / IP(src=src, dst=dst, **ip) / l4
+def from_lan(src: str, dst: str, l4, ip_src: str | None = None, **ip) -> Ether:
+    return Ether(src=MACS[src], dst=LAN_MAC) / IP(src=ip_src or src, dst=dst, **ip) / l4
 
 
 def from_wan(src: str, l4, dst: str = WAN_IP, **ip) -> Ether:
@@ -142,6 +142,7 @@ def vnet_partial(pkt, gso_type: int = 0, gso_size: int = 0) -> bytes:
 
 def partial_frame(pkt, **kw) -> bytearray:
     """Serialise ``pkt`` as the kernel hands over a NEEDS_CSUM frame: the field holds the pseudo-header sum."""
+    pkt = Ether(bytes(pkt))
     raw = bytearray(bytes(pkt))
     ip = pkt[IP]
     l4 = 14 + ip.ihl * 4
