@@ -1,0 +1,59 @@
+"""Configuration: every mistake names its key; `vpnrouter run` exits 2 with one line."""
+
+import subprocess
+import sys
+
+import pytest
+
+from frames import config
+from router.config import ConfigError, parse
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"lan": {"bogus": 1}}, "lan.bogus"),
+    ({"wan": {"address": "198.51.100.1"}}, "wan.address"),
+    ({"wan": {"address": "300.1.1.1/24"}}, "wan.address"),
+    ({"lan": {"address": "198.51.100.2/24"}}, "wan.address"),   # overlapping subnets
+    ({"wan": {"gateway": "10.0.0.1"}}, "wan.gateway"),
+    ({"lan": {"mac": "zz"}}, "lan.mac"),
+    ({"lan": {"mtu": 100}}, "lan.mtu"),
+    ({"timeouts": {"udp": -1}}, "timeouts.udp"),
+    ({"timeouts": {"udp": "long"}}, "timeouts.udp"),
+    ({"limits": {"sessions": 0}}, "limits.sessions"),
+    ({"passthrough": {"pptp": "yes"}}, "passthrough.pptp"),
+    ({"passthrough": {"wireguard": True}}, "passthrough.wireguard"),
+    ({"nat": {"filtering": "open"}}, "nat.filtering"),
+    ({"forward": [{"proto": "tcp", "port": 80, "to": "10.0.0.1:80"}]}, "forward[0].to"),
+    ({"forward": [{"proto": "sctp", "port": 80, "to": "192.168.77.5:80"}]}, "forward[0].proto"),
+    ({"surprise": {}}, "surprise"),
+])
+def test_bad_config_names_the_key(change, key):
+    with pytest.raises(ConfigError) as info:
+        parse(config(**change))
+    assert str(info.value).startswith(key + ":")
+
+
+def test_missing_table():
+    data = config()
+    del data["wan"]
+    with pytest.raises(ConfigError, match=r"^wan: missing"):
+        parse(data)
+
+
+def test_defaults():
+    cfg = parse(config())
+    assert cfg.timeouts.udp == 300 and cfg.timeouts.tcp_established == 7440 and cfg.timeouts.icmp == 60
+    assert cfg.passthrough == {"pptp": True, "l2tp": True, "ipsec": True}
+    assert cfg.lan.mac == bytes([0x02, 0x76, 0x72, 0, 77, 1]) and cfg.wan.mac == bytes([0x02, 0x76, 0x72, 1, 100, 1])
+
+
+def test_run_with_bad_config_exits_2_with_one_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[lan]\ntap = "lan0"\naddress = "192.168.77.1/24"\ncolour = "blue"\n[wan]\ntap="wan0"\naddress="198.51.100.1/24"\n')
+    result = subprocess.run([sys.executable, "-m", "router", "run", "--config", str(path)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["vpnrouter: lan.colour: unknown key (known: address, gateway, mac, mtu, tap)"]
+    missing = subprocess.run([sys.executable, "-m", "router", "run", "--config", str(tmp_path / "none.toml")],
+                             capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 2 and "cannot read config" in missing.stderr and "Traceback" not in missing.stderr
