@@ -102,6 +102,9 @@ class Lab:
             sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=ns)
             sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
         sw = self.switch
+        # A switch, not a firewall: where br_netfilter is loaded it would check and drop bridged IPv4.
+        for table in ("iptables", "ip6tables", "arptables"):
+            sh("sysctl", "-qw", f"net.bridge.bridge-nf-call-{table}=0", ns=sw, check=False)
         for br in ("br-lan", "br-wan"):
             sh("ip", "link", "add", br, "type", "bridge", "forward_delay", "0", ns=sw)
             sh("ip", "link", "set", br, "up", ns=sw)

@@ -1,0 +1,62 @@
+"""The lab for integration tests: namespaces around the real `vpnrouter run` process.
+
+These tests need root and network namespaces.  Where they cannot run they
+fail with the reason (never a silent skip): CI runs them as root.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from router.lab.topology import Lab
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root for network namespaces and TAP devices (run `make test` as root)")
+    if not Path("/dev/net/tun").exists():
+        pytest.fail("integration tests need /dev/net/tun")
+
+
+class Peers:
+    """Runs tests/integration/peers.py roles inside the lab's namespaces."""
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+
+    def cmd(self, role: str, *args) -> list[str]:
+        return [sys.executable, "-m", "tests.integration.peers", role, *map(str, args)]
+
+    def run(self, ns: str, role: str, *args, timeout: float = 60) -> str:
+        result = self.lab.run_in(ns, *self.cmd(role, *args), timeout=timeout, cwd=ROOT)
+        return result.stdout.strip()
+
+    def start(self, ns: str, role: str, *args) -> subprocess.Popen:
+        proc = self.lab.popen_in(ns, *self.cmd(role, *args), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        return proc
+
+
+@pytest.fixture(scope="module")
+def lab():
+    require_root()
+    lab = Lab(prefix="vt", clients=2, servers=2,
+              forwards=[{"proto": "tcp", "port": 8080, "to": "192.168.77.12:8000"}])
+    try:
+        lab.up()
+        lab.start_router()
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def peers(lab):
+    return Peers(lab)

@@ -1,0 +1,82 @@
+"""Small programs run inside the lab's namespaces: `python -m tests.integration.peers ROLE ...`.
+
+    serve-tcp PORT SIZE SEED [COUNT]   send SIZE seeded random bytes to each of COUNT connections, then exit
+    fetch-tcp HOST PORT                print "<bytes> <sha256>" of what the server sent
+    udp-echo PORT COUNT                echo COUNT datagrams back to their sender
+    udp-ask HOST PORT                  send one datagram, print the reply, or "refused" / "timeout"
+    udp-listen PORT SECONDS            print every datagram received for SECONDS
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import sys
+
+
+def payload(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def serve_tcp(port: str, size: str, seed: str, count: str = "1") -> None:
+    data = payload(int(size), int(seed))
+    with socket.create_server(("0.0.0.0", int(port)), reuse_port=True) as server:
+        server.settimeout(60)
+        print("ready", flush=True)
+        for _ in range(int(count)):
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(data)
+
+
+def fetch_tcp(host: str, port: str) -> None:
+    digest, total = hashlib.sha256(), 0
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        while chunk := conn.recv(1 << 16):
+            digest.update(chunk)
+            total += len(chunk)
+    print(total, digest.hexdigest())
+
+
+def udp_echo(port: str, count: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("0.0.0.0", int(port)))
+        s.settimeout(30)
+        print("ready", flush=True)
+        for _ in range(int(count)):
+            data, addr = s.recvfrom(65535)
+            s.sendto(b"echo:" + data + f":{addr[0]}".encode(), addr)
+
+
+def udp_ask(host: str, port: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host, int(port)))
+        s.settimeout(3)
+        s.send(b"hello")
+        try:
+            print(s.recv(65535).decode())
+        except ConnectionRefusedError:
+            print("refused")
+        except socket.timeout:
+            print("timeout")
+
+
+def udp_listen(port: str, seconds: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("0.0.0.0", int(port)))
+        s.settimeout(float(seconds))
+        print("ready", flush=True)
+        try:
+            while True:
+                data, addr = s.recvfrom(65535)
+                print("got", addr[0], data, flush=True)
+        except socket.timeout:
+            pass
+
+
+ROLES = {"serve-tcp": serve_tcp, "fetch-tcp": fetch_tcp, "udp-echo": udp_echo, "udp-ask": udp_ask,
+         "udp-listen": udp_listen}
+
+if __name__ == "__main__":
+    ROLES[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,121 @@
+"""The real router process between real network stacks: two clients, two servers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+from tests.integration.conftest import ROOT
+from tests.integration.peers import payload
+
+S1, S2 = "198.51.100.10", "198.51.100.20"
+C1, C2 = "192.168.77.11", "192.168.77.12"
+WAN = "198.51.100.1"
+
+
+def ctl(lab, *args) -> str:
+    result = subprocess.run([sys.executable, "-m", "router", "ctl", "--socket", str(lab.socket_path), *args],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_ping_through_the_router(lab):
+    for c, s in (("vt-c1", S1), ("vt-c2", S2)):
+        result = lab.run_in(c, "ping", "-c", "3", "-i", "0.2", "-W", "2", s)
+        assert " 0% packet loss" in result.stdout
+    assert " 0% packet loss" in lab.run_in("vt-c1", "ping", "-c", "1", "-W", "2", "192.168.77.1").stdout
+
+
+def test_concurrent_tcp_downloads_arrive_intact(lab, peers):
+    size = 24 * 1024 * 1024
+    servers = [peers.start("vt-s1", "serve-tcp", 9000, size, 1, 2), peers.start("vt-s2", "serve-tcp", 9000, size, 2, 2)]
+    fetches = [lab.popen_in(c, *peers.cmd("fetch-tcp", s, 9000), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+               for c in ("vt-c1", "vt-c2") for s in (S1, S2)]
+    results = [f.communicate(timeout=120)[0].split() for f in fetches]
+    for server in servers:
+        server.wait(30)
+    expected = {s: hashlib.sha256(payload(size, seed)).hexdigest() for s, seed in ((S1, 1), (S2, 2))}
+    assert results == [[str(size), expected[s]] for _ in ("c1", "c2") for s in (S1, S2)]
+    sessions = json.loads(ctl(lab, "sessions", "--json"))
+    tcp = [s for s in sessions if s["proto"] == "tcp" and s["remote"].endswith(":9000")]
+    assert len(tcp) == 4 and all(s["bytes_in"] > size for s in tcp)
+    assert {s["inside"].split(":")[0] for s in tcp} == {C1, C2}
+
+
+def test_udp_both_ways(lab, peers):
+    echo = peers.start("vt-s1", "udp-echo", 7000, 2)
+    assert peers.run("vt-c1", "udp-ask", S1, 7000) == f"echo:hello:{WAN}"
+    assert peers.run("vt-c2", "udp-ask", S1, 7000) == f"echo:hello:{WAN}"
+    echo.wait(10)
+
+
+def test_icmp_port_unreachable_reaches_the_client_socket(lab, peers):
+    assert peers.run("vt-c1", "udp-ask", S2, 7999) == "refused"
+
+
+def test_nothing_unsolicited_reaches_the_lan(lab, peers):
+    before = json.loads(ctl(lab, "status", "--json"))["counters"]["drop_unsolicited"]
+    listener = peers.start("vt-c1", "udp-listen", 6000, 3)
+    sender = "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'x', ('%s', p)) for p in (6000, 6001, 6000)]" % WAN
+    lab.run_in("vt-s1", sys.executable, "-c", sender)
+    syn = lab.run_in("vt-s1", sys.executable, "-c",
+                     "import socket; s=socket.socket(); s.settimeout(2)\ntry: s.connect(('%s', 22))\nexcept OSError as e: print(type(e).__name__)" % WAN,
+                     check=False)
+    out, _ = listener.communicate(timeout=10)
+    assert out == "" and "timeout" in syn.stdout.lower()
+    after = json.loads(ctl(lab, "status", "--json"))["counters"]["drop_unsolicited"]
+    assert after - before >= 4
+
+
+def test_port_forward(lab, peers):
+    server = peers.start("vt-c2", "serve-tcp", 8000, 100000, 7, 1)
+    assert peers.run("vt-s2", "fetch-tcp", WAN, 8080).split() == [
+        "100000", hashlib.sha256(payload(100000, 7)).hexdigest()]
+    server.wait(10)
+
+
+def test_still_forwarding_after_malformed_burst(lab):
+    burst = """
+import random
+from scapy.all import Ether, IP, UDP, TCP, ICMP, sendp, Raw, get_if_hwaddr
+rnd = random.Random(3)
+mac = get_if_hwaddr("eth0")   # a bridge drops frames from the zero MAC
+frames = []
+base = [Ether(src=mac, dst="02:76:72:01:64:01")/IP(dst="198.51.100.1")/UDP(dport=53)/b"abcd",
+        Ether(src=mac, dst="02:76:72:01:64:01")/IP(dst="198.51.100.1")/TCP(flags="S"),
+        Ether(src=mac, dst="02:76:72:01:64:01")/IP(dst="198.51.100.1")/ICMP(type=3)/IP(src="198.51.100.1")/UDP()]
+for i in range(600):
+    raw = bytearray(bytes(rnd.choice(base)))
+    for _ in range(rnd.randint(1, 6)):
+        raw[rnd.randrange(14, len(raw))] = rnd.randrange(256)
+    raw = raw[:rnd.randint(14, len(raw))]
+    frames.append(Raw(bytes(raw)))
+sendp(frames, iface="eth0", verbose=False)
+print(len(frames))
+"""
+    assert lab.run_in("vt-s1", sys.executable, "-c", burst, timeout=120).stdout.strip() == "600"
+    assert " 0% packet loss" in lab.run_in("vt-c1", "ping", "-c", "2", "-i", "0.2", "-W", "2", S1).stdout
+    status = json.loads(ctl(lab, "status", "--json"))
+    counters = status["counters"]
+    assert counters["drop_bad_ip_checksum"] + counters["drop_bad_ip_header"] > 100, {k: v for k, v in counters.items() if v}
+
+
+def test_ctl_tables_and_switches(lab):
+    table = ctl(lab, "sessions")
+    assert table.splitlines()[0].split()[:4] == ["PROTO", "INSIDE", "OUTSIDE", "REMOTE"]
+    assert "passthrough pptp on" in ctl(lab, "status")
+    assert ctl(lab, "passthrough", "pptp", "off").strip() == "pptp passthrough off"
+    assert json.loads(ctl(lab, "status", "--json"))["passthrough"] == {"pptp": False, "l2tp": True, "ipsec": True}
+    ctl(lab, "passthrough", "pptp", "on")
+
+
+def test_clean_exit_on_sigterm(lab):
+    """Last in this module: stops the router the others used, then starts it again."""
+    assert lab.stop_router(timeout=5) == 0   # None would mean it had to be killed after 5 s
+    assert not lab.socket_path.exists()
+    lab.start_router()
+    assert " 0% packet loss" in lab.run_in("vt-c1", "ping", "-c", "1", "-W", "2", S1).stdout
+
