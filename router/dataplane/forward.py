@@ -20,8 +20,9 @@ from .tcpstate import TcpState, next_state
 
 IP = IP_OFFSET
 LAN, WAN = 0, 1
-TCP, UDP, ICMP = IpProto.TCP, IpProto.UDP, IpProto.ICMP
+TCP, UDP, ICMP = int(IpProto.TCP), int(IpProto.UDP), int(IpProto.ICMP)
 MIN_L4 = {TCP: 20, UDP: 8, ICMP: 8}
+"""Smallest transport header per protocol."""
 TTL_INCREMENT = (~TTL_DECREMENT) & 0xFFFF
 ESTABLISHED = TcpState.ESTABLISHED
 
@@ -38,11 +39,11 @@ class Forwarding:
     def forward_out(self, frame, ihl, tot_len, frag, proto, src, dst, now):
         """Translate and forward a datagram from the LAN; return its session, or None if it went no further."""
         l4 = IP + ihl
-        if proto in MIN_L4:
-            if tot_len < ihl + MIN_L4[proto]:
-                return self.drop(LAN, DropReason.TRUNCATED, now, f"{proto} from {ip_str(src)}")
-        else:
+        min_l4 = MIN_L4.get(proto)
+        if min_l4 is None:
             return self.drop(LAN, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} from {ip_str(src)}")
+        if tot_len < ihl + min_l4:
+            return self.drop(LAN, DropReason.TRUNCATED, now, f"{proto} from {ip_str(src)}")
         if proto == ICMP:
             icmp_type = frame[l4]
             if icmp_type in ERROR_TYPES:
@@ -52,7 +53,7 @@ class Forwarding:
             sport, dport = U16.unpack_from(frame, l4 + 4)[0], 0
         else:
             sport, dport = PORTS.unpack_from(frame, l4)
-        if self.egress_too_big(WAN, frame, tot_len, frag, now):
+        if tot_len > self.mtus[WAN] and self.egress_too_big(WAN, frame, tot_len, frag, now):
             return None
         session = self.nat.out_sessions.get((proto, src, sport, dst, dport))
         if session is None:
@@ -133,9 +134,10 @@ class Forwarding:
         """Translate and forward a datagram to the WAN address; return its session or None."""
         l4 = IP + ihl
         port = LAN if hairpin else WAN
-        if proto not in MIN_L4:
+        min_l4 = MIN_L4.get(proto)
+        if min_l4 is None:
             return self.drop(port, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} from {ip_str(src)}")
-        if tot_len < ihl + MIN_L4[proto]:
+        if tot_len < ihl + min_l4:
             return self.drop(port, DropReason.TRUNCATED, now, f"{proto} from {ip_str(src)}")
         if proto == ICMP:
             icmp_type = frame[l4]
@@ -151,7 +153,7 @@ class Forwarding:
             session = self._open_in(frame, l4, proto, src, sport, dport, port, now)
             if session is None:
                 return None
-        if self.egress_too_big(LAN, frame, tot_len, frag, now):
+        if tot_len > self.mtus[LAN] and self.egress_too_big(LAN, frame, tot_len, frag, now):
             return None
         helper = session.helper
         if helper is not None and helper.packet(session, frame, IP, l4, False, now) is Verdict.DROP:
@@ -160,7 +162,7 @@ class Forwarding:
             flags = frame[l4 + 13]
             if flags & 7 or session.state is not ESTABLISHED:
                 self._track_tcp(session, flags, False, now)
-        frame[IP + 16:IP + 20] = session.inside_ip.to_bytes(4, "big")
+        frame[IP + 16:IP + 20] = session.inside_ip_bytes
         frame[IP + 8] -= 1
         U16.pack_into(frame, IP + 10, update(frame[IP + 10] << 8 | frame[IP + 11], session.in_ip_delta))
         if proto == ICMP:
@@ -258,7 +260,7 @@ class Forwarding:
             if dst == self.wan_ip:
                 return self.drop(LAN, DropReason.BAD_FRAGMENT, now, "hairpinned fragment")
             return self.send(WAN, dst, frame, now)
-        frame[IP + 16:IP + 20] = session.inside_ip.to_bytes(4, "big")
+        frame[IP + 16:IP + 20] = session.inside_ip_bytes
         U16.pack_into(frame, IP + 10, update(csum, session.in_ip_delta))
         session.packets_in += 1
         session.bytes_in += size

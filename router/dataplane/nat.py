@@ -57,13 +57,15 @@ class Session:
                  "mapping", "state", "timeout", "fixed_deadline", "created", "last_seen",
                  "packets_in", "packets_out", "bytes_in", "bytes_out", "out_key", "in_key",
                  "out_addr_delta", "out_ip_delta", "out_l4_delta",
-                 "in_addr_delta", "in_ip_delta", "in_l4_delta", "closed", "helper", "helper_state")
+                 "in_addr_delta", "in_ip_delta", "in_l4_delta", "closed", "helper", "helper_state",
+                 "inside_ip_bytes")
 
     def __init__(self, sid: int, mapping: Mapping, remote_ip: int, remote_port: int, wan_ip: int, now: float):
         proto = mapping.proto
         self.id = sid
         self.proto = proto
         self.inside_ip = mapping.inside_ip
+        self.inside_ip_bytes = mapping.inside_ip.to_bytes(4, "big")
         self.inside_port = mapping.inside_port
         self.outside_port = mapping.outside_port
         self.remote_ip = remote_ip

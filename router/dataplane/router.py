@@ -36,6 +36,8 @@ from .nat import NatTable
 
 LAN, WAN = 0, 1
 PORT_NAMES = ("lan", "wan")
+FRAMES_IN = ("frames_in_lan", "frames_in_wan")
+BYTES_IN = ("bytes_in_lan", "bytes_in_wan")
 IP = IP_OFFSET
 HEADER_WORDS = struct.Struct("!10H")
 MIN_IP_FRAME = IP + 20
@@ -54,6 +56,7 @@ class Router(Forwarding):
         self.wan_ip_bytes = wan.address.to_bytes(4, "big")
         self.lan_net, self.lan_mask = lan.network, lan.netmask
         self.wan_net, self.wan_mask = wan.network, wan.netmask
+        self.lan_bcast, self.wan_bcast = lan.broadcast, wan.broadcast
         self.mtus = (lan.mtu, wan.mtu)
         t, limits = config.timeouts, config.limits
         self.arp = tuple(ArpTable(p.mac, p.address, t.arp_cache, t.arp_retry, limits.arp_queue,
@@ -80,8 +83,8 @@ class Router(Forwarding):
     def receive_frame(self, port: int, frame: bytearray, now: float) -> None:
         """One frame from ``port``; what it causes lands in ``outbox``."""
         counters = self.counters
-        counters[("frames_in_lan", "frames_in_wan")[port]] += 1
-        counters[("bytes_in_lan", "bytes_in_wan")[port]] += len(frame)
+        counters[FRAMES_IN[port]] += 1
+        counters[BYTES_IN[port]] += len(frame)
         if len(frame) < IP:
             return self.drop(port, DropReason.TRUNCATED, now)
         if frame[24] == 0x08 and frame[25] == 0x00:
@@ -181,7 +184,9 @@ class Router(Forwarding):
         vihl, _, tot_len, ident, frag, ttl, proto, _, src, dst = IPV4.unpack_from(frame, IP)
         if vihl == 0x45:
             ihl = 20
-            header_ok = checksum.fold(sum(HEADER_WORDS.unpack_from(frame, IP))) == 0xFFFF
+            total = sum(HEADER_WORDS.unpack_from(frame, IP))
+            total = (total & 0xFFFF) + (total >> 16)
+            header_ok = (total & 0xFFFF) + (total >> 16) == 0xFFFF
         else:
             ihl = (vihl & 15) * 4
             if vihl >> 4 != 4 or ihl < 20 or size < IP + ihl:
@@ -198,13 +203,13 @@ class Router(Forwarding):
         return self._from_wan(frame, ihl, tot_len, ident, frag, ttl, proto, src, dst, now)
 
     def _from_lan(self, frame, ihl, tot_len, ident, frag, ttl, proto, src, dst, now) -> None:
-        if src & self.lan_mask != self.lan_net or src == self.lan_ip or not is_unicast(src) \
-                or src == self.ports[LAN].broadcast:
+        if src & self.lan_mask != self.lan_net or src == self.lan_ip or src == self.lan_bcast \
+                or not is_unicast(src):
             return self.drop(LAN, DropReason.SPOOFED_SOURCE, now, f"source {ip_str(src)}")
         if dst == self.lan_ip or (dst == self.wan_ip and proto == IpProto.ICMP
                                   and frame[IP + ihl] == IcmpType.ECHO_REQUEST):
             return self._local(LAN, frame, ihl, frag, proto, src, dst, now)
-        if not is_unicast(dst) or dst == self.ports[LAN].broadcast:
+        if dst == self.lan_bcast or not is_unicast(dst):
             return self.drop(LAN, DropReason.MARTIAN, now, f"destination {ip_str(dst)}")
         if ttl <= 1:
             return self._icmp_error(LAN, frame, IcmpType.TIME_EXCEEDED, 0, now, DropReason.TTL_EXCEEDED)
@@ -218,7 +223,7 @@ class Router(Forwarding):
         if dst != self.wan_ip:
             reason = DropReason.NOT_ROUTABLE if is_unicast(dst) else DropReason.MARTIAN
             return self.drop(WAN, reason, now, f"destination {ip_str(dst)}")
-        if not is_unicast(src) or src & self.lan_mask == self.lan_net or src == self.ports[WAN].broadcast:
+        if src & self.lan_mask == self.lan_net or src == self.wan_bcast or not is_unicast(src):
             return self.drop(WAN, DropReason.MARTIAN, now, f"source {ip_str(src)}")
         if proto == IpProto.ICMP and not frag & 0x1FFF and tot_len > ihl \
                 and frame[IP + ihl] == IcmpType.ECHO_REQUEST:
