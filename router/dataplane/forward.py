@@ -70,7 +70,9 @@ class Forwarding:
         # Rewrite the source in place (RFC 3022 §4.1) with the session's precomputed deltas.
         frame[IP + 12:IP + 16] = self.wan_ip_bytes
         frame[IP + 8] -= 1
-        U16.pack_into(frame, IP + 10, update(frame[IP + 10] << 8 | frame[IP + 11], session.out_ip_delta))
+        x = (~(frame[IP + 10] << 8 | frame[IP + 11]) & 0xFFFF) + session.out_ip_delta  # RFC 1624 eq. 3, inline
+        x = (x & 0xFFFF) + (x >> 16)
+        U16.pack_into(frame, IP + 10, ~((x & 0xFFFF) + (x >> 16)) & 0xFFFF)
         if proto == ICMP:
             U16.pack_into(frame, l4 + 4, session.outside_port)
             if not frame[0] & VNET_F_NEEDS_CSUM:
@@ -82,7 +84,10 @@ class Forwarding:
             if frame[0] & VNET_F_NEEDS_CSUM:
                 U16.pack_into(frame, at, update_partial(value, session.out_addr_delta))
             elif value or proto == TCP:
-                U16.pack_into(frame, at, update(value, session.out_l4_delta) or 0xFFFF)
+                x = (~value & 0xFFFF) + session.out_l4_delta
+                x = (x & 0xFFFF) + (x >> 16)
+                x = ~((x & 0xFFFF) + (x >> 16)) & 0xFFFF
+                U16.pack_into(frame, at, x if x or proto == TCP else 0xFFFF)  # RFC 768: UDP sends 0 as 0xFFFF
         session.last_seen = now
         session.packets_out += _segments(frame, tot_len) if frame[1] else 1
         session.bytes_out += tot_len
@@ -164,7 +169,9 @@ class Forwarding:
                 self._track_tcp(session, flags, False, now)
         frame[IP + 16:IP + 20] = session.inside_ip_bytes
         frame[IP + 8] -= 1
-        U16.pack_into(frame, IP + 10, update(frame[IP + 10] << 8 | frame[IP + 11], session.in_ip_delta))
+        x = (~(frame[IP + 10] << 8 | frame[IP + 11]) & 0xFFFF) + session.in_ip_delta  # RFC 1624 eq. 3, inline
+        x = (x & 0xFFFF) + (x >> 16)
+        U16.pack_into(frame, IP + 10, ~((x & 0xFFFF) + (x >> 16)) & 0xFFFF)
         if proto == ICMP:
             U16.pack_into(frame, l4 + 4, session.inside_port)
             if not frame[0] & VNET_F_NEEDS_CSUM:
@@ -176,7 +183,10 @@ class Forwarding:
             if frame[0] & VNET_F_NEEDS_CSUM:
                 U16.pack_into(frame, at, update_partial(value, session.in_addr_delta))
             elif value or proto == TCP:
-                U16.pack_into(frame, at, update(value, session.in_l4_delta) or 0xFFFF)
+                x = (~value & 0xFFFF) + session.in_l4_delta
+                x = (x & 0xFFFF) + (x >> 16)
+                x = ~((x & 0xFFFF) + (x >> 16)) & 0xFFFF
+                U16.pack_into(frame, at, x if x or proto == TCP else 0xFFFF)  # RFC 768: UDP sends 0 as 0xFFFF
         session.last_seen = now
         session.packets_in += _segments(frame, tot_len) if frame[1] else 1
         session.bytes_in += tot_len
