@@ -47,15 +47,7 @@ class TapPort:
         os.set_blocking(self.fd, False)
         self.dev.up()
         self.buffer = bytearray(READ_SIZE)
-        self._view = [self.buffer]
-
-    def read(self) -> bytearray | None:
-        """One frame, or None when the TAP is empty."""
-        try:
-            n = os.readv(self.fd, self._view)
-        except BlockingIOError:
-            return None
-        return self.buffer[:n]
+        self.iov = [self.buffer]
 
     def write(self, frame: bytearray) -> bool:
         try:
