@@ -18,7 +18,7 @@ class DropReason(str, Enum):
     TRUNCATED = "truncated"                      # shorter than its headers say
     BAD_IP_HEADER = "bad_ip_header"              # version, IHL or total length wrong
     BAD_IP_CHECKSUM = "bad_ip_checksum"
-    BAD_ICMP_CHECKSUM = "bad_icmp_checksum"      # RFC 5508 REQ-? : errors with bad checksums are dropped
+    BAD_ICMP_CHECKSUM = "bad_icmp_checksum"      # RFC 5508: ICMP errors with bad checksums are dropped
     TTL_EXCEEDED = "ttl_exceeded"
     FRAG_NEEDED = "frag_needed"                  # DF set and larger than the egress MTU
     NON_IPV4 = "non_ipv4"                        # IPv6 and other ethertypes

@@ -101,7 +101,7 @@ class Forwarding:
             return self.drop(LAN, DropReason.TCP_NO_SESSION, now, _flow(src, sport, dst, dport))
         result = self.nat.open_outbound(proto, src, sport, dst, dport, now)
         if isinstance(result, DropReason):
-            if result is DropReason.SESSION_LIMIT:  # RFC 5508 REQ-? / RFC 4787 §7: tell the host
+            if result is DropReason.SESSION_LIMIT:  # RFC 5508, RFC 4787 §7: tell the host
                 return self._icmp_error(LAN, frame, IcmpType.DEST_UNREACHABLE, Unreachable.ADMIN_PROHIBITED,
                                         now, result)
             return self.drop(LAN, result, now, _flow(src, sport, dst, dport))

@@ -2,7 +2,7 @@
 
 Errors it sends: time exceeded (RFC 792, RFC 1812 §5.3.1), fragmentation
 needed (RFC 1191), administratively prohibited when no mapping can be made
-(RFC 5508 §3.2 REQ-?; RFC 4787 §7), port unreachable for UDP sent to the
+(RFC 5508, RFC 4787 §7), port unreachable for UDP sent to the
 router itself.  RFC 1812 §4.3.2.7: never about an ICMP error, a non-first
 fragment, or a datagram to or from a broadcast or multicast address; and at
 a limited rate (§4.3.2.8).
@@ -10,13 +10,13 @@ a limited rate (§4.3.2.8).
 Errors it translates (RFC 5508 §4.2, RFC 5382 REQ-9): an error about a NATed
 flow has its outer address and its embedded IP and transport headers
 translated back, in both directions.  Errors with a bad ICMP checksum are
-dropped (RFC 5508 REQ-?), and errors never refresh a session.
+dropped, and errors never refresh a session (RFC 5508).
 """
 
 from __future__ import annotations
 
 from ..packet import checksum
-from ..packet.frame import IP_DF, IP_OFFSET, IPV4, IpProto, PORTS, U16
+from ..packet.frame import IP_OFFSET, IPV4, IpProto, PORTS, U16
 from ..packet.ipv4 import (ERROR_QUOTE_MAX, ERROR_TYPES, QUERY_REPLIES, QUERY_REQUESTS,
                            finish_partial_checksum, icmp_message, ipv4_header)
 
@@ -120,7 +120,3 @@ def rewrite_outer(frame: bytearray, address_at: int, new_addr: int, l4: int) -> 
     frame[l4 + 2:l4 + 4] = b"\0\0"
     U16.pack_into(frame, l4 + 2, checksum.internet_checksum(frame, l4))
     frame[0:12] = bytes(12)
-
-
-def wants_fragmentation(tot_len: int, frag: int, mtu: int) -> bool:
-    return tot_len > mtu and not frag & IP_DF

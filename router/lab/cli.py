@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
 import sys
+from pathlib import Path
 import time
 
 from .topology import Lab, LabError
@@ -37,20 +40,33 @@ def _build(lab: Lab) -> None:
     lab.start_router()
 
 
+def _command() -> str:
+    """How to call vpnrouter from a shell: its full path unless it is on PATH."""
+    installed = Path(sys.executable).parent / "vpnrouter"
+    on_path = shutil.which("vpnrouter")
+    return "vpnrouter" if on_path and Path(on_path).resolve() == installed.resolve() else str(installed)
+
+
 def _howto(lab: Lab) -> str:
     c1, s1 = lab.client(1), lab.server(1)
+    vr = _command()
     return (f"\nThe lab is up: clients {', '.join(lab.client(i) for i in range(1, lab.clients + 1))} on "
             f"192.168.77.0/24, servers {', '.join(lab.server(j) for j in range(1, lab.servers + 1))} on "
             f"198.51.100.0/24, the router between them.\nTry, in another terminal:\n"
             f"  ip netns exec {c1} ping -c 3 {lab.server_ip(1)}\n"
             f"  ip netns exec {s1} iperf3 -s -D && ip netns exec {c1} iperf3 -c {lab.server_ip(1)} -t 5\n"
-            f"  vpnrouter ctl --socket {lab.socket_path} sessions\n"
-            f"  vpnrouter ctl --socket {lab.socket_path} status\n"
-            f"  vpnrouter ctl --socket {lab.socket_path} events\n")
+            f"  {vr} ctl --socket {lab.socket_path} sessions\n"
+            f"  {vr} ctl --socket {lab.socket_path} status\n"
+            f"  {vr} ctl --socket {lab.socket_path} events\n")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def cmd_run(args) -> int:
     lab = _lab(args)
+    signal.signal(signal.SIGTERM, _interrupt)   # tear down on SIGTERM as on Ctrl-C
     try:
         _build(lab)
         print(_howto(lab) + "\nPress Ctrl-C to stop the router and remove the lab.", flush=True)
@@ -77,7 +93,7 @@ def cmd_up(args) -> int:
         lab.down()
         return 1
     lab.router_proc = None  # leave it running
-    print(_howto(lab) + f"\nRemove it with: vpnrouter lab --prefix {lab.prefix} down")
+    print(_howto(lab) + f"\nRemove it with: {_command()} lab --prefix {lab.prefix} down")
     return 0
 
 

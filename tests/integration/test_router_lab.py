@@ -113,9 +113,20 @@ def test_ctl_tables_and_switches(lab):
 
 
 def test_clean_exit_on_sigterm(lab):
-    """Last in this module: stops the router the others used, then starts it again."""
+    """Stops the router the other tests use, then starts it again."""
     assert lab.stop_router(timeout=5) == 0   # None would mean it had to be killed after 5 s
     assert not lab.socket_path.exists()
     lab.start_router()
     assert " 0% packet loss" in lab.run_in("vt-c1", "ping", "-c", "1", "-W", "2", S1).stdout
 
+
+
+def test_tap_that_cannot_be_opened_exits_2_with_one_line(lab, tmp_path):
+    config = tmp_path / "bad-tap.toml"
+    config.write_text('[lan]\ntap = "lo"\naddress = "192.168.77.1/24"\n[wan]\ntap = "wan9"\n'
+                      f'address = "198.51.100.1/24"\n[control]\nsocket = "{tmp_path}/c.sock"\n')
+    result = lab.run_in(lab.client(1), sys.executable, "-m", "router", "run", "--config", str(config),
+                        check=False, cwd=ROOT)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("vpnrouter: cannot open TAP 'lo'")
