@@ -206,7 +206,7 @@ class Router(Forwarding):
         if src & self.lan_mask != self.lan_net or src == self.lan_ip or src == self.lan_bcast \
                 or not is_unicast(src):
             return self.drop(LAN, DropReason.SPOOFED_SOURCE, now, f"source {ip_str(src)}")
-        if dst == self.lan_ip or (dst == self.wan_ip and proto == IpProto.ICMP
+        if dst == self.lan_ip or (dst == self.wan_ip and proto == IpProto.ICMP and tot_len > ihl
                                   and frame[IP + ihl] == IcmpType.ECHO_REQUEST):
             return self._local(LAN, frame, ihl, frag, proto, src, dst, now)
         if dst == self.lan_bcast or not is_unicast(dst):

@@ -127,3 +127,11 @@ def test_wan_traffic_for_other_addresses_is_not_routed():
     r = make_router()
     assert step(r, WAN, from_wan(S1, UDP(), dst=C1)) == {LAN: [], WAN: []}
     assert r.counters["drop_not_routable"] == 1
+
+
+def test_headers_without_payload_to_router_addresses_do_not_raise():
+    r = make_router()
+    for dst in (WAN_IP, LAN_IP):
+        step(r, LAN, from_lan(C1, dst, b"", proto=1))   # an IPv4 header alone, protocol ICMP
+    step(r, WAN, from_wan(S1, b"", proto=1))
+    assert r.counters["drop_truncated"] + r.counters["drop_unsupported_protocol"] >= 2

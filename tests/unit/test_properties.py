@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.utils import checksum as scapy_checksum
 
-from frames import C1, LAN, S1, WAN, from_lan, from_wan, make_router, wire
+from frames import C1, LAN, LAN_IP, S1, WAN, WAN_IP, from_lan, from_wan, make_router, wire
 from router.packet import checksum
 
 
@@ -30,7 +30,11 @@ def test_incremental_update_equals_recomputation(data, old_value, new_value):
 
 def _mutations():
     base = [from_lan(C1, S1, UDP(sport=5, dport=53) / b"abcdef"), from_lan(C1, S1, TCP(flags="S")),
-            from_lan(C1, S1, ICMP() / b"x"), from_lan(C1, S1, ICMP(type=3) / bytes(IP(src=S1, dst=C1) / UDP()))]
+            from_lan(C1, S1, ICMP() / b"x"), from_lan(C1, S1, ICMP(type=3) / bytes(IP(src=S1, dst=C1) / UDP())),
+            from_lan(C1, WAN_IP, ICMP() / b"x"), from_lan(C1, LAN_IP, UDP()), from_lan(C1, WAN_IP, b"", proto=1),
+            from_wan(S1, ICMP() / b"x"), from_wan(S1, b"", proto=1), from_wan(S1, ICMP(type=0) / b"x"),
+            from_lan(C1, S1, UDP(sport=5, dport=53) / bytes(100), flags="MF"),
+            from_lan(C1, S1, UDP(sport=5, dport=53) / bytes(100), frag=10)]
     return st.sampled_from([bytes(wire(p)) for p in base])
 
 
