@@ -21,6 +21,8 @@ from .tap import TapPort
 
 log = logging.getLogger("vpnrouter")
 BATCH = 256
+MAX_TIMER = 1.0
+"""Longest sleep between timer checks, in seconds."""
 
 
 class Runtime:
@@ -32,7 +34,6 @@ class Runtime:
         self.control = ControlServer(self.router, self.clock, config.control_socket, config.control_mode)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
         self.stopped = asyncio.Event()
 
     async def run(self) -> None:
@@ -89,21 +90,25 @@ class Runtime:
         router = self.router
         if router.nat.closed:
             router.report_closed(self.clock())
-        if router.events._queue:
+        if router.events:
             publish = self.control.publish
             while (event := router.next_event()) is not None:
                 publish(event)
-        at = router.get_timer()
-        if at is not None and at != self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = at
-            # monotonic and loop.time() share a clock base on Linux; wait at least a millisecond.
-            delay = max(0.001, at - self.clock())
-            self._timer = self.loop.call_later(delay, self._on_timer)
+        if self._timer is None:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        """Wake up for the router's next deadline, or in a second at the latest.
+
+        Deadlines added while a timer is pending are picked up when it fires,
+        so the per-frame path never asks for the timer.
+        """
+        at = self.router.get_timer()
+        delay = MAX_TIMER if at is None else min(MAX_TIMER, max(0.001, at - self.clock()))
+        self._timer = self.loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
+        self._timer = None
         self.router.handle_timer(self.clock())
         self._flush()
         self._after_work()
