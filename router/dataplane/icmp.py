@@ -16,7 +16,7 @@ dropped, and errors never refresh a session (RFC 5508).
 from __future__ import annotations
 
 from ..packet import checksum
-from ..packet.frame import IP_OFFSET, IPV4, IpProto, PORTS, U16
+from ..packet.frame import IP_OFFSET, IPV4, L4_CHECKSUM_AT, IpProto, PORTS, U16
 from ..packet.ipv4 import (ERROR_QUOTE_MAX, ERROR_TYPES, QUERY_REPLIES, QUERY_REQUESTS,
                            finish_partial_checksum, icmp_message, ipv4_header)
 
@@ -102,7 +102,7 @@ def rewrite_embedded(frame: bytearray, inner: int, inner_l4: int, address_at: in
     inner_csum = U16.unpack_from(frame, inner + 10)[0]
     U16.pack_into(frame, inner + 10, checksum.update(inner_csum, addr_delta))
     port_delta = checksum.delta(old_port, new_port, 2)
-    at = inner_l4 + {IpProto.TCP: 16, IpProto.UDP: 6, IpProto.ICMP: 2}[proto]
+    at = inner_l4 + L4_CHECKSUM_AT[proto]
     if at + 2 <= len(frame):
         value = U16.unpack_from(frame, at)[0]
         if proto == IpProto.ICMP:

@@ -163,7 +163,7 @@ class Router(Forwarding):
         # RFC 826 "merge": refresh a known sender; learn it when the packet is for us.
         if sender_ip and self._on_link(port, sender_ip) and (sender_ip in table.cache or target_ip == own_ip):
             for waiting in table.learn(sender_ip, sender_mac, now):
-                self._emit(port, waiting)
+                self.outbox[port].append(waiting)
         if op == ArpOp.REQUEST and target_ip == own_ip and sender_ip:
             self.counters["arp_replies_sent"] += 1
             self.outbox[port].append(arp_frame(ArpOp.REPLY, self.macs[port], own_ip, sender_mac, sender_ip,
@@ -301,9 +301,6 @@ class Router(Forwarding):
         if request is not None:
             self.counters["arp_requests_sent"] += 1
             self.outbox[port].append(request)
-
-    def _emit(self, port: int, frame: bytearray) -> None:
-        self.outbox[port].append(frame)
 
     def _icmp_error(self, port: int, frame: bytearray, icmp_type: int, code: int, now: float,
                     reason: DropReason, rest: int = 0) -> None:

@@ -8,7 +8,6 @@ covered data change from ``old`` to ``new``: ``~old + new`` (RFC 1624 eq. 3).
 
 from __future__ import annotations
 
-import struct
 import sys
 
 _LITTLE = sys.byteorder == "little"
@@ -83,14 +82,6 @@ def update_partial(partial: int, d: int) -> int:
     x = partial + d
     x = (x & 0xFFFF) + (x >> 16)
     return (x & 0xFFFF) + (x >> 16)
-
-
-_PSEUDO = struct.Struct("!IIBBH")
-
-
-def pseudo_header_sum(src: int, dst: int, proto: int, length: int) -> int:
-    """Sum of the IPv4 pseudo-header (RFC 793 §3.1, RFC 768)."""
-    return ones_sum(_PSEUDO.pack(src, dst, 0, proto, length))
 
 
 TTL_DECREMENT = delta(0x0100, 0x0000, 2)

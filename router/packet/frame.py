@@ -53,7 +53,6 @@ IPV4 = struct.Struct("!BBHHHBBHII")
 """version/IHL, TOS, total length, id, flags/fragment offset, TTL, protocol, checksum, src, dst."""
 PORTS = struct.Struct("!HH")
 U16 = struct.Struct("!H")
-U32 = struct.Struct("!I")
 
 IP_DF = 0x4000
 IP_MF = 0x2000
@@ -66,10 +65,6 @@ TCP_ACK = 0x10
 
 L4_CHECKSUM_AT = {IpProto.TCP: 16, IpProto.UDP: 6, IpProto.ICMP: 2}
 """Offset of the checksum field inside each transport header."""
-
-
-def mac_str(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
 
 
 def parse_mac(text: str) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from .checksum import fold, internet_checksum, ones_sum
-from .frame import IPV4, IP_OFFSET, IpProto, L4_CHECKSUM_AT, VNET_HDR, VNET_F_NEEDS_CSUM
+from .checksum import internet_checksum
+from .frame import IPV4, IP_OFFSET, IpProto, VNET_HDR, VNET_F_NEEDS_CSUM
 
 ICMP_HEADER = struct.Struct("!BBHI")
 
@@ -77,20 +77,6 @@ def finish_partial_checksum(frame: bytearray) -> None:
         value = 0xFFFF
     frame[at:at + 2] = value.to_bytes(2, "big")
     VNET_HDR.pack_into(frame, 0, flags & ~VNET_F_NEEDS_CSUM, gso_type, hdr_len, gso_size, 0, 0, nbuf)
-
-
-def transport_checksum_ok(datagram: bytes | bytearray, ihl: int) -> bool:
-    """Verify a complete TCP, UDP or ICMP checksum of an unfragmented datagram."""
-    proto = datagram[9]
-    if proto == IpProto.ICMP:
-        return ones_sum(datagram, ihl) == 0xFFFF
-    if proto not in L4_CHECKSUM_AT:
-        return True
-    if proto == IpProto.UDP and datagram[ihl + 6:ihl + 8] == b"\0\0":
-        return True
-    src, dst = struct.unpack_from("!II", datagram, 12)
-    pseudo = ones_sum(struct.pack("!IIBBH", src, dst, 0, proto, len(datagram) - ihl))
-    return fold(pseudo + ones_sum(datagram, ihl)) == 0xFFFF
 
 
 def fragment(frame: bytearray, mtu: int) -> list[bytearray]:

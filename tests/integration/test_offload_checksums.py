@@ -18,7 +18,6 @@ import time
 from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
 
-from tests.integration.conftest import ROOT
 from tests.integration.peers import payload
 from tests.oracle import check_checksums
 

@@ -1,6 +1,6 @@
 """NAPT behaviour, frames in and frames out (RFC 4787, 5382, 5508, 7857)."""
 
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror, TCPerror, ICMPerror
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror
 
 from frames import (C1, C2, FAR, GW, LAN, LAN_IP, MACS, S1, S2, WAN, WAN_IP, from_lan, from_wan,
                     make_router, partial_frame, step)

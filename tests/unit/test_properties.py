@@ -1,6 +1,5 @@
 """Properties: checksums, parsing round trips, and no frame raising out of the data plane."""
 
-import struct
 
 from hypothesis import given, settings, strategies as st, HealthCheck
 from scapy.layers.inet import ICMP, IP, TCP, UDP
