@@ -61,6 +61,8 @@ class Timeouts:
     tcp_transitory: float = 240.0
     tcp_incoming_syn: float = 6.0
     fragment: float = 30.0
+    gre: float = 600.0
+    """Idle time after which a PPTP call's GRE mapping ends (Linux uses 10 minutes)."""
     arp_cache: float = 60.0
     arp_retry: float = 1.0
 

@@ -38,7 +38,11 @@ class DropReason(str, Enum):
     ARP_QUEUE_FULL = "arp_queue_full"
     ARP_UNRESOLVED = "arp_unresolved"
     HELPER = "helper"                            # a protocol helper refused the packet
-    PASSTHROUGH_OFF = "passthrough_off"
+    PASSTHROUGH_OFF = "passthrough_off"          # the protocol's passthrough switch is off
+    GRE_MALFORMED = "gre_malformed"              # not enhanced GRE v1 with a key (RFC 2637 §4.1)
+    GRE_NO_CALL = "gre_no_call"                  # GRE from an unknown address or for no live call
+    PPTP_OUT_OF_ORDER = "pptp_out_of_order"      # control segment beyond a gap; the sender retransmits it
+    PPTP_CALL_IDS_EXHAUSTED = "pptp_call_ids_exhausted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +102,22 @@ class PacketDropped:
     """How many drops of this reason were not reported since the last event of it."""
 
 
-Event = SessionOpened | SessionClosed | SwitchChanged | PacketDropped
+@dataclass(frozen=True, slots=True)
+class VpnEvent:
+    """Something a passthrough helper reports: a call up or down, a malformed message."""
+    time: float
+    vpn: str
+    kind: str
+    details: tuple[tuple[str, object], ...] = ()
+
+
+Event = SessionOpened | SessionClosed | SwitchChanged | PacketDropped | VpnEvent
 
 
 def event_to_dict(event: Event) -> dict:
     """The wire form of an event for the control socket."""
     kind = {SessionOpened: "session_opened", SessionClosed: "session_closed",
-            SwitchChanged: "switch_changed", PacketDropped: "packet_dropped"}[type(event)]
+            SwitchChanged: "switch_changed", PacketDropped: "packet_dropped", VpnEvent: "vpn"}[type(event)]
     data = {"type": kind, "time": event.time}
     if isinstance(event, (SessionOpened, SessionClosed)):
         data["session"] = event.session.to_dict()
@@ -112,6 +125,9 @@ def event_to_dict(event: Event) -> dict:
             data["reason"] = event.reason
     elif isinstance(event, SwitchChanged):
         data.update(name=event.name, on=event.on)
+    elif isinstance(event, VpnEvent):
+        data.update(dict(event.details))
+        data.update(vpn=event.vpn, event=event.kind)
     else:
         data.update(reason=event.reason.value, port=event.port, summary=event.summary,
                     suppressed=event.suppressed)
@@ -163,7 +179,8 @@ class Counters(dict):
                   "bytes_in_lan", "bytes_in_wan", "arp_requests_sent", "arp_replies_sent",
                   "icmp_errors_sent", "icmp_errors_rate_limited", "echo_replies_sent",
                   "fragments_made", "sessions_created", "sessions_closed", "ignored_other_mac",
-                  "events_lost")
+                  "events_lost", "pptp_calls_up", "pptp_calls_down", "pptp_malformed", "pptp_desync",
+                  "pptp_split_field")
 
     def __init__(self) -> None:
         super().__init__({name: 0 for name in self.FORWARDING})

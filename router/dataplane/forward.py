@@ -20,8 +20,8 @@ from .tcpstate import TcpState, next_state
 
 IP = IP_OFFSET
 LAN, WAN = 0, 1
-TCP, UDP, ICMP = int(IpProto.TCP), int(IpProto.UDP), int(IpProto.ICMP)
-MIN_L4 = {TCP: 20, UDP: 8, ICMP: 8}
+TCP, UDP, ICMP, GRE = int(IpProto.TCP), int(IpProto.UDP), int(IpProto.ICMP), int(IpProto.GRE)
+MIN_L4 = {TCP: 20, UDP: 8, ICMP: 8, GRE: 8}
 """Smallest transport header per protocol."""
 TTL_INCREMENT = (~TTL_DECREMENT) & 0xFFFF
 ESTABLISHED = TcpState.ESTABLISHED
@@ -44,6 +44,8 @@ class Forwarding:
             return self.drop(LAN, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} from {ip_str(src)}")
         if tot_len < ihl + min_l4:
             return self.drop(LAN, DropReason.TRUNCATED, now, f"{proto} from {ip_str(src)}")
+        if proto == GRE:
+            return self._gre_out(frame, l4, tot_len, frag, src, dst, now)
         if proto == ICMP:
             icmp_type = frame[l4]
             if icmp_type in ERROR_TYPES:
@@ -99,6 +101,8 @@ class Forwarding:
     def _open_out(self, frame, l4, proto, src, sport, dst, dport, now):
         if proto == TCP and (frame[l4 + 13] & (TCP_SYN | TCP_RST | TCP_ACK)) != TCP_SYN:
             return self.drop(LAN, DropReason.TCP_NO_SESSION, now, _flow(src, sport, dst, dport))
+        if not self._switched_on(proto, sport, dport):
+            return self.drop(LAN, DropReason.PASSTHROUGH_OFF, now, _flow(src, sport, dst, dport))
         result = self.nat.open_outbound(proto, src, sport, dst, dport, now)
         if isinstance(result, DropReason):
             if result is DropReason.SESSION_LIMIT:  # RFC 5508, RFC 4787 §7: tell the host
@@ -106,6 +110,13 @@ class Forwarding:
                                         now, result)
             return self.drop(LAN, result, now, _flow(src, sport, dst, dport))
         return self._opened(result, proto, sport, dport, SYN_OUT, now)
+
+    def _switched_on(self, proto, inside_port, remote_port) -> bool:
+        """False when a helper wants this flow and its passthrough switch is off."""
+        for helper in self.helpers:
+            if helper.attaches_to(proto, inside_port, remote_port):
+                return self.switches[helper.name]
+        return True
 
     def _opened(self, session, proto, inside_port, remote_port, tcp_state, now):
         for helper in self.helpers:
@@ -144,6 +155,8 @@ class Forwarding:
             return self.drop(port, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} from {ip_str(src)}")
         if tot_len < ihl + min_l4:
             return self.drop(port, DropReason.TRUNCATED, now, f"{proto} from {ip_str(src)}")
+        if proto == GRE and not hairpin:
+            return self._gre_in(frame, l4, tot_len, frag, src, now)
         if proto == ICMP:
             icmp_type = frame[l4]
             if icmp_type in ERROR_TYPES:
@@ -197,6 +210,9 @@ class Forwarding:
         """Unsolicited inbound traffic is dropped silently (RFC 4787 REQ-8, RFC 5382 REQ-4)."""
         if proto == TCP and (frame[l4 + 13] & (TCP_SYN | TCP_RST | TCP_ACK)) != TCP_SYN:
             return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
+        mapping = self.nat.by_outside.get((proto, dport))
+        if mapping is not None and not self._switched_on(proto, mapping.inside_port, sport):
+            return self.drop(port, DropReason.PASSTHROUGH_OFF, now, _flow(src, sport, self.wan_ip, dport))
         session = None if proto == ICMP else self.nat.open_inbound(proto, src, sport, dport, now)
         if session is None:
             return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
@@ -234,6 +250,57 @@ class Forwarding:
                          session.outside_port)
         rewrite_outer(frame, 12, self.wan_ip, l4)
         self.send(WAN, dst, frame, now)
+        return None
+
+    # -- GRE of PPTP calls (RFC 2637 §4.1) ----------------------------------------------------------
+
+    def _gre_ok(self, frame, l4, port, src, now) -> bool:
+        """Enhanced GRE: version 1, key present, no checksum or routing, protocol PPP (0x880B)."""
+        if (frame[l4] & 0xE0) != 0x20 or (frame[l4 + 1] & 0x07) != 1 or frame[l4 + 2:l4 + 4] != b"\x88\x0b":
+            self.drop(port, DropReason.GRE_MALFORMED, now, f"GRE from {ip_str(src)}")
+            return False
+        if not self.switches["pptp"]:
+            self.drop(port, DropReason.PASSTHROUGH_OFF, now, f"GRE from {ip_str(src)}")
+            return False
+        return True
+
+    def _gre_out(self, frame, l4, tot_len, frag, src, dst, now):
+        """GRE from an inside peer: it carries the remote peer's Call ID; only the source changes."""
+        if not self._gre_ok(frame, l4, LAN, src, now):
+            return None
+        call_id = frame[l4 + 6] << 8 | frame[l4 + 7]
+        call = self.pptp.outbound.get((src, dst, call_id))
+        if call is None:
+            return self.drop(LAN, DropReason.GRE_NO_CALL, now, f"{ip_str(src)} -> {ip_str(dst)} call {call_id}")
+        if tot_len > self.mtus[WAN] and self.egress_too_big(WAN, frame, tot_len, frag, now):
+            return None
+        frame[IP + 12:IP + 16] = self.wan_ip_bytes
+        frame[IP + 8] -= 1
+        U16.pack_into(frame, IP + 10, update(frame[IP + 10] << 8 | frame[IP + 11], call.out_ip_delta))
+        call.last_seen = now
+        call.packets_out += 1
+        call.bytes_out += tot_len
+        self.send(WAN, dst, frame, now)
+        return None
+
+    def _gre_in(self, frame, l4, tot_len, frag, src, now):
+        """GRE from a remote peer: demultiplexed by the translated Call ID, the inside one restored."""
+        if not self._gre_ok(frame, l4, WAN, src, now):
+            return None
+        call_id = frame[l4 + 6] << 8 | frame[l4 + 7]
+        call = self.pptp.inbound.get((src, call_id))
+        if call is None:
+            return self.drop(WAN, DropReason.GRE_NO_CALL, now, f"from {ip_str(src)} call {call_id}")
+        if tot_len > self.mtus[LAN] and self.egress_too_big(LAN, frame, tot_len, frag, now):
+            return None
+        frame[IP + 16:IP + 20] = call.inside_ip_bytes
+        frame[IP + 8] -= 1
+        U16.pack_into(frame, IP + 10, update(frame[IP + 10] << 8 | frame[IP + 11], call.in_ip_delta))
+        U16.pack_into(frame, l4 + 6, call.call_id)   # GRE v1 has no checksum to fix
+        call.last_seen = now
+        call.packets_in += 1
+        call.bytes_in += tot_len
+        self.send(LAN, call.inside_ip, frame, now)
         return None
 
     # -- fragments (RFC 4787 REQ-14) -------------------------------------------------------------

@@ -28,7 +28,9 @@ from ..packet.arp import ArpOp, arp_frame, gratuitous_arp
 from ..packet.frame import ETH_OFFSET, EtherType, IP_DF, IP_MF, IP_OFFSET, IPV4, IpProto, ip_str
 from ..packet.ipv4 import IcmpType, Unreachable, fragment
 from .arp import ArpTable, parse_arp
-from .events import Counters, DropReason, EventQueue, SessionClosed, SessionOpened, SwitchChanged
+from ..helpers.pptp import PptpHelper
+from .events import (Counters, DropReason, EventQueue, SessionClosed, SessionInfo, SessionOpened, SwitchChanged,
+                     VpnEvent)
 from .forward import Forwarding
 from .fragments import FragmentTracker
 from .icmp import echo_reply, error_datagram, is_unicast
@@ -66,7 +68,8 @@ class Router(Forwarding):
         self.counters = Counters()
         self.events = EventQueue()
         self.switches = dict(config.passthrough)
-        self.helpers: list = []
+        self.pptp = PptpHelper(HelperContext(self, "pptp"))
+        self.helpers: list = [self.pptp]
         self.outbox: tuple[list[bytearray], list[bytearray]] = ([], [])
         self.started: float | None = None
         self._icmp_second = 0
@@ -99,6 +102,7 @@ class Router(Forwarding):
 
     def handle_timer(self, now: float) -> None:
         self.nat.expire(now)
+        self.pptp.expire(now)
         self.report_closed(now)
         self.fragments.expire(now)
         if self.fragments.dropped:
@@ -112,7 +116,7 @@ class Router(Forwarding):
                 self.drop(port, DropReason.ARP_UNRESOLVED, now, f"{dropped} frames", count=dropped)
 
     def get_timer(self) -> float | None:
-        deadlines = [d for d in (self.nat.next_deadline(), self.fragments.next_deadline(),
+        deadlines = [d for d in (self.nat.next_deadline(), self.fragments.next_deadline(), self.pptp.next_deadline(),
                                  self.arp[LAN].next_deadline(), self.arp[WAN].next_deadline()) if d is not None]
         return min(deadlines) if deadlines else None
 
@@ -124,17 +128,25 @@ class Router(Forwarding):
         return frames
 
     def set_passthrough(self, name: str, on: bool, now: float) -> None:
+        """Turn a protocol's passthrough on or off; off also tears down its live sessions."""
         if name not in self.switches:
             raise KeyError(name)
         if self.switches[name] != on:
             self.switches[name] = on
             self.events.push(SwitchChanged(now, name, on))
+        if not on:
+            for session in self.nat.sessions():
+                if session.helper is not None and session.helper.name == name:
+                    self.nat.close(session, "passthrough_off")
+            self.report_closed(now)
+            if name == "pptp":
+                self.pptp.end_everything("passthrough_off", now)
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
-    def drop(self, port: int, reason: DropReason, now: float, summary: str = "", count: int = 1) -> None:
+    def drop(self, port: int | str, reason: DropReason, now: float, summary: str = "", count: int = 1) -> None:
         self.counters["drop_" + reason.value] += count
-        self.events.drop(now, reason, PORT_NAMES[port], summary)
+        self.events.drop(now, reason, port if isinstance(port, str) else PORT_NAMES[port], summary)
 
     def report_opened(self, session, now: float) -> None:
         self.counters["sessions_created"] += 1
@@ -341,4 +353,40 @@ class Router(Forwarding):
         }
 
     def session_infos(self, now: float) -> list:
-        return [s.info(now, self.wan_ip) for s in self.nat.sessions()]
+        infos = [s.info(now, self.wan_ip) for s in self.nat.sessions()]
+        return infos + [self._call_info(c, now) for c in self.pptp.calls()]
+
+    def _call_info(self, call, now: float) -> SessionInfo:
+        """A PPTP call as a session: Call IDs stand where ports would."""
+        return SessionInfo(
+            id=call.id, proto="gre", inside=f"{ip_str(call.inside_ip)}:{call.call_id}",
+            outside=f"{ip_str(self.wan_ip)}:{call.translated_call_id}",
+            remote=f"{ip_str(call.remote_ip)}:{'' if call.peer_call_id is None else call.peer_call_id}",
+            state=call.state.value, idle=round(max(0.0, now - call.last_seen), 3),
+            age=round(max(0.0, now - call.created), 3), packets_in=call.packets_in, packets_out=call.packets_out,
+            bytes_in=call.bytes_in, bytes_out=call.bytes_out, vpn="pptp", details=tuple(call.details().items()))
+
+
+class HelperContext:
+    """What a helper may ask of the router: its address, randomness, time limits, and a voice."""
+
+    def __init__(self, router: Router, vpn: str):
+        self.router = router
+        self.vpn = vpn
+        self.wan_ip = router.wan_ip
+        self.rng = router.nat.rng
+        self.gre_timeout = router.config.timeouts.gre
+
+    def event(self, kind: str, details: dict, now: float) -> None:
+        counter = f"{self.vpn}_calls_{kind[5:]}" if kind.startswith("call_") else None
+        if counter in self.router.counters:
+            self.router.counters[counter] += 1
+        self.router.events.push(VpnEvent(now, self.vpn, kind, tuple(details.items())))
+
+    def problem(self, kind: str, summary: str, now: float) -> None:
+        """Something wrong that does not stop the packet (forwarded by the helper's policy)."""
+        self.router.counters[kind] += 1
+        self.router.events.push(VpnEvent(now, self.vpn, kind, (("summary", summary),)))
+
+    def drop(self, reason: str, summary: str, now: float) -> None:
+        self.router.drop(self.vpn, DropReason(reason), now, summary)
