@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBS := python3 python3-venv python3-dev gcc iproute2 nftables iperf3 iputils-ping tcpdump ethtool procps
+DEBS := python3 python3-venv python3-dev gcc iproute2 nftables iperf3 iputils-ping tcpdump ethtool procps \
+        pptpd pptp-linux
 
 .PHONY: demo test unit integration bench deps debs clean
 
