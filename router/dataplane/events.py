@@ -152,18 +152,24 @@ class EventQueue:
         self._queue.append(event)
 
     def drop(self, now: float, reason: DropReason, port: str, summary: str) -> None:
-        window = self._drop_window.get(reason)
+        suppressed = self.allow(reason, now)
+        if suppressed is not None:
+            self.push(PacketDropped(now, reason, port, summary, suppressed))
+
+    def allow(self, key, now: float) -> int | None:
+        """Rate limit events of one kind: None to suppress this one, else how many were suppressed before it."""
+        window = self._drop_window.get(key)
         second = int(now)
         if window is None or window[0] != second:
             suppressed = window[2] if window else 0
-            self._drop_window[reason] = [second, 1, 0]
-            self.push(PacketDropped(now, reason, port, summary, suppressed))
-        elif window[1] < self._drops_per_second:
+            self._drop_window[key] = [second, 1, 0]
+            return suppressed
+        if window[1] < self._drops_per_second:
             window[1] += 1
-            self.push(PacketDropped(now, reason, port, summary, window[2]))
-            window[2] = 0
-        else:
-            window[2] += 1
+            suppressed, window[2] = window[2], 0
+            return suppressed
+        window[2] += 1
+        return None
 
     def pop(self) -> Event | None:
         return self._queue.popleft() if self._queue else None

@@ -386,7 +386,9 @@ class HelperContext:
     def problem(self, kind: str, summary: str, now: float) -> None:
         """Something wrong that does not stop the packet (forwarded by the helper's policy)."""
         self.router.counters[kind] += 1
-        self.router.events.push(VpnEvent(now, self.vpn, kind, (("summary", summary),)))
+        suppressed = self.router.events.allow(kind, now)
+        if suppressed is not None:
+            self.router.events.push(VpnEvent(now, self.vpn, kind, (("summary", summary), ("suppressed", suppressed))))
 
     def drop(self, reason: str, summary: str, now: float) -> None:
         self.router.drop(self.vpn, DropReason(reason), now, summary)

@@ -170,7 +170,7 @@ class PptpHelper:
         flags = frame[l4 + 13]
         seq = struct.unpack_from("!I", frame, l4 + 4)[0]
         payload = l4 + (frame[l4 + 12] >> 4) * 4
-        length = len(frame) - payload
+        length = max(0, len(frame) - payload)   # a data offset beyond the frame carries no payload
         verdict, old = direction.segment(seq, bool(flags & TCP_SYN), length)
         if verdict is Segment.GAP:
             self.ctx.drop("pptp_out_of_order", f"segment beyond a gap from {ip_str(_src(frame, ip))}", now)
@@ -268,7 +268,7 @@ class PptpHelper:
                 call = self._new_call(session, control, value, ctype, now)
             return call.translated_call_id if call else None
         if not outbound and role == PEER:
-            call = self._by_translated(session, value)
+            call = self._by_translated(session, control, value)
             return call.call_id if call else None
         return None
 
@@ -279,7 +279,7 @@ class PptpHelper:
             return
         if ctype in (T.OCRP, T.ICRP):
             own, peer, result = U16(msg, 12), U16(msg, 14), msg[16]
-            call = control.calls.get(own) if outbound else self._by_translated(session, peer)
+            call = control.calls.get(own) if outbound else self._by_translated(session, control, peer)
             if call is None:
                 return
             self._set_peer(call, peer if outbound else own)
@@ -289,7 +289,7 @@ class PptpHelper:
                 self._established(call, now)
         elif ctype == T.ICCN:
             peer = U16(msg, 12)
-            call = self._by_peer(control, peer) if outbound else self._by_translated(session, peer)
+            call = self._by_peer(control, peer) if outbound else self._by_translated(session, control, peer)
             if call is not None:
                 self._established(call, now)
         elif ctype == T.CCRQ:
@@ -334,9 +334,10 @@ class PptpHelper:
                 return candidate
         return next((c for c in range(1, 65536) if (remote_ip, c) not in self.inbound), None)
 
-    def _by_translated(self, session, translated: int) -> PptpCall | None:
+    def _by_translated(self, session, control, translated: int) -> PptpCall | None:
+        """The call of this control connection that the remote peer knows by ``translated``."""
         call = self.inbound.get((session.remote_ip, translated))
-        return call if call is not None and call.inside_ip == session.inside_ip else None
+        return call if call is not None and call.control is control else None
 
     @staticmethod
     def _by_peer(control, peer_call_id: int) -> PptpCall | None:

@@ -314,3 +314,21 @@ def test_call_id_at_an_odd_offset_keeps_the_tcp_checksum_right():
     odd = b"\x00\x11\x00\x01\x1a\x2b\x3c\x4d\x00\x63" + bytes(7)   # type 99, length 17
     (pkt,) = ctl.send_out(odd + bytes(OCRQ(call_id=0)))   # step() has scapy verify the TCP checksum
     assert OCRQ(payload_of(pkt)[17:]).call_id != 0 and r.counters["pptp_malformed"] == 1
+
+
+def test_bogus_data_offset_does_not_derail_the_stream():
+    r = make_router()
+    ctl = Control(r, C1, S1)
+    bogus = from_lan(C1, S1, TCP(sport=40000, dport=1723, flags="A", seq=ctl.inside_seq, dataofs=15) / b"xy")
+    step(r, LAN, bogus)
+    (good,) = ctl.send_out(bytes(OCRQ(call_id=5)))
+    assert len(r.pptp.calls()) == 1 and OCRQ(payload_of(good)).call_id == 5
+
+
+def test_a_flood_of_malformed_messages_is_counted_but_reported_at_a_limited_rate():
+    r = make_router()
+    ctl = Control(r, C1, S1)
+    junk = b"\x00\x10\x00\x01\x1a\x2b\x3c\x4d\x00\x63" + bytes(6)   # unknown type 99, 16 bytes
+    ctl.send_out(junk * 200)
+    reports = [e for e in iter(r.next_event, None) if getattr(e, "kind", None) == "pptp_malformed"]
+    assert r.counters["pptp_malformed"] == 200 and 1 <= len(reports) <= 20
