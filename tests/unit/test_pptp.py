@@ -63,7 +63,7 @@ TRANSLATED = 0x4242
 
 @pytest.mark.parametrize("message, field, outbound, expect", [
     (SCCRQ(), None, True, None), (SCCRP(), None, False, None),
-    (STOP_CCRP(), None, False, None), (ECHO_RQ(identifier=5), None, True, None),
+    (STOP_CCRQ(), None, True, None), (STOP_CCRP(), None, False, None), (ECHO_RQ(identifier=5), None, True, None),
     (ECHO_RP(identifier=5), None, False, None),
     (OCRQ(call_id=9), "call_id", True, "translated"),
     (OCRP(call_id=77, peer_call_id=TRANSLATED), "peer_call_id", False, "restored"),
