@@ -1,6 +1,7 @@
 """PPTP passthrough (RFC 2637): Call ID translation, GRE demultiplexing, framing, malformed input, switch."""
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import GRE_PPTP
 from scapy.utils import rdpcap
@@ -332,3 +333,26 @@ def test_a_flood_of_malformed_messages_is_counted_but_reported_at_a_limited_rate
     ctl.send_out(junk * 200)
     reports = [e for e in iter(r.next_event, None) if getattr(e, "kind", None) == "pptp_malformed"]
     assert r.counters["pptp_malformed"] == 200 and 1 <= len(reports) <= 20
+
+
+_MESSAGES = [bytes(m) for m in (SCCRQ(), OCRQ(call_id=1), OCRP(call_id=2, peer_call_id=1, result_code=1),
+                                 ICRQ(call_id=3), ICRP(call_id=4, peer_call_id=3), ICCN(peer_call_id=4),
+                                 CCRQ(call_id=1), CDN(call_id=2), WEN(peer_call_id=1), SLI(peer_call_id=2),
+                                 STOP_CCRQ())]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(_MESSAGES), st.integers(0, 300), st.integers(0, 255),
+                          st.integers(1, 200), st.booleans()), min_size=1, max_size=8))
+def test_no_control_stream_raises(chunks):
+    """Messages, mutated and cut anywhere, in both directions, never raise out of the data plane."""
+    r = make_router()
+    ctl = Control(r, C1, S1)
+    for message, at, value, cut, outbound in chunks:
+        data = bytearray(message)
+        data[at % len(data)] = value
+        for piece in (bytes(data[:cut]), bytes(data[cut:])):
+            if piece:
+                (ctl.send_out if outbound else ctl.send_in)(piece)
+    r.handle_timer(10_000.0)
+    assert not r.pptp.calls()
