@@ -138,9 +138,7 @@ class Router(Forwarding):
             for session in self.nat.sessions():
                 if session.helper is not None and session.helper.name == name:
                     self.nat.close(session, "passthrough_off")
-            self.report_closed(now)
-            if name == "pptp":
-                self.pptp.end_everything("passthrough_off", now)
+            self.report_closed(now)   # each helper's closed() ends what hangs on the session (PPTP: its calls)
 
     # -- bookkeeping ---------------------------------------------------------------------------
 

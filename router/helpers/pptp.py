@@ -388,10 +388,6 @@ class PptpHelper:
     def calls(self) -> list[PptpCall]:
         return list(self.inbound.values())
 
-    def end_everything(self, reason: str, now: float) -> None:
-        for call in list(self.inbound.values()):
-            self._end(call, reason, now)
-
 
 def U16(data, at: int) -> int:  # noqa: N802 - reads like the struct format it stands for
     return data[at] << 8 | data[at + 1]
