@@ -63,6 +63,10 @@ class Timeouts:
     fragment: float = 30.0
     gre: float = 600.0
     """Idle time after which a PPTP call's GRE mapping ends (Linux uses 10 minutes)."""
+    natt: float = 600.0
+    """Idle lifetime of a NAT-T session on UDP 4500: longer than any keepalive interval (RFC 3948 §4)."""
+    esp: float = 600.0
+    """Idle time after which a learned raw-ESP SPI is forgotten."""
     arp_cache: float = 60.0
     arp_retry: float = 1.0
 
@@ -93,6 +97,13 @@ class Forward:
 
 
 FILTERING = ("address-dependent", "endpoint-independent")
+IKE_PORT = ("preserve", "translate")
+
+
+@dataclass(frozen=True)
+class IpsecConfig:
+    ike_port: str = "preserve"
+    """"preserve": every client's IKE leaves from UDP 500, demultiplexed by IKE SPIs; "translate": plain NAPT."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,7 @@ class Config:
     forwards: tuple[Forward, ...] = ()
     filtering: str = "address-dependent"
     """RFC 4787 REQ-8: which inbound packets a mapping lets in; mapping is always endpoint-independent."""
+    ipsec: IpsecConfig = IpsecConfig()
 
 
 def default_mac(port_index: int, address: int) -> bytes:
@@ -127,7 +139,7 @@ def load(path: str | Path) -> Config:
 
 
 def parse(data: dict) -> Config:
-    _known(data, "", {"lan", "wan", "control", "passthrough", "timeouts", "limits", "forward", "nat"})
+    _known(data, "", {"lan", "wan", "control", "passthrough", "timeouts", "limits", "forward", "nat", "ipsec"})
     lan = _port(_table(data, "lan", required=True), "lan", 0)
     wan = _port(_table(data, "wan", required=True), "wan", 1)
     if lan.on_link(wan.address) or wan.on_link(lan.address):
@@ -145,6 +157,11 @@ def parse(data: dict) -> Config:
     filtering = _typed(nat, "nat", "filtering", str, "address-dependent")
     if filtering not in FILTERING:
         raise ConfigError(f"nat.filtering: must be one of {', '.join(FILTERING)}")
+    ipsec = _table(data, "ipsec")
+    _known(ipsec, "ipsec", {"ike_port"})
+    ike_port = _typed(ipsec, "ipsec", "ike_port", str, "preserve")
+    if ike_port not in IKE_PORT:
+        raise ConfigError(f"ipsec.ike_port: must be one of {', '.join(IKE_PORT)}")
     mode_text = _typed(control, "control", "mode", str, "0600")
     try:
         mode = int(mode_text, 8)
@@ -159,6 +176,7 @@ def parse(data: dict) -> Config:
         limits=_numbers(Limits, _table(data, "limits"), "limits", int),
         forwards=_forwards(data.get("forward", []), lan),
         filtering=filtering,
+        ipsec=IpsecConfig(ike_port=ike_port),
     )
 
 

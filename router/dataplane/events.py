@@ -39,10 +39,8 @@ class DropReason(str, Enum):
     ARP_UNRESOLVED = "arp_unresolved"
     HELPER = "helper"                            # a protocol helper refused the packet
     PASSTHROUGH_OFF = "passthrough_off"          # the protocol's passthrough switch is off
-    GRE_MALFORMED = "gre_malformed"              # not enhanced GRE v1 with a key (RFC 2637 §4.1)
-    GRE_NO_CALL = "gre_no_call"                  # GRE from an unknown address or for no live call
-    PPTP_OUT_OF_ORDER = "pptp_out_of_order"      # control segment beyond a gap; the sender retransmits it
-    PPTP_CALL_IDS_EXHAUSTED = "pptp_call_ids_exhausted"
+    SHARED_PORT_UNMATCHED = "shared_port_unmatched"  # to a shared outside port; no helper could pick a host
+    # Helpers add reasons of their own (``Helper.drop_reasons``), as plain strings.
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +93,8 @@ class SwitchChanged:
 @dataclass(frozen=True, slots=True)
 class PacketDropped:
     time: float
-    reason: DropReason
+    reason: str
+    """A ``DropReason`` value or a helper's own reason."""
     port: str
     summary: str
     suppressed: int = 0
@@ -129,7 +128,7 @@ def event_to_dict(event: Event) -> dict:
         data.update(dict(event.details))
         data.update(vpn=event.vpn, event=event.kind)
     else:
-        data.update(reason=event.reason.value, port=event.port, summary=event.summary,
+        data.update(reason=event.reason, port=event.port, summary=event.summary,
                     suppressed=event.suppressed)
     return data
 
@@ -141,7 +140,7 @@ class EventQueue:
         self._queue: deque[Event] = deque()
         self._maxlen = maxlen
         self._drops_per_second = drops_per_second
-        self._drop_window: dict[DropReason, list] = {}
+        self._drop_window: dict[str, list] = {}
         self.lost = 0
         """Events discarded because nobody took them in time."""
 
@@ -151,7 +150,7 @@ class EventQueue:
             self.lost += 1
         self._queue.append(event)
 
-    def drop(self, now: float, reason: DropReason, port: str, summary: str) -> None:
+    def drop(self, now: float, reason: str, port: str, summary: str) -> None:
         suppressed = self.allow(reason, now)
         if suppressed is not None:
             self.push(PacketDropped(now, reason, port, summary, suppressed))
@@ -179,16 +178,15 @@ class EventQueue:
 
 
 class Counters(dict):
-    """Named counters; every drop reason is present from the start, at zero."""
+    """Named counters; every drop reason, the router's and its helpers', is present from the start, at zero."""
 
     FORWARDING = ("frames_in_lan", "frames_in_wan", "frames_out_lan", "frames_out_wan",
                   "bytes_in_lan", "bytes_in_wan", "arp_requests_sent", "arp_replies_sent",
                   "icmp_errors_sent", "icmp_errors_rate_limited", "echo_replies_sent",
                   "fragments_made", "sessions_created", "sessions_closed", "ignored_other_mac",
-                  "events_lost", "pptp_calls_up", "pptp_calls_down", "pptp_malformed", "pptp_desync",
-                  "pptp_split_field")
+                  "events_lost")
 
-    def __init__(self) -> None:
-        super().__init__({name: 0 for name in self.FORWARDING})
-        for reason in DropReason:
-            self["drop_" + reason.value] = 0
+    def __init__(self, extra: tuple[str, ...] = (), drop_reasons: tuple[str, ...] = ()) -> None:
+        super().__init__({name: 0 for name in self.FORWARDING + tuple(extra)})
+        for reason in [r.value for r in DropReason] + list(drop_reasons):
+            self["drop_" + reason] = 0

@@ -5,6 +5,11 @@ in-place rewrite of one address, one port and two checksums with deltas the
 session precomputed (RFC 1624).  With a virtio-net NEEDS_CSUM frame the
 transport checksum field holds the pseudo-header sum, so only the address
 delta goes into it: the port lies inside the range the kernel sums later.
+
+Protocols without ports (GRE, ESP) go to the helper that declared them: it
+finds the flow, and the same one-address rewrite follows (``_portless_out``,
+``_portless_in``).  Datagrams to a shared outside port (``nat.shared_in``)
+that match several sessions go to the sessions' helper's ``demux``.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from .tcpstate import TcpState, next_state
 
 IP = IP_OFFSET
 LAN, WAN = 0, 1
-TCP, UDP, ICMP, GRE = int(IpProto.TCP), int(IpProto.UDP), int(IpProto.ICMP), int(IpProto.GRE)
-MIN_L4 = {TCP: 20, UDP: 8, ICMP: 8, GRE: 8}
-"""Smallest transport header per protocol."""
+TCP, UDP, ICMP = int(IpProto.TCP), int(IpProto.UDP), int(IpProto.ICMP)
+MIN_L4 = {TCP: 20, UDP: 8, ICMP: 8}
+"""Smallest transport header per protocol with ports (or ICMP identifiers)."""
 TTL_INCREMENT = (~TTL_DECREMENT) & 0xFFFF
 ESTABLISHED = TcpState.ESTABLISHED
 
@@ -41,11 +46,9 @@ class Forwarding:
         l4 = IP + ihl
         min_l4 = MIN_L4.get(proto)
         if min_l4 is None:
-            return self.drop(LAN, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} from {ip_str(src)}")
+            return self._portless_out(frame, ihl, tot_len, frag, proto, src, dst, now)
         if tot_len < ihl + min_l4:
             return self.drop(LAN, DropReason.TRUNCATED, now, f"{proto} from {ip_str(src)}")
-        if proto == GRE:
-            return self._gre_out(frame, l4, tot_len, frag, src, dst, now)
         if proto == ICMP:
             icmp_type = frame[l4]
             if icmp_type in ERROR_TYPES:
@@ -101,29 +104,33 @@ class Forwarding:
     def _open_out(self, frame, l4, proto, src, sport, dst, dport, now):
         if proto == TCP and (frame[l4 + 13] & (TCP_SYN | TCP_RST | TCP_ACK)) != TCP_SYN:
             return self.drop(LAN, DropReason.TCP_NO_SESSION, now, _flow(src, sport, dst, dport))
-        if not self._switched_on(proto, sport, dport):
+        helper = self._helper_for(proto, sport, dport)
+        if helper is not None and not self.switches[helper.name]:
             return self.drop(LAN, DropReason.PASSTHROUGH_OFF, now, _flow(src, sport, dst, dport))
-        result = self.nat.open_outbound(proto, src, sport, dst, dport, now)
+        share = helper is not None and helper.shares_port(proto, sport, dport)
+        result = self.nat.open_outbound(proto, src, sport, dst, dport, now, share)
         if isinstance(result, DropReason):
             if result is DropReason.SESSION_LIMIT:  # RFC 5508, RFC 4787 §7: tell the host
                 return self._icmp_error(LAN, frame, IcmpType.DEST_UNREACHABLE, Unreachable.ADMIN_PROHIBITED,
                                         now, result)
             return self.drop(LAN, result, now, _flow(src, sport, dst, dport))
-        return self._opened(result, proto, sport, dport, SYN_OUT, now)
+        return self._opened(result, helper, SYN_OUT, now)
 
-    def _switched_on(self, proto, inside_port, remote_port) -> bool:
-        """False when a helper wants this flow and its passthrough switch is off."""
+    def _helper_for(self, proto, inside_port, remote_port):
+        """The helper that wants a new flow with these ports, if any (cold path: new flows only)."""
         for helper in self.helpers:
             if helper.attaches_to(proto, inside_port, remote_port):
-                return self.switches[helper.name]
-        return True
+                return helper
+        return None
 
-    def _opened(self, session, proto, inside_port, remote_port, tcp_state, now):
-        for helper in self.helpers:
-            if helper.attaches_to(proto, inside_port, remote_port):
-                session.helper = helper
-                break
-        if proto == TCP:
+    def _opened(self, session, helper, tcp_state, now):
+        if helper is not None:
+            session.helper = helper
+            timeout = helper.timeout(session)
+            if timeout is not None:
+                session.timeout = timeout
+                self.nat.schedule(session)
+        if session.proto == TCP:
             self.nat.set_tcp_state(session, tcp_state, now)
         self.report_opened(session, now)
         return session
@@ -152,11 +159,11 @@ class Forwarding:
         port = LAN if hairpin else WAN
         min_l4 = MIN_L4.get(proto)
         if min_l4 is None:
-            return self.drop(port, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} from {ip_str(src)}")
+            if hairpin:
+                return self.drop(port, DropReason.UNSUPPORTED_PROTOCOL, now, f"hairpinned protocol {proto}")
+            return self._portless_in(frame, ihl, tot_len, frag, proto, src, now)
         if tot_len < ihl + min_l4:
             return self.drop(port, DropReason.TRUNCATED, now, f"{proto} from {ip_str(src)}")
-        if proto == GRE and not hairpin:
-            return self._gre_in(frame, l4, tot_len, frag, src, now)
         if proto == ICMP:
             icmp_type = frame[l4]
             if icmp_type in ERROR_TYPES:
@@ -168,7 +175,11 @@ class Forwarding:
             sport, dport = PORTS.unpack_from(frame, l4)
         session = self.nat.in_sessions.get((proto, src, sport, dst, dport))
         if session is None:
-            session = self._open_in(frame, l4, proto, src, sport, dport, port, now)
+            shared = self.nat.shared_in.get((proto, src, sport, dst, dport))
+            if shared is not None:
+                session = self._demux(shared, frame, l4, port, src, sport, dport, now)
+            else:
+                session = self._open_in(frame, l4, proto, src, sport, dport, port, now)
             if session is None:
                 return None
         if tot_len > self.mtus[LAN] and self.egress_too_big(LAN, frame, tot_len, frag, now):
@@ -206,17 +217,31 @@ class Forwarding:
         self.send(LAN, session.inside_ip, frame, now)
         return session
 
+    def _demux(self, sessions, frame, l4, port, src, sport, dport, now):
+        """A datagram to a shared outside port: the one session, or the one its helper picks."""
+        if len(sessions) == 1:
+            return sessions[0]
+        helper = sessions[0].helper
+        session = helper.demux(sessions, frame, IP, l4, now) if helper is not None else None
+        if session is None:
+            return self.drop(port, DropReason.SHARED_PORT_UNMATCHED, now, _flow(src, sport, self.wan_ip, dport))
+        return session
+
     def _open_in(self, frame, l4, proto, src, sport, dport, port, now):
         """Unsolicited inbound traffic is dropped silently (RFC 4787 REQ-8, RFC 5382 REQ-4)."""
         if proto == TCP and (frame[l4 + 13] & (TCP_SYN | TCP_RST | TCP_ACK)) != TCP_SYN:
             return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
         mapping = self.nat.by_outside.get((proto, dport))
-        if mapping is not None and not self._switched_on(proto, mapping.inside_port, sport):
-            return self.drop(port, DropReason.PASSTHROUGH_OFF, now, _flow(src, sport, self.wan_ip, dport))
+        helper = None if mapping is None else self._helper_for(proto, mapping.inside_port, sport)
+        if helper is not None:
+            if not self.switches[helper.name]:
+                return self.drop(port, DropReason.PASSTHROUGH_OFF, now, _flow(src, sport, self.wan_ip, dport))
+            if helper.filters_by_address and not mapping.static and src not in mapping.remotes:
+                return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
         session = None if proto == ICMP else self.nat.open_inbound(proto, src, sport, dport, now)
         if session is None:
             return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
-        return self._opened(session, proto, session.inside_port, sport, SYN_IN, now)
+        return self._opened(session, helper, SYN_IN, now)
 
     # -- ICMP errors about NATed flows (RFC 5508 §4.2) -------------------------------------------------
 
@@ -252,56 +277,49 @@ class Forwarding:
         self.send(WAN, dst, frame, now)
         return None
 
-    # -- GRE of PPTP calls (RFC 2637 §4.1) ----------------------------------------------------------
+    # -- protocols without ports: GRE, ESP (their helpers find the flow) ----------------------------
 
-    def _gre_ok(self, frame, l4, port, src, now) -> bool:
-        """Enhanced GRE: version 1, key present, no checksum or routing, protocol PPP (0x880B)."""
-        if (frame[l4] & 0xE0) != 0x20 or (frame[l4 + 1] & 0x07) != 1 or frame[l4 + 2:l4 + 4] != b"\x88\x0b":
-            self.drop(port, DropReason.GRE_MALFORMED, now, f"GRE from {ip_str(src)}")
-            return False
-        if not self.switches["pptp"]:
-            self.drop(port, DropReason.PASSTHROUGH_OFF, now, f"GRE from {ip_str(src)}")
-            return False
-        return True
-
-    def _gre_out(self, frame, l4, tot_len, frag, src, dst, now):
-        """GRE from an inside peer: it carries the remote peer's Call ID; only the source changes."""
-        if not self._gre_ok(frame, l4, LAN, src, now):
+    def _portless_out(self, frame, ihl, tot_len, frag, proto, src, dst, now):
+        """A GRE or ESP datagram from the LAN: its helper finds the flow; only the source address changes."""
+        helper = self.ip_handlers.get(proto)
+        if helper is None:
+            return self.drop(LAN, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} from {ip_str(src)}")
+        if not self.switches[helper.name]:
+            return self.drop(LAN, DropReason.PASSTHROUGH_OFF, now, f"protocol {proto} from {ip_str(src)}")
+        flow = helper.flow_out(proto, frame, IP + ihl, tot_len - ihl, src, dst, now)
+        if flow is None:
             return None
-        call_id = frame[l4 + 6] << 8 | frame[l4 + 7]
-        call = self.pptp.outbound.get((src, dst, call_id))
-        if call is None:
-            return self.drop(LAN, DropReason.GRE_NO_CALL, now, f"{ip_str(src)} -> {ip_str(dst)} call {call_id}")
         if tot_len > self.mtus[WAN] and self.egress_too_big(WAN, frame, tot_len, frag, now):
             return None
         frame[IP + 12:IP + 16] = self.wan_ip_bytes
         frame[IP + 8] -= 1
-        U16.pack_into(frame, IP + 10, update(frame[IP + 10] << 8 | frame[IP + 11], call.out_ip_delta))
-        call.last_seen = now
-        call.packets_out += 1
-        call.bytes_out += tot_len
+        U16.pack_into(frame, IP + 10, update(frame[IP + 10] << 8 | frame[IP + 11], flow.out_ip_delta))
+        flow.last_seen = now
+        flow.packets_out += 1
+        flow.bytes_out += tot_len
         self.send(WAN, dst, frame, now)
-        return None
+        return flow
 
-    def _gre_in(self, frame, l4, tot_len, frag, src, now):
-        """GRE from a remote peer: demultiplexed by the translated Call ID, the inside one restored."""
-        if not self._gre_ok(frame, l4, WAN, src, now):
+    def _portless_in(self, frame, ihl, tot_len, frag, proto, src, now):
+        """A GRE or ESP datagram from the WAN: its helper finds the flow (restoring any payload ID)."""
+        helper = self.ip_handlers.get(proto)
+        if helper is None:
+            return self.drop(WAN, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} from {ip_str(src)}")
+        if not self.switches[helper.name]:
+            return self.drop(WAN, DropReason.PASSTHROUGH_OFF, now, f"protocol {proto} from {ip_str(src)}")
+        flow = helper.flow_in(proto, frame, IP + ihl, tot_len - ihl, src, now)
+        if flow is None:
             return None
-        call_id = frame[l4 + 6] << 8 | frame[l4 + 7]
-        call = self.pptp.inbound.get((src, call_id))
-        if call is None:
-            return self.drop(WAN, DropReason.GRE_NO_CALL, now, f"from {ip_str(src)} call {call_id}")
         if tot_len > self.mtus[LAN] and self.egress_too_big(LAN, frame, tot_len, frag, now):
             return None
-        frame[IP + 16:IP + 20] = call.inside_ip_bytes
+        frame[IP + 16:IP + 20] = flow.inside_ip_bytes
         frame[IP + 8] -= 1
-        U16.pack_into(frame, IP + 10, update(frame[IP + 10] << 8 | frame[IP + 11], call.in_ip_delta))
-        U16.pack_into(frame, l4 + 6, call.call_id)   # GRE v1 has no checksum to fix
-        call.last_seen = now
-        call.packets_in += 1
-        call.bytes_in += tot_len
-        self.send(LAN, call.inside_ip, frame, now)
-        return None
+        U16.pack_into(frame, IP + 10, update(frame[IP + 10] << 8 | frame[IP + 11], flow.in_ip_delta))
+        flow.last_seen = now
+        flow.packets_in += 1
+        flow.bytes_in += tot_len
+        self.send(LAN, flow.inside_ip, frame, now)
+        return flow
 
     # -- fragments (RFC 4787 REQ-14) -------------------------------------------------------------
 

@@ -14,6 +14,13 @@ sessions, or for ever when a port forward made it.
 For ICMP queries the identifier plays the part of the port (RFC 5508 §3.1):
 outbound keys use (id, 0) as ports, inbound keys (0, id).
 
+A *shared* mapping keeps its inside port on the outside although other
+inside hosts hold the same outside port (IKE on 500, L2TP on 1701: some
+servers accept nothing else).  Its sessions' inbound keys can collide, so
+they are kept in lists in ``shared_in`` instead of ``in_sessions``, and a
+helper picks among them by payload.  A shared outside port is never given
+to an ordinary mapping.
+
 Expiry is lazy: a heap holds one deadline guess per session; when a guess
 comes due the real deadline (last packet + the state's timeout) is checked
 and the entry pushed back if the session was used since.  The per-packet cost
@@ -38,14 +45,16 @@ PROTO_NAMES = {IpProto.ICMP: "icmp", IpProto.TCP: "tcp", IpProto.UDP: "udp",
 
 class Mapping:
     """An inside endpoint's outside port (RFC 4787 §4.1)."""
-    __slots__ = ("proto", "inside_ip", "inside_port", "outside_port", "static", "sessions", "remotes")
+    __slots__ = ("proto", "inside_ip", "inside_port", "outside_port", "static", "shared", "sessions", "remotes")
 
-    def __init__(self, proto: int, inside_ip: int, inside_port: int, outside_port: int, static: bool = False):
+    def __init__(self, proto: int, inside_ip: int, inside_port: int, outside_port: int, static: bool = False,
+                 shared: bool = False):
         self.proto = proto
         self.inside_ip = inside_ip
         self.inside_port = inside_port
         self.outside_port = outside_port
         self.static = static
+        self.shared = shared
         self.sessions = 0
         self.remotes: dict[int, int] = {}
         """Remote address -> sessions to it, for address-dependent filtering (RFC 4787 §5)."""
@@ -126,7 +135,7 @@ class NatTable:
     """Mappings and sessions of one WAN address."""
 
     def __init__(self, wan_ip: int, timeouts: Timeouts, limits: Limits, filtering: str,
-                 forwards: tuple[Forward, ...] = (), rng: random.Random | None = None):
+                 forwards: tuple[Forward, ...] = (), rng: random.Random | None = None, ids=None):
         self.wan_ip = wan_ip
         self.timeouts = timeouts
         self.limits = limits
@@ -136,11 +145,15 @@ class NatTable:
         self.in_sessions: dict[tuple, Session] = {}
         self.mappings: dict[tuple, Mapping] = {}
         self.by_outside: dict[tuple, Mapping] = {}
+        self.shared_ports: dict[tuple, int] = {}
+        """(proto, outside port) -> shared mappings holding it."""
+        self.shared_in: dict[tuple, list[Session]] = {}
+        """Inbound key -> the sessions of shared mappings that answer to it."""
         self.per_host: dict[int, int] = {}
         self.closed: list[tuple[Session, str]] = []
         """Sessions closed since the owner last looked: (session, reason)."""
         self._heap: list[tuple[float, int, Session]] = []
-        self._ids = count(1)
+        self._ids = ids if ids is not None else count(1)
         self._seq = count()
         for fwd in forwards:
             proto = IpProto.TCP if fwd.proto == "tcp" else IpProto.UDP
@@ -154,19 +167,27 @@ class NatTable:
     # -- creating sessions (cold path) -------------------------------------------------
 
     def open_outbound(self, proto: int, src: int, sport: int, dst: int, dport: int,
-                      now: float) -> Session | DropReason:
-        """A new flow from the LAN: find or make its mapping, then a session (RFC 4787 REQ-1)."""
+                      now: float, share: bool = False) -> Session | DropReason:
+        """A new flow from the LAN: find or make its mapping, then a session (RFC 4787 REQ-1).
+
+        With ``share`` a new mapping keeps ``sport`` outside even where other
+        hosts' shared mappings hold it, unless an ordinary mapping does.
+        """
         limit = self._check_limits(src)
         if limit is not None:
             return limit
         mapping = self.mappings.get((proto, src, sport))
         if mapping is None:
-            outside = self._allocate(proto, sport)
-            if outside is None:
-                return DropReason.PORTS_EXHAUSTED
-            mapping = Mapping(proto, src, sport, outside)
+            if share and (proto, sport) not in self.by_outside:
+                mapping = Mapping(proto, src, sport, sport, shared=True)
+                self.shared_ports[(proto, sport)] = self.shared_ports.get((proto, sport), 0) + 1
+            else:
+                outside = self._allocate(proto, sport)
+                if outside is None:
+                    return DropReason.PORTS_EXHAUSTED
+                mapping = Mapping(proto, src, sport, outside)
+                self.by_outside[(proto, outside)] = mapping
             self.mappings[(proto, src, sport)] = mapping
-            self.by_outside[(proto, outside)] = mapping
         return self._add(mapping, dst, dport, now)
 
     def open_inbound(self, proto: int, src: int, sport: int, dport: int, now: float) -> Session | None:
@@ -199,7 +220,10 @@ class NatTable:
         mapping.remotes[remote_ip] = mapping.remotes.get(remote_ip, 0) + 1
         self.per_host[mapping.inside_ip] = self.per_host.get(mapping.inside_ip, 0) + 1
         self.out_sessions[session.out_key] = session
-        self.in_sessions[session.in_key] = session
+        if mapping.shared:
+            self.shared_in.setdefault(session.in_key, []).append(session)
+        else:
+            self.in_sessions[session.in_key] = session
         self.schedule(session)
         return session
 
@@ -209,7 +233,8 @@ class NatTable:
         RFC 4787 REQ-3 (do not mix 0-1023 with 1024-65535), RFC 6056 §3.3.1
         (random choice).  ICMP identifiers may be any 16-bit value.
         """
-        if wanted and (proto, wanted) not in self.by_outside:
+        taken = self._taken
+        if wanted and not taken(proto, wanted):
             return wanted
         if proto == IpProto.ICMP:
             low, high = 1, 65535
@@ -219,15 +244,18 @@ class NatTable:
             low, high = 1024, 65535
         for _ in range(32):
             port = self.rng.randint(low, high)
-            if (proto, port) not in self.by_outside:
+            if not taken(proto, port):
                 return port
         start = self.rng.randint(low, high)
         span = high - low + 1
         for i in range(span):
             port = low + (start - low + i) % span
-            if (proto, port) not in self.by_outside:
+            if not taken(proto, port):
                 return port
         return None
+
+    def _taken(self, proto: int, port: int) -> bool:
+        return (proto, port) in self.by_outside or (proto, port) in self.shared_ports
 
     # -- state and expiry ---------------------------------------------------------------
 
@@ -271,8 +299,15 @@ class NatTable:
             return
         session.closed = True
         self.out_sessions.pop(session.out_key, None)
-        self.in_sessions.pop(session.in_key, None)
         mapping = session.mapping
+        if mapping.shared:
+            peers = self.shared_in.get(session.in_key, [])
+            if session in peers:
+                peers.remove(session)
+            if not peers:
+                self.shared_in.pop(session.in_key, None)
+        else:
+            self.in_sessions.pop(session.in_key, None)
         mapping.sessions -= 1
         left = mapping.remotes[session.remote_ip] - 1
         if left:
@@ -286,7 +321,13 @@ class NatTable:
             del self.per_host[session.inside_ip]
         if mapping.sessions == 0 and not mapping.static:
             del self.mappings[(mapping.proto, mapping.inside_ip, mapping.inside_port)]
-            del self.by_outside[(mapping.proto, mapping.outside_port)]
+            key = (mapping.proto, mapping.outside_port)
+            if not mapping.shared:
+                del self.by_outside[key]
+            elif self.shared_ports[key] > 1:
+                self.shared_ports[key] -= 1
+            else:
+                del self.shared_ports[key]
         self.closed.append((session, reason))
 
     def sessions(self) -> list[Session]:

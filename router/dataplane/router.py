@@ -15,12 +15,18 @@ the router makes (ARP, ICMP) are new ``bytearray`` objects.
 
 Ports are numbered: ``LAN`` (0) and ``WAN`` (1).  The WAN address is the NAT's
 only outside address.
+
+Passthrough helpers (``router.helpers``) are built from the configuration by
+whoever makes the router and handed in; the router binds each to a
+``HelperContext`` and routes to them by the hooks they declare.  Nothing here
+names a VPN protocol.
 """
 
 from __future__ import annotations
 
 import random
 import struct
+from itertools import count
 
 from ..config import Config
 from ..packet import checksum
@@ -28,7 +34,7 @@ from ..packet.arp import ArpOp, arp_frame, gratuitous_arp
 from ..packet.frame import ETH_OFFSET, EtherType, IP_DF, IP_MF, IP_OFFSET, IPV4, IpProto, ip_str
 from ..packet.ipv4 import IcmpType, Unreachable, fragment
 from .arp import ArpTable, parse_arp
-from ..helpers.pptp import PptpHelper
+from ..helpers.base import Flow, Helper, HelperContext
 from .events import (Counters, DropReason, EventQueue, SessionClosed, SessionInfo, SessionOpened, SwitchChanged,
                      VpnEvent)
 from .forward import Forwarding
@@ -48,7 +54,7 @@ MIN_IP_FRAME = IP + 20
 class Router(Forwarding):
     """Two Ethernet ports, IPv4 routing between them, NAPT on the WAN address."""
 
-    def __init__(self, config: Config, rng: random.Random | None = None):
+    def __init__(self, config: Config, helpers: tuple[Helper, ...] = (), rng: random.Random | None = None):
         self.config = config
         lan, wan = config.lan, config.wan
         self.ports = (lan, wan)
@@ -63,13 +69,21 @@ class Router(Forwarding):
         t, limits = config.timeouts, config.limits
         self.arp = tuple(ArpTable(p.mac, p.address, t.arp_cache, t.arp_retry, limits.arp_queue,
                                   limits.arp_pending) for p in self.ports)
-        self.nat = NatTable(wan.address, t, limits, config.filtering, config.forwards, rng)
+        self.ids = count(1)
+        """Session ids, shared by NAT sessions and helper flows so that each is unique."""
+        self.nat = NatTable(wan.address, t, limits, config.filtering, config.forwards, rng, self.ids)
         self.fragments = FragmentTracker(t.fragment, limits.fragments)
-        self.counters = Counters()
+        self.helpers: tuple[Helper, ...] = tuple(helpers)
+        self.counters = Counters(sum((h.counters for h in self.helpers), ()),
+                                 sum((h.drop_reasons for h in self.helpers), ()))
         self.events = EventQueue()
         self.switches = dict(config.passthrough)
-        self.pptp = PptpHelper(HelperContext(self, "pptp"))
-        self.helpers: list = [self.pptp]
+        self.ip_handlers: dict[int, Helper] = {}
+        """IP protocol without ports -> the helper that finds its flows."""
+        for helper in self.helpers:
+            helper.bind(self._context(helper.name))
+            for proto in helper.ip_protocols:
+                self.ip_handlers[proto] = helper
         self.outbox: tuple[list[bytearray], list[bytearray]] = ([], [])
         self.started: float | None = None
         self._icmp_second = 0
@@ -102,8 +116,9 @@ class Router(Forwarding):
 
     def handle_timer(self, now: float) -> None:
         self.nat.expire(now)
-        self.pptp.expire(now)
         self.report_closed(now)
+        for helper in self.helpers:
+            helper.expire(now)
         self.fragments.expire(now)
         if self.fragments.dropped:
             self.counters["drop_fragment_orphaned"] += self.fragments.dropped
@@ -116,8 +131,9 @@ class Router(Forwarding):
                 self.drop(port, DropReason.ARP_UNRESOLVED, now, f"{dropped} frames", count=dropped)
 
     def get_timer(self) -> float | None:
-        deadlines = [d for d in (self.nat.next_deadline(), self.fragments.next_deadline(), self.pptp.next_deadline(),
-                                 self.arp[LAN].next_deadline(), self.arp[WAN].next_deadline()) if d is not None]
+        deadlines = [d for d in (self.nat.next_deadline(), self.fragments.next_deadline(),
+                                 self.arp[LAN].next_deadline(), self.arp[WAN].next_deadline(),
+                                 *(h.next_deadline() for h in self.helpers)) if d is not None]
         return min(deadlines) if deadlines else None
 
     def next_event(self):
@@ -139,11 +155,25 @@ class Router(Forwarding):
                 if session.helper is not None and session.helper.name == name:
                     self.nat.close(session, "passthrough_off")
             self.report_closed(now)   # each helper's closed() ends what hangs on the session (PPTP: its calls)
+            for helper in self.helpers:
+                if helper.name == name:
+                    helper.switched_off(now)
+
+    def close_session(self, session_id: int, now: float) -> bool:
+        """End a NAT session or a helper's flow by its id; False if there is none."""
+        for session in self.nat.sessions():
+            if session.id == session_id:
+                self.nat.close(session, "closed_by_request")
+                self.report_closed(now)
+                return True
+        return any(helper.close_flow(session_id, now) for helper in self.helpers)
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
-    def drop(self, port: int | str, reason: DropReason, now: float, summary: str = "", count: int = 1) -> None:
-        self.counters["drop_" + reason.value] += count
+    def drop(self, port: int | str, reason: DropReason | str, now: float, summary: str = "", count: int = 1) -> None:
+        reason = reason.value if isinstance(reason, DropReason) else reason
+        key = "drop_" + reason
+        self.counters[key] = self.counters.get(key, 0) + count   # a helper's undeclared reason still counts
         self.events.drop(now, reason, port if isinstance(port, str) else PORT_NAMES[port], summary)
 
     def report_opened(self, session, now: float) -> None:
@@ -352,41 +382,23 @@ class Router(Forwarding):
 
     def session_infos(self, now: float) -> list:
         infos = [s.info(now, self.wan_ip) for s in self.nat.sessions()]
-        return infos + [self._call_info(c, now) for c in self.pptp.calls()]
+        return infos + [self.flow_info(flow, helper.name, now) for helper in self.helpers for flow in helper.flows()]
 
-    def _call_info(self, call, now: float) -> SessionInfo:
-        """A PPTP call as a session: Call IDs stand where ports would."""
+    def flow_info(self, flow: Flow, vpn: str, now: float) -> SessionInfo:
+        """A helper's flow as a session: its protocol's IDs stand where ports would."""
         return SessionInfo(
-            id=call.id, proto="gre", inside=f"{ip_str(call.inside_ip)}:{call.call_id}",
-            outside=f"{ip_str(self.wan_ip)}:{call.translated_call_id}",
-            remote=f"{ip_str(call.remote_ip)}:{'' if call.peer_call_id is None else call.peer_call_id}",
-            state=call.state.value, idle=round(max(0.0, now - call.last_seen), 3),
-            age=round(max(0.0, now - call.created), 3), packets_in=call.packets_in, packets_out=call.packets_out,
-            bytes_in=call.bytes_in, bytes_out=call.bytes_out, vpn="pptp", details=tuple(call.details().items()))
+            id=flow.id, proto=flow.proto, inside=flow.inside(), outside=flow.outside(self.wan_ip),
+            remote=flow.remote(), state=flow.state(), idle=round(max(0.0, now - flow.last_seen), 3),
+            age=round(max(0.0, now - flow.created), 3), packets_in=flow.packets_in, packets_out=flow.packets_out,
+            bytes_in=flow.bytes_in, bytes_out=flow.bytes_out, vpn=vpn, details=tuple(flow.details().items()))
 
+    def _context(self, vpn: str) -> HelperContext:
+        counters, events = self.counters, self.events
 
-class HelperContext:
-    """What a helper may ask of the router: its address, randomness, time limits, and a voice."""
+        def bump(name: str, n: int) -> None:
+            counters[name] = counters.get(name, 0) + n
 
-    def __init__(self, router: Router, vpn: str):
-        self.router = router
-        self.vpn = vpn
-        self.wan_ip = router.wan_ip
-        self.rng = router.nat.rng
-        self.gre_timeout = router.config.timeouts.gre
-
-    def event(self, kind: str, details: dict, now: float) -> None:
-        counter = f"{self.vpn}_calls_{kind[5:]}" if kind.startswith("call_") else None
-        if counter in self.router.counters:
-            self.router.counters[counter] += 1
-        self.router.events.push(VpnEvent(now, self.vpn, kind, tuple(details.items())))
-
-    def problem(self, kind: str, summary: str, now: float) -> None:
-        """Something wrong that does not stop the packet (forwarded by the helper's policy)."""
-        self.router.counters[kind] += 1
-        suppressed = self.router.events.allow(kind, now)
-        if suppressed is not None:
-            self.router.events.push(VpnEvent(now, self.vpn, kind, (("summary", summary), ("suppressed", suppressed))))
-
-    def drop(self, reason: str, summary: str, now: float) -> None:
-        self.router.drop(self.vpn, DropReason(reason), now, summary)
+        return HelperContext(
+            vpn, self.wan_ip, self.nat.rng, self.config.timeouts, lambda: next(self.ids), bump,
+            lambda now, v, kind, details: events.push(VpnEvent(now, v, kind, tuple(details.items()))),
+            events.allow, lambda reason, summary, now: self.drop(vpn, reason, now, summary))

@@ -1,21 +1,46 @@
 """The small interface every VPN passthrough helper implements.
 
 Modelled on Linux's conntrack helpers (``struct nf_conntrack_helper``): a
-helper names the flows it attaches to, sees each packet of those flows after
-the NAT has matched the session and before it rewrites the addresses, keeps
-its protocol's state on the session (``session.helper_state``), and answers
-with a verdict.  It never does I/O and never reads the clock: ``now`` comes
-in as an argument.  A helper may rewrite its own protocol's payload in place
-(same length, so TCP sequence numbers never change) and must then fix the
-transport checksum it changed, with the deltas in ``router.packet.checksum``.
+helper tracks its protocol's state and tells the NAT what to do; the NAT
+rewrites addresses and ports.  A helper never does I/O and never reads the
+clock: ``now`` comes in as an argument.  It imports ``router.packet`` only,
+never the data plane and never another helper.
 
-A helper imports ``router.packet`` only, never another helper.
+A helper plugs into the data plane by three kinds of hook, and overrides
+only those it needs (every default here does nothing):
+
+**Port-attached** (TCP/UDP flows, as PPTP on TCP 1723): ``attaches_to``
+claims a new NAT session by its ports; ``packet`` then sees each of its
+packets after the session is found and before its addresses are rewritten,
+may rewrite its own protocol's payload in place (same length, fixing the
+transport checksum with ``router.packet.checksum``) and answers with a
+``Verdict``.  ``closed`` is told when the session ends.
+
+**IP-protocol handlers** (protocols without ports, named in
+``ip_protocols``: GRE, ESP): ``flow_out`` and ``flow_in`` find the ``Flow``
+a datagram belongs to, or return None (after saying why with
+``HelperContext.drop``).  The data plane does the one shared address
+rewrite with the flow's precomputed deltas, and counts and forwards.
+
+**Shared outside ports** (IKE on 500, L2TP on 1701): ``shares_port`` asks
+the NAT to keep a new flow's inside port on the outside even when other
+inside hosts hold it too.  Inbound datagrams to such a port match several
+sessions; ``demux`` picks one from the payload, before anything else is
+tried.
+
+A helper declares its counters, drop reasons and timeouts; the data plane
+creates the counters at zero and calls ``expire``/``next_deadline`` with the
+router's timer.  Nothing a helper raises may escape for a malformed packet:
+it checks lengths before it reads (see the tables in ``pptp.py``).
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Iterable, Protocol
+from typing import Iterable
+
+from ..packet import checksum
+from ..packet.frame import ip_str
 
 
 class Verdict(Enum):
@@ -23,18 +48,167 @@ class Verdict(Enum):
     DROP = "drop"
 
 
-class Helper(Protocol):
-    name: str
+class Flow:
+    """A portless flow a helper owns (a PPTP call's GRE, an IPsec association's ESP).
+
+    The data plane rewrites one address of each datagram with the precomputed
+    deltas and keeps the counters; the helper keeps the protocol's state.  The
+    attribute names match ``nat.Session`` where they mean the same, so IP
+    fragments follow a flow exactly as they follow a session.
+    """
+
+    __slots__ = ("id", "inside_ip", "inside_ip_bytes", "remote_ip", "created", "last_seen", "closed",
+                 "packets_in", "packets_out", "bytes_in", "bytes_out", "in_ip_delta", "out_ip_delta")
+
+    proto = "flow"
+    """What ``ctl sessions`` shows as this flow's protocol."""
+
+    def __init__(self, fid: int, inside_ip: int, remote_ip: int, wan_ip: int, now: float):
+        self.id = fid
+        self.inside_ip = inside_ip
+        self.inside_ip_bytes = inside_ip.to_bytes(4, "big")
+        self.remote_ip = remote_ip
+        self.created = self.last_seen = now
+        self.closed = False
+        self.packets_in = self.packets_out = self.bytes_in = self.bytes_out = 0
+        self.out_ip_delta = checksum.add(checksum.delta(inside_ip, wan_ip, 4), checksum.TTL_DECREMENT)
+        self.in_ip_delta = checksum.add(checksum.delta(wan_ip, inside_ip, 4), checksum.TTL_DECREMENT)
+
+    # What ``ctl sessions`` shows: the flow's endpoints in its protocol's terms.
+    def inside(self) -> str:
+        return ip_str(self.inside_ip)
+
+    def outside(self, wan_ip: int) -> str:
+        return ip_str(wan_ip)
+
+    def remote(self) -> str:
+        return ip_str(self.remote_ip)
+
+    def state(self) -> str:
+        return "active"
+
+    def details(self) -> dict:
+        return {}
+
+
+class Helper:
+    """Base class of the passthrough helpers: every hook present, every default inert."""
+
+    name = ""
     """The passthrough switch this helper belongs to: "pptp", "l2tp" or "ipsec"."""
+    counters: tuple[str, ...] = ()
+    """Counters this helper bumps (with ``HelperContext.count``), created at zero."""
+    drop_reasons: tuple[str, ...] = ()
+    """Reasons this helper drops for (``HelperContext.drop``); each gets a counter ``drop_<reason>``."""
+    ip_protocols: tuple[int, ...] = ()
+    """IP protocols without ports whose datagrams go to ``flow_out``/``flow_in``."""
+    filters_by_address = False
+    """Admit inbound flows to this helper's mappings only from addresses the inside host talks to,
+    whatever ``nat.filtering`` says (RFC 3715 §3 for IPsec)."""
+
+    def __init__(self, config=None) -> None:
+        self.config = config
+        self.ctx: HelperContext | None = None
+
+    def bind(self, ctx: "HelperContext") -> None:
+        """Called once by the router that runs this helper."""
+        self.ctx = ctx
+
+    # -- port-attached -----------------------------------------------------------------------
 
     def attaches_to(self, proto: int, inside_port: int, remote_port: int) -> bool:
         """Whether a new session of this protocol and these ports is this helper's."""
+        return False
+
+    def shares_port(self, proto: int, inside_port: int, remote_port: int) -> bool:
+        """Whether a new outbound flow keeps its inside port on the outside, shared with other hosts."""
+        return False
+
+    def timeout(self, session) -> float | None:
+        """Idle timeout for a new session of this helper (None: the NAT's default for its protocol)."""
+        return None
+
+    def demux(self, candidates: list, frame: bytearray, ip: int, l4: int, now: float):
+        """Pick the session an inbound datagram to a shared port belongs to, or None to drop it."""
+        return None
 
     def packet(self, session, frame: bytearray, ip: int, l4: int, outbound: bool, now: float) -> Verdict:
         """One packet of an attached session, before its addresses are translated."""
+        return Verdict.FORWARD
 
     def closed(self, session, now: float) -> None:
         """The session ended (timeout, RST, switch turned off)."""
 
     def describe(self, session) -> Iterable[tuple[str, object]]:
         """Extra fields for ``ctl sessions --json`` (such as call IDs)."""
+        return ()
+
+    # -- IP-protocol handlers -------------------------------------------------------------------
+
+    def flow_out(self, proto: int, frame: bytearray, l4: int, size: int, src: int, dst: int,
+                 now: float) -> Flow | None:
+        """The flow of a datagram from the LAN (``size``: bytes from ``l4`` on), or None if it is dropped."""
+        return None
+
+    def flow_in(self, proto: int, frame: bytearray, l4: int, size: int, src: int, now: float) -> Flow | None:
+        """The flow of a datagram from the WAN, with any payload ID restored in place, or None."""
+        return None
+
+    # -- time, switches and views -----------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """End what has been idle too long."""
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def switched_off(self, now: float) -> None:
+        """The switch went off: end every flow (attached sessions are closed by the NAT)."""
+
+    def flows(self) -> Iterable[Flow]:
+        """The helper's own flows, for ``ctl sessions``."""
+        return ()
+
+    def close_flow(self, flow_id: int, now: float) -> bool:
+        """End one flow by its id; False if this helper has no such flow."""
+        return False
+
+
+class HelperContext:
+    """What a helper may ask of the router: addresses, ids, randomness, timeouts, and a voice.
+
+    The router supplies the callables, so this module names nothing of the
+    data plane.
+    """
+
+    def __init__(self, vpn: str, wan_ip: int, rng, timeouts, new_id, count, push_event, allow, drop):
+        self.vpn = vpn
+        self.wan_ip = wan_ip
+        self.rng = rng
+        self.timeouts = timeouts
+        self.new_id = new_id
+        """A session id unique across NAT sessions and every helper's flows."""
+        self._count = count
+        self._push = push_event
+        self._allow = allow
+        self._drop = drop
+
+    def count(self, counter: str, n: int = 1) -> None:
+        self._count(counter, n)
+
+    def event(self, kind: str, details: dict, now: float, counter: str | None = None) -> None:
+        """A state change worth telling (``call_up``, ``ike_up``...), counted in ``counter`` if given."""
+        if counter is not None:
+            self._count(counter, 1)
+        self._push(now, self.vpn, kind, details)
+
+    def problem(self, kind: str, summary: str, now: float, **details) -> None:
+        """Something wrong that does not stop the packet: counted always, told at a limited rate."""
+        self._count(kind, 1)
+        suppressed = self._allow(kind, now)
+        if suppressed is not None:
+            self._push(now, self.vpn, kind, {"summary": summary, **details, "suppressed": suppressed})
+
+    def drop(self, reason: str, summary: str, now: float) -> None:
+        """The packet is dropped for ``reason`` (one of the helper's ``drop_reasons``)."""
+        self._drop(reason, summary, now)

@@ -18,9 +18,10 @@ This works whichever side is the client: with a port forward of TCP 1723 to
 a LAN server the same rule translates the server's Call IDs.  Rewrites are in
 place, same length, so TCP sequence numbers never change.
 
-GRE (protocol 47) is then demultiplexed by the data plane with this helper's
-registry: inbound by (remote address, translated Call ID), outbound by
-(inside address, remote address, remote peer's Call ID).
+GRE (protocol 47, RFC 2637 §4.1) is this helper's as an IP-protocol
+handler: inbound it is demultiplexed by (remote address, translated Call ID)
+and the inside Call ID restored, outbound it is matched by (inside address,
+remote address, remote peer's Call ID); the data plane rewrites the address.
 
 Message framing follows the control stream byte by byte (``tcpstream``), so
 messages may span segments or share one.  Malformed messages are forwarded
@@ -33,11 +34,9 @@ from __future__ import annotations
 
 import struct
 from enum import Enum, IntEnum
-from itertools import count
 
-from ..packet import checksum
-from ..packet.frame import IpProto, TCP_FIN, TCP_RST, TCP_SYN, ip_str
-from .base import Verdict
+from ..packet.frame import U16 as U16_STRUCT, IpProto, TCP_FIN, TCP_RST, TCP_SYN, ip_str
+from .base import Flow, Helper, Verdict
 from .tcpstream import Segment, StreamDirection, write_payload_u16
 
 PPTP_PORT = 1723
@@ -90,36 +89,42 @@ class CallState(Enum):
     CLEARING = "clearing"
 
 
-class PptpCall:
-    """One call: the inside peer's Call ID, its translation, the remote peer's Call ID, counters."""
+class PptpCall(Flow):
+    """One call: the inside peer's Call ID, its translation, the remote peer's Call ID; its GRE is the flow."""
 
-    __slots__ = ("id", "control", "inside_ip", "inside_ip_bytes", "remote_ip", "call_id", "translated_call_id",
-                 "peer_call_id", "inside_is_client", "state", "created", "last_seen", "deadline",
-                 "packets_in", "packets_out", "bytes_in", "bytes_out", "in_ip_delta", "out_ip_delta")
+    __slots__ = ("control", "call_id", "translated_call_id", "peer_call_id", "inside_is_client", "call_state",
+                 "deadline")
+    proto = "gre"
 
     def __init__(self, cid: int, control, inside_ip: int, remote_ip: int, call_id: int, translated: int,
                  inside_is_client: bool, wan_ip: int, now: float):
-        self.id = cid
+        super().__init__(cid, inside_ip, remote_ip, wan_ip, now)
         self.control = control
-        self.inside_ip = inside_ip
-        self.inside_ip_bytes = inside_ip.to_bytes(4, "big")
-        self.remote_ip = remote_ip
         self.call_id = call_id
         self.translated_call_id = translated
         self.peer_call_id: int | None = None
         self.inside_is_client = inside_is_client
-        self.state = CallState.REQUESTED
-        self.created = self.last_seen = now
+        self.call_state = CallState.REQUESTED
         self.deadline = 0.0
-        self.packets_in = self.packets_out = self.bytes_in = self.bytes_out = 0
-        self.out_ip_delta = checksum.add(checksum.delta(inside_ip, wan_ip, 4), checksum.TTL_DECREMENT)
-        self.in_ip_delta = checksum.add(checksum.delta(wan_ip, inside_ip, 4), checksum.TTL_DECREMENT)
+
+    # Call IDs stand where ports would.
+    def inside(self) -> str:
+        return f"{ip_str(self.inside_ip)}:{self.call_id}"
+
+    def outside(self, wan_ip: int) -> str:
+        return f"{ip_str(wan_ip)}:{self.translated_call_id}"
+
+    def remote(self) -> str:
+        return f"{ip_str(self.remote_ip)}:{'' if self.peer_call_id is None else self.peer_call_id}"
+
+    def state(self) -> str:
+        return self.call_state.value
 
     def details(self) -> dict:
         client, server = (self.inside_ip, self.remote_ip) if self.inside_is_client else (self.remote_ip, self.inside_ip)
         return {"client": ip_str(client), "server": ip_str(server), "call_id": self.call_id,
                 "translated_call_id": self.translated_call_id, "peer_call_id": self.peer_call_id,
-                "call_state": self.state.value}
+                "call_state": self.call_state.value}
 
 
 class Direction(StreamDirection):
@@ -144,18 +149,25 @@ class Control:
         self.fin_out = self.fin_in = False
 
 
-class PptpHelper:
-    """The PPTP helper: control connections on TCP 1723 and the registry GRE is demultiplexed with."""
+class PptpHelper(Helper):
+    """The PPTP helper: control connections on TCP 1723, and GRE demultiplexed by Call ID."""
 
     name = "pptp"
+    counters = ("pptp_calls_up", "pptp_calls_down", "pptp_malformed", "pptp_desync", "pptp_split_field")
+    drop_reasons = (
+        "gre_malformed",            # not enhanced GRE v1 with a key (RFC 2637 §4.1)
+        "gre_no_call",              # GRE from an unknown address or for no live call
+        "pptp_out_of_order",        # control segment beyond a gap; the sender retransmits it
+        "pptp_call_ids_exhausted",
+    )
+    ip_protocols = (IpProto.GRE,)
 
-    def __init__(self, context):
-        self.ctx = context
+    def __init__(self, config) -> None:
+        super().__init__(config)
         self.inbound: dict[tuple[int, int], PptpCall] = {}
         """(remote address, translated Call ID) -> call: GRE from the WAN."""
         self.outbound: dict[tuple[int, int, int], PptpCall] = {}
         """(inside address, remote address, remote peer's Call ID) -> call: GRE from the LAN."""
-        self._ids = count(1)
 
     # -- the helper interface -------------------------------------------------------------
 
@@ -198,6 +210,38 @@ class PptpHelper:
     def describe(self, session):
         control = session.helper_state
         return [("calls", len(control.calls) if control else 0)]
+
+    # -- GRE (RFC 2637 §4.1) --------------------------------------------------------------------
+
+    def flow_out(self, proto, frame, l4, size, src, dst, now):
+        """GRE from an inside peer carries the remote peer's Call ID: the call is found, nothing changes."""
+        if not self._gre_ok(frame, l4, size, src, now):
+            return None
+        call_id = frame[l4 + 6] << 8 | frame[l4 + 7]
+        call = self.outbound.get((src, dst, call_id))
+        if call is None:
+            self.ctx.drop("gre_no_call", f"{ip_str(src)} -> {ip_str(dst)} call {call_id}", now)
+        return call
+
+    def flow_in(self, proto, frame, l4, size, src, now):
+        """GRE from a remote peer: demultiplexed by the translated Call ID, the inside one restored."""
+        if not self._gre_ok(frame, l4, size, src, now):
+            return None
+        call_id = frame[l4 + 6] << 8 | frame[l4 + 7]
+        call = self.inbound.get((src, call_id))
+        if call is None:
+            self.ctx.drop("gre_no_call", f"from {ip_str(src)} call {call_id}", now)
+            return None
+        U16_STRUCT.pack_into(frame, l4 + 6, call.call_id)   # GRE v1 has no checksum to fix
+        return call
+
+    def _gre_ok(self, frame, l4, size, src, now) -> bool:
+        """Enhanced GRE: version 1, key present, no checksum or routing, protocol PPP (0x880B)."""
+        if size < 8 or (frame[l4] & 0xE0) != 0x20 or (frame[l4 + 1] & 0x07) != 1 \
+                or frame[l4 + 2:l4 + 4] != b"\x88\x0b":
+            self.ctx.drop("gre_malformed", f"GRE from {ip_str(src)}", now)
+            return False
+        return True
 
     # -- parsing the control stream ------------------------------------------------------------
 
@@ -264,7 +308,7 @@ class PptpHelper:
     def _translate(self, session, control, ctype, role, value, outbound, now) -> int | None:
         if outbound and role == OWN:
             call = control.calls.get(value)
-            if ctype in CREATES_CALL and (call is None or call.state is not CallState.REQUESTED):
+            if ctype in CREATES_CALL and (call is None or call.call_state is not CallState.REQUESTED):
                 call = self._new_call(session, control, value, ctype, now)
             return call.translated_call_id if call else None
         if not outbound and role == PEER:
@@ -296,7 +340,7 @@ class PptpHelper:
             own = U16(msg, 12)
             call = control.calls.get(own) if outbound else self._by_peer(control, own)
             if call is not None:
-                call.state = CallState.CLEARING
+                call.call_state = CallState.CLEARING
                 call.deadline = now + CLEARING_GRACE
         elif ctype == T.CDN:
             own = U16(msg, 12)
@@ -317,7 +361,7 @@ class PptpHelper:
             self.ctx.drop("pptp_call_ids_exhausted", f"no free Call ID towards {ip_str(session.remote_ip)}", now)
             return None
         inside_is_client = ctype in (T.OCRQ, T.ICRP)
-        call = PptpCall(next(self._ids), control, session.inside_ip, session.remote_ip, call_id, translated,
+        call = PptpCall(self.ctx.new_id(), control, session.inside_ip, session.remote_ip, call_id, translated,
                         inside_is_client, self.ctx.wan_ip, now)
         control.calls[call_id] = call
         self.inbound[(call.remote_ip, translated)] = call
@@ -350,10 +394,10 @@ class PptpHelper:
         self.outbound[(call.inside_ip, call.remote_ip, peer_call_id)] = call
 
     def _established(self, call: PptpCall, now: float) -> None:
-        if call.state is CallState.REQUESTED:
-            call.state = CallState.ESTABLISHED
+        if call.call_state is CallState.REQUESTED:
+            call.call_state = CallState.ESTABLISHED
             call.last_seen = now
-            self.ctx.event("call_up", call.details(), now)
+            self.ctx.event("call_up", {"id": call.id, **call.details()}, now, counter="pptp_calls_up")
 
     def _end(self, call: PptpCall, reason: str, now: float) -> None:
         control = call.control
@@ -364,7 +408,9 @@ class PptpHelper:
         if call.peer_call_id is not None and \
                 self.outbound.get((call.inside_ip, call.remote_ip, call.peer_call_id)) is call:
             del self.outbound[(call.inside_ip, call.remote_ip, call.peer_call_id)]
-        self.ctx.event("call_down", {**call.details(), "reason": reason}, now)
+        call.closed = True
+        self.ctx.event("call_down", {"id": call.id, **call.details(), "reason": reason}, now,
+                       counter="pptp_calls_down")
 
     def _end_all(self, control, reason: str, now: float) -> None:
         for call in list(control.calls.values()):
@@ -374,7 +420,7 @@ class PptpHelper:
 
     def expire(self, now: float) -> None:
         """End calls whose GRE has been idle too long, or whose clearing grace is over."""
-        idle = self.ctx.gre_timeout
+        idle = self.ctx.timeouts.gre
         for call in [c for c in self.inbound.values()
                      if (c.deadline and c.deadline <= now) or c.last_seen + idle <= now]:
             self._end(call, "idle" if not call.deadline else "cleared", now)
@@ -382,11 +428,17 @@ class PptpHelper:
     def next_deadline(self) -> float | None:
         if not self.inbound:
             return None
-        idle = self.ctx.gre_timeout
+        idle = self.ctx.timeouts.gre
         return min(c.deadline if c.deadline else c.last_seen + idle for c in self.inbound.values())
 
-    def calls(self) -> list[PptpCall]:
+    def flows(self) -> list[PptpCall]:
         return list(self.inbound.values())
+
+    def close_flow(self, flow_id: int, now: float) -> bool:
+        call = next((c for c in self.inbound.values() if c.id == flow_id), None)
+        if call is not None:
+            self._end(call, "closed_by_request", now)
+        return call is not None
 
 
 def U16(data, at: int) -> int:  # noqa: N802 - reads like the struct format it stands for

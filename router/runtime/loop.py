@@ -17,6 +17,7 @@ import time
 from ..config import Config
 from ..control.server import ControlServer
 from ..dataplane.router import LAN, WAN, Router
+from ..helpers.registry import build_helpers
 from .tap import TapPort
 
 log = logging.getLogger("vpnrouter")
@@ -28,7 +29,7 @@ MAX_TIMER = 1.0
 class Runtime:
     def __init__(self, config: Config, taps: tuple[TapPort, TapPort]):
         self.config = config
-        self.router = Router(config)
+        self.router = Router(config, build_helpers(config))
         self.taps = taps
         self.clock = time.monotonic
         self.control = ControlServer(self.router, self.clock, config.control_socket, config.control_mode)

@@ -16,6 +16,7 @@ from scapy.utils import checksum as scapy_checksum
 from tests.oracle import check_checksums
 from router.config import parse
 from router.dataplane.router import LAN, WAN, Router
+from router.helpers.registry import build_helpers
 from router.packet.frame import NO_OFFLOAD, VNET_HDR
 
 LAN_IP = "192.168.77.1"
@@ -44,9 +45,11 @@ def config(**sections) -> dict:
     return data
 
 
-def make_router(seed: int = 1, **sections) -> Router:
+def make_router(seed: int = 1, helpers=None, **sections) -> Router:
+    """A started router that knows the MACs of C1-C3, S1, S2 and the gateway; the registry's helpers by default."""
     import random
-    r = Router(parse(config(**sections)), rng=random.Random(seed))
+    cfg = parse(config(**sections))
+    r = Router(cfg, build_helpers(cfg) if helpers is None else helpers, rng=random.Random(seed))
     r.start(0.0)
     r.take_outbox(LAN)
     r.take_outbox(WAN)

@@ -30,3 +30,21 @@ def test_packet_imports_only_the_standard_library_and_itself():
         for name in imports(path):
             local = name.startswith(".") and not name.startswith("..")
             assert local or name.split(".")[0] in sys.stdlib_module_names, f"{path.name} imports {name}"
+
+
+def test_the_data_plane_names_no_protocol_helper():
+    """Helpers are built by the runtime and handed in: the data plane imports only their interface."""
+    for path in (ROOT / "router/dataplane").glob("*.py"):
+        for name in imports(path):
+            if "helpers" in name:
+                assert name == "..helpers.base", f"{path.name} imports {name}"
+
+
+def test_a_helper_imports_no_other_helper():
+    shared = {"base", "tcpstream"}      # the interface, and the TCP stream follower any helper may use
+    for path in (ROOT / "router/helpers").glob("*.py"):
+        if path.stem in shared | {"__init__", "registry"}:
+            continue
+        for name in imports(path):
+            if name.startswith(".") and not name.startswith(".."):
+                assert name.lstrip(".") in shared, f"{path.name} imports {name}"

@@ -370,4 +370,4 @@ def test_ipv6_is_dropped_and_counted():
     r = make_router()
     step(r, LAN, Ether(src=MACS[C1], dst=LAN_MAC) / IPv6() / UDP())
     assert r.counters["drop_non_ipv4"] == 1
-    assert r.next_event().reason is DropReason.NON_IPV4
+    assert r.next_event().reason == DropReason.NON_IPV4

@@ -7,11 +7,19 @@ from scapy.layers.l2 import GRE_PPTP
 from scapy.utils import rdpcap
 
 from frames import C1, C2, C3, LAN, S1, S2, WAN, WAN_IP, from_lan, make_router, step
-from router.packet.frame import ip_int
 from pptp_frames import (CCRQ, CDN, ECHO_RP, ECHO_RQ, ICCN, ICRP, ICRQ, OCRP, OCRQ, SCCRP, SCCRQ, SLI, STOP_CCRP,
                          STOP_CCRQ, WEN, Control, call_up, gre_in, gre_out, payload_of)
 
 DATA = __import__("pathlib").Path(__file__).parents[1] / "data"
+
+
+def calls(r, now: float = 5.0) -> list[dict]:
+    """The PPTP calls as ``ctl sessions --json`` shows them."""
+    return [i.to_dict() for i in r.session_infos(now) if i.vpn == "pptp" and i.proto == "gre"]
+
+
+def control_sessions(r, now: float = 5.0) -> list[dict]:
+    return [i.to_dict() for i in r.session_infos(now) if i.vpn == "pptp" and i.proto == "tcp"]
 
 
 def test_three_clients_with_the_same_call_id_to_one_server():
@@ -38,7 +46,7 @@ def test_several_calls_on_one_control_connection():
     t1, t2 = call_up(ctl, 1, 100), call_up(ctl, 2, 200)
     assert gre_in(r, S1, t1)[0][GRE_PPTP].call_id == 1
     assert gre_in(r, S1, t2)[0][GRE_PPTP].call_id == 2
-    assert len(r.pptp.calls()) == 2
+    assert len(calls(r)) == 2
 
 
 def test_different_servers_may_reuse_translated_ids():
@@ -66,10 +74,10 @@ TRANSLATED = 0x4242
     (SCCRQ(), None, True, None), (SCCRP(), None, False, None),
     (STOP_CCRQ(), None, True, None), (STOP_CCRP(), None, False, None), (ECHO_RQ(identifier=5), None, True, None),
     (ECHO_RP(identifier=5), None, False, None),
-    (OCRQ(call_id=9), "call_id", True, "translated"),
+    (OCRQ(call_id=9), "call_id", True, "new"),     # a new call: a new translation, since 9 is taken
     (OCRP(call_id=77, peer_call_id=TRANSLATED), "peer_call_id", False, "restored"),
     (OCRP(call_id=77, peer_call_id=TRANSLATED), "call_id", False, "kept"),
-    (ICRP(call_id=9, peer_call_id=77), "call_id", True, "translated"),
+    (ICRP(call_id=9, peer_call_id=77), "call_id", True, "new"),
     (ICRP(call_id=9, peer_call_id=77), "peer_call_id", True, "kept"),
     (ICRQ(call_id=77), "call_id", False, "kept"),
     (ICCN(peer_call_id=TRANSLATED), "peer_call_id", False, "restored"),
@@ -80,16 +88,25 @@ TRANSLATED = 0x4242
 ])
 def test_message_table(message, field, outbound, expect):
     r = make_router()
+    call_up(Control(r, C2, S1, inside_port=40001), 9, 1)   # Call ID 9 towards S1 is taken: C1's 9 must change
     ctl = Control(r, C1, S1)
-    r.pptp._allocate = lambda remote, wanted: TRANSLATED   # a known translation for this table
-    ctl.out_message(OCRQ(call_id=9))    # the inside peer's call 9 <-> 0x4242
-    ctl.in_message(OCRP(call_id=77, peer_call_id=TRANSLATED, result_code=1))
+    translated = ctl.out_message(OCRQ(call_id=9)).call_id   # the inside peer's call 9 <-> translated
+    assert translated != 9
+    ctl.in_message(OCRP(call_id=77, peer_call_id=translated, result_code=1))
+    message = message.copy()
+    for name in ("call_id", "peer_call_id"):   # TRANSLATED stands for the translation the router chose
+        if getattr(message, name, None) == TRANSLATED:
+            setattr(message, name, translated)
     seen = ctl.out_message(message) if outbound else ctl.in_message(message)
     assert bytes(seen)[:12] == bytes(message)[:12]
     if field is None:
         assert bytes(seen) == bytes(message)
         return
-    value = {"translated": TRANSLATED, "restored": 9, "kept": getattr(message, field)}[expect]
+    if expect == "new":
+        new = getattr(seen, field)
+        assert new != 9 and new in [c["translated_call_id"] for c in calls(r) if c["client"] == C1]
+        return
+    value = {"translated": translated, "restored": 9, "kept": getattr(message, field)}[expect]
     assert getattr(seen, field) == value
 
 
@@ -101,13 +118,13 @@ def test_message_split_across_segments_and_several_in_one():
     second = ctl.send_out(data[170:])
     whole = payload_of(first[0]) + payload_of(second[0])
     translated = OCRQ(whole[156:]).call_id
-    assert whole[:156] == bytes(SCCRQ()) and (ip_int(S1), translated) in r.pptp.inbound
+    assert whole[:156] == bytes(SCCRQ()) and [c["translated_call_id"] for c in calls(r)] == [translated]
     for cut in (5, 12, 100):   # header split, Call ID first in the next segment, body split
         r = make_router()
         ctl = Control(r, C1, S1)
         msg = bytes(OCRQ(call_id=4))
         a, b = ctl.send_out(msg[:cut]), ctl.send_out(msg[cut:])
-        assert OCRQ(payload_of(a[0]) + payload_of(b[0])).call_id == 4 and len(r.pptp.calls()) == 1
+        assert OCRQ(payload_of(a[0]) + payload_of(b[0])).call_id == 4 and len(calls(r)) == 1
 
 
 def test_call_id_split_inside_the_field_is_reported_not_translated():
@@ -132,7 +149,7 @@ def test_retransmission_is_rewritten_the_same_way():
     extra = bytes(ECHO_RQ(identifier=1))
     (mixed,) = ctl.send_out(msg + extra, seq=seq, advance=False)
     assert payload_of(mixed) == payload_of(first) + extra
-    assert len(r.pptp.calls()) == 2
+    assert len(calls(r)) == 2
 
 
 def test_segment_beyond_a_gap_is_dropped_until_retransmitted():
@@ -154,7 +171,7 @@ def test_bad_cookie_is_forwarded_unmodified_and_parsing_stops():
     assert payload_of(pkt) == bytes(bad)
     assert r.counters["pptp_desync"] == 1
     (later,) = ctl.send_out(bytes(OCRQ(call_id=6)))
-    assert OCRQ(payload_of(later)).call_id == 6 and not r.pptp.calls()
+    assert OCRQ(payload_of(later)).call_id == 6 and not calls(r)
     assert any(getattr(e, "kind", None) == "pptp_desync" for e in iter(r.next_event, None))
 
 
@@ -169,7 +186,7 @@ def test_malformed_messages_are_skipped_by_their_length(mutate):
     (pkt,) = ctl.send_out(bad)
     assert payload_of(pkt) == bad and r.counters["pptp_malformed"] == 1
     (good,) = ctl.send_out(bytes(OCRQ(call_id=5)))   # framing kept: the next message is translated
-    assert len(r.pptp.calls()) == 1 and OCRQ(payload_of(good)).call_id == 5
+    assert len(calls(r)) == 1 and OCRQ(payload_of(good)).call_id == 5
 
 
 def test_truncated_message_then_close_leaves_no_state():
@@ -177,7 +194,7 @@ def test_truncated_message_then_close_leaves_no_state():
     ctl = Control(r, C1, S1)
     ctl.send_out(bytes(OCRQ(call_id=5))[:40])
     ctl.close("R")
-    assert not r.pptp.calls() and not r.pptp.inbound and not r.pptp.outbound
+    assert not calls(r)
 
 
 @pytest.mark.parametrize("ending", ["cdn", "ccrq_cdn", "stop", "rst", "fin"])
@@ -189,7 +206,7 @@ def test_calls_end(ending):
         ctl.in_message(CDN(call_id=128))
     elif ending == "ccrq_cdn":
         ctl.out_message(CCRQ(call_id=0))
-        assert r.pptp.calls()[0].state.value == "clearing"
+        assert calls(r)[0]["call_state"] == "clearing"
         ctl.in_message(CDN(call_id=128))
     elif ending == "stop":
         ctl.out_message(STOP_CCRQ())
@@ -199,7 +216,7 @@ def test_calls_end(ending):
         ctl.close("FA")
         ctl._in(flags="FA")
     assert gre_in(r, S1, t) == [] and gre_out(r, C1, S1, 128) == []
-    assert not r.pptp.calls() and not r.pptp.inbound and not r.pptp.outbound
+    assert not calls(r)
     kinds = [e.kind for e in iter(r.next_event, None) if hasattr(e, "kind")]
     assert kinds.count("call_up") == 1 and kinds.count("call_down") == 1
 
@@ -209,9 +226,9 @@ def test_idle_gre_expires():
     t = call_up(Control(r, C1, S1), 0, 128)
     gre_in(r, S1, t, now=30.0)
     r.handle_timer(89.0)
-    assert r.pptp.calls()
+    assert calls(r)
     r.handle_timer(91.0)
-    assert not r.pptp.calls() and gre_in(r, S1, t, now=92.0) == []
+    assert not calls(r) and gre_in(r, S1, t, now=92.0) == []
 
 
 def test_no_state_left_after_thousands_of_calls():
@@ -221,12 +238,8 @@ def test_no_state_left_after_thousands_of_calls():
         t = call_up(ctl, i % 3, 1000 + i)
         gre_in(r, S1, t)
         ctl.in_message(CDN(call_id=1000 + i))
-    assert not r.pptp.inbound and not r.pptp.outbound and not ctl_calls(r)
+    assert not calls(r) and [c["calls"] for c in control_sessions(r)] == [0]
     assert r.counters["pptp_calls_up"] == r.counters["pptp_calls_down"] == 2000
-
-
-def ctl_calls(r):
-    return [c for s in r.nat.sessions() if s.helper_state for c in s.helper_state.calls.values()]
 
 
 def test_inbound_call_through_a_port_forward():
@@ -241,7 +254,7 @@ def test_inbound_call_through_a_port_forward():
     assert pkt[IP].dst == C2 and pkt[GRE_PPTP].call_id == 0
     (out,) = gre_out(r, C2, S1, 55)
     assert out[IP].src == WAN_IP and out[GRE_PPTP].call_id == 55
-    assert r.pptp.calls()[0].details()["client"] == S1
+    assert calls(r)[0]["client"] == S1
 
 
 def test_incoming_call_from_the_server_side():
@@ -251,7 +264,7 @@ def test_incoming_call_from_the_server_side():
     ctl.in_message(ICRQ(call_id=300))
     translated = ctl.out_message(ICRP(call_id=0, peer_call_id=300, result_code=1)).call_id
     assert ctl.in_message(ICCN(peer_call_id=translated)).peer_call_id == 0
-    assert r.pptp.calls()[0].state.value == "established"
+    assert calls(r)[0]["call_state"] == "established"
     assert gre_in(r, S1, translated)[0][GRE_PPTP].call_id == 0
     assert gre_out(r, C1, S1, 300)[0][IP].src == WAN_IP
 
@@ -261,13 +274,15 @@ def test_switch_off_refuses_and_tears_down_then_on_again():
     ctl = Control(r, C1, S1)
     t = call_up(ctl, 0, 128)
     r.set_passthrough("pptp", False, 3.0)
-    assert not r.pptp.calls() and not [s for s in r.nat.sessions() if s.helper]
+    assert not calls(r) and not control_sessions(r)
     assert gre_in(r, S1, t) == []
     syn = from_lan(C2, S1, TCP(sport=40000, dport=1723, flags="S"))
     assert step(r, LAN, syn, 3.5)[WAN] == []        # a new control connection is refused
     assert r.counters["drop_passthrough_off"] >= 2
     r.set_passthrough("pptp", True, 4.0)
-    assert call_up(Control(r, C2, S1, inside_port=41000), 0, 129) is not None
+    t2 = call_up(Control(r, C2, S1, inside_port=41000), 0, 129)
+    (pkt,) = gre_in(r, S1, t2, now=4.5)
+    assert pkt[IP].dst == C2 and [c["client"] for c in calls(r)] == [C2]
 
 
 def test_sessions_show_each_call():
@@ -304,7 +319,7 @@ def test_real_pptp_linux_and_pptpd_messages_from_the_capture():
         (ocrp,) = ctl.send_in(bytes(reply))
         assert OCRP(payload_of(ocrp)).peer_call_id == OCRQ(to_server[1]).call_id
     assert translated[0] != translated[1]
-    assert len(r.pptp.calls()) == 2
+    assert len(calls(r)) == 2
 
 
 def test_call_id_at_an_odd_offset_keeps_the_tcp_checksum_right():
@@ -323,7 +338,7 @@ def test_bogus_data_offset_does_not_derail_the_stream():
     bogus = from_lan(C1, S1, TCP(sport=40000, dport=1723, flags="A", seq=ctl.inside_seq, dataofs=15) / b"xy")
     step(r, LAN, bogus)
     (good,) = ctl.send_out(bytes(OCRQ(call_id=5)))
-    assert len(r.pptp.calls()) == 1 and OCRQ(payload_of(good)).call_id == 5
+    assert len(calls(r)) == 1 and OCRQ(payload_of(good)).call_id == 5
 
 
 def test_a_flood_of_malformed_messages_is_counted_but_reported_at_a_limited_rate():
@@ -355,4 +370,4 @@ def test_no_control_stream_raises(chunks):
             if piece:
                 (ctl.send_out if outbound else ctl.send_in)(piece)
     r.handle_timer(10_000.0)
-    assert not r.pptp.calls()
+    assert not calls(r)
