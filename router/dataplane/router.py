@@ -166,7 +166,9 @@ class Router(Forwarding):
                 self.nat.close(session, "closed_by_request")
                 self.report_closed(now)
                 return True
-        return any(helper.close_flow(session_id, now) for helper in self.helpers)
+        closed = any(helper.close_flow(session_id, now) for helper in self.helpers)
+        self.report_closed(now)     # NAT sessions the helper closed with its flow
+        return closed
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -386,11 +388,12 @@ class Router(Forwarding):
 
     def flow_info(self, flow: Flow, vpn: str, now: float) -> SessionInfo:
         """A helper's flow as a session: its protocol's IDs stand where ports would."""
+        packets_in, packets_out, bytes_in, bytes_out = flow.totals()
         return SessionInfo(
             id=flow.id, proto=flow.proto, inside=flow.inside(), outside=flow.outside(self.wan_ip),
             remote=flow.remote(), state=flow.state(), idle=round(max(0.0, now - flow.last_seen), 3),
-            age=round(max(0.0, now - flow.created), 3), packets_in=flow.packets_in, packets_out=flow.packets_out,
-            bytes_in=flow.bytes_in, bytes_out=flow.bytes_out, vpn=vpn, details=tuple(flow.details().items()))
+            age=round(max(0.0, now - flow.created), 3), packets_in=packets_in, packets_out=packets_out,
+            bytes_in=bytes_in, bytes_out=bytes_out, vpn=vpn, details=tuple(flow.details().items()))
 
     def _context(self, vpn: str) -> HelperContext:
         counters, events = self.counters, self.events
@@ -401,4 +404,7 @@ class Router(Forwarding):
         return HelperContext(
             vpn, self.wan_ip, self.nat.rng, self.config.timeouts, lambda: next(self.ids), bump,
             lambda now, v, kind, details: events.push(VpnEvent(now, v, kind, tuple(details.items()))),
-            events.allow, lambda reason, summary, now: self.drop(vpn, reason, now, summary))
+            events.allow, lambda reason, summary, now: self.drop(vpn, reason, now, summary), self._close)
+
+    def _close(self, session, reason: str) -> None:
+        self.nat.close(session, reason)

@@ -90,6 +90,10 @@ class Flow:
     def details(self) -> dict:
         return {}
 
+    def totals(self) -> tuple[int, int, int, int]:
+        """packets in, packets out, bytes in, bytes out, as ``ctl sessions`` shows them."""
+        return self.packets_in, self.packets_out, self.bytes_in, self.bytes_out
+
 
 class Helper:
     """Base class of the passthrough helpers: every hook present, every default inert."""
@@ -181,7 +185,7 @@ class HelperContext:
     data plane.
     """
 
-    def __init__(self, vpn: str, wan_ip: int, rng, timeouts, new_id, count, push_event, allow, drop):
+    def __init__(self, vpn: str, wan_ip: int, rng, timeouts, new_id, count, push_event, allow, drop, close_session):
         self.vpn = vpn
         self.wan_ip = wan_ip
         self.rng = rng
@@ -192,6 +196,8 @@ class HelperContext:
         self._push = push_event
         self._allow = allow
         self._drop = drop
+        self.close_session = close_session
+        """End a NAT session this helper is attached to: ``close_session(session, reason)``."""
 
     def count(self, counter: str, n: int = 1) -> None:
         self._count(counter, n)

@@ -8,10 +8,12 @@ itself names no protocol (as aioquic registers its congestion controls).
 from __future__ import annotations
 
 from .base import Helper
+from .ipsec import IpsecHelper
 from .pptp import PptpHelper
 
 REGISTRY: dict[str, type[Helper]] = {
     "pptp": PptpHelper,
+    "ipsec": IpsecHelper,
 }
 
 

@@ -1,0 +1,480 @@
+"""IPsec passthrough: IKE on UDP 500, NAT-T on UDP 4500 and raw ESP, for many clients to one gateway.
+
+Theory of operation
+-------------------
+An *association* is what the router knows of one (client, gateway) pair:
+the IKE SAs it has seen (initiator and responder SPIs, RFC 7296 §3.1; the
+ISAKMP cookies of IKEv1, RFC 2408 §3.1, stand in the same place), the ESP
+SPIs of each direction (RFC 4303 §2.1), the NAT sessions that carry its IKE
+and NAT-T traffic, and the raw-ESP counters.  It is a ``Flow``: raw ESP is
+forwarded by the data plane with its address deltas.
+
+IKE (UDP 500).  With ``[ipsec] ike_port = "preserve"`` every client's IKE
+leaves from port 500, because some gateways and the firewalls before them
+accept nothing else: the NAT shares outside port 500 among them, and
+inbound IKE from a gateway several clients talk to is demultiplexed by the
+SPIs learned from the clients' own messages (``demux``).  A message whose
+SPIs nobody announced (the gateway starting a new IKE SA, or rekeying one,
+RFC 3715 §2.1 (n)) goes to the candidate that sent IKE to that gateway most
+recently, and says so with an ``ike_ambiguous`` event.  ``"translate"``
+leaves IKE to plain NAPT, as Linux does (RFC 3715 §2.1 (d)).
+
+NAT-T (UDP 4500, RFC 3948 §2): four zero bytes (the non-ESP marker) start
+an IKE message; a single 0xFF byte is a keepalive (§2.3); anything else is
+ESP in UDP, whose SPI is learned for display.  The NAT's port mapping tells
+clients apart; the sessions live ``timeouts.natt``, longer than keepalives.
+
+Raw ESP (IP protocol 50) carries no port, and its SPI is chosen by the
+receiver, so outbound ESP teaches (client, gateway, outbound SPI) and an
+inbound SPI is unknown the first time it is seen.  It is paired by this
+rule: the candidates are the gateway's associations awaiting an inbound SPI
+(none learned since their latest outbound SPI appeared), or, if none await,
+all the gateway's associations that send raw ESP; one candidate is learned
+outright; among several the one whose outbound ESP was seen most recently
+wins, the association is marked ambiguous and an ``esp_ambiguous`` event
+names the candidates (RFC 3715 §2.1 (f): SPI demultiplexing can misdeliver).
+ESP from an address no client sends ESP to is dropped; keys always include
+the gateway's address, so an SPI learned for one gateway never matches
+another's (RFC 3715 §3).
+
+Malformed IKE is forwarded unparsed (a counter and a rate-limited event);
+malformed ESP is dropped.  Nothing here reads the clock or raises on input.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+
+from ..packet.frame import IpProto, ip_str
+from .base import Flow, Helper, Verdict
+
+IKE_PORT = 500
+NATT_PORT = 4500
+IPSEC_PORTS = (IKE_PORT, NATT_PORT)
+UDP_HEADER = 8
+IKE_HEADER_LEN = 28
+"""SPIi 8, SPIr 8, next payload, version, exchange type, flags, message ID 4, length 4 (RFC 7296 §3.1)."""
+IKE_LENGTH_AT = 24
+NO_SPI = bytes(8)
+NON_ESP_MARKER = bytes(4)
+KEEPALIVE = 0xFF
+U32 = struct.Struct("!I")
+MAX_SPIS = 32
+"""Raw-ESP SPIs kept per association and direction; the least recently used goes first."""
+MAX_NATT_SPIS = 8
+"""ESP-in-UDP SPIs remembered per association and direction, for display."""
+
+
+class IkeExchangeType(IntEnum):
+    """Exchange types (RFC 2408 §3.1 for IKEv1, RFC 7296 §3.1 for IKEv2)."""
+    IDENTITY_PROTECTION = 2
+    AGGRESSIVE = 4
+    INFORMATIONAL_V1 = 5
+    QUICK_MODE = 32
+    IKE_SA_INIT = 34
+    IKE_AUTH = 35
+    CREATE_CHILD_SA = 36
+    INFORMATIONAL = 37
+
+
+class EspSpi:
+    """One learned raw-ESP SPI: its association, direction and last use."""
+    __slots__ = ("assoc", "spi", "outbound", "last_seen")
+
+    def __init__(self, assoc: "Association", spi: int, outbound: bool, now: float):
+        self.assoc = assoc
+        self.spi = spi
+        self.outbound = outbound
+        self.last_seen = now
+
+
+class IkeSa:
+    __slots__ = ("spi_i", "spi_r", "up")
+
+    def __init__(self, spi_i: bytes):
+        self.spi_i = spi_i
+        self.spi_r = NO_SPI
+        self.up = False
+
+
+class Association(Flow):
+    """A (client, gateway) pair: its IKE SAs, ESP SPIs, NAT sessions, and raw-ESP counters."""
+
+    __slots__ = ("inside_is_client", "ike_sas", "esp_out", "esp_in", "natt_out", "natt_in", "sessions",
+                 "awaiting", "ambiguous", "last_out")
+    proto = "esp"
+
+    def __init__(self, aid: int, inside_ip: int, remote_ip: int, inside_is_client: bool, wan_ip: int, now: float):
+        super().__init__(aid, inside_ip, remote_ip, wan_ip, now)
+        self.inside_is_client = inside_is_client
+        self.ike_sas: dict[bytes, IkeSa] = {}
+        """Initiator SPI -> IKE SA."""
+        self.esp_out: dict[int, EspSpi] = {}
+        self.esp_in: dict[int, EspSpi] = {}
+        self.natt_out: list[int] = []
+        self.natt_in: list[int] = []
+        self.sessions: list = []
+        """The NAT sessions (UDP 500/4500) carrying its IKE and NAT-T traffic."""
+        self.awaiting = False
+        """An outbound SPI appeared and no inbound SPI was learned since."""
+        self.ambiguous = False
+        self.last_out = 0.0
+        """When raw ESP last left towards the gateway."""
+
+    @property
+    def client(self) -> int:
+        return self.inside_ip if self.inside_is_client else self.remote_ip
+
+    @property
+    def gateway(self) -> int:
+        return self.remote_ip if self.inside_is_client else self.inside_ip
+
+    def natt(self) -> bool:
+        return bool(self.natt_out or self.natt_in) or any(NATT_PORT in (s.inside_port, s.remote_port)
+                                                          for s in self.sessions)
+
+    def state(self) -> str:
+        outbound, inbound = self.esp_out or self.natt_out, self.esp_in or self.natt_in
+        if outbound and inbound:
+            return "established"
+        return "half_open" if outbound or inbound else "negotiating"
+
+    def totals(self) -> tuple[int, int, int, int]:
+        packets_in, packets_out, bytes_in, bytes_out = self.packets_in, self.packets_out, self.bytes_in, self.bytes_out
+        for s in self.sessions:
+            packets_in += s.packets_in
+            packets_out += s.packets_out
+            bytes_in += s.bytes_in
+            bytes_out += s.bytes_out
+        return packets_in, packets_out, bytes_in, bytes_out
+
+    def details(self) -> dict:
+        sas = list(self.ike_sas.values())
+        return {
+            "client": ip_str(self.client), "gateway": ip_str(self.gateway),
+            "ike_spi_i": _one_or_list([sa.spi_i.hex() for sa in sas]),
+            "ike_spi_r": _one_or_list([sa.spi_r.hex() for sa in sas if sa.spi_r != NO_SPI]),
+            "esp_spi_out": _one_or_list([f"{spi:08x}" for spi in [*self.esp_out, *self.natt_out]]),
+            "esp_spi_in": _one_or_list([f"{spi:08x}" for spi in [*self.esp_in, *self.natt_in]]),
+            "natt": self.natt(),
+            "ports": [{"inside": s.inside_port, "outside": s.outside_port, "remote": s.remote_port}
+                      for s in self.sessions],
+            "ambiguous": self.ambiguous,
+        }
+
+    def summary(self) -> dict:
+        return {"id": self.id, "client": ip_str(self.client), "gateway": ip_str(self.gateway)}
+
+
+class IkeSession:
+    """What the helper keeps on a NAT session of UDP 500 or 4500 (``session.helper_state``)."""
+    __slots__ = ("assoc", "natt", "last_out", "spi_out", "spi_in")
+
+    def __init__(self, assoc: Association, natt: bool):
+        self.assoc = assoc
+        self.natt = natt
+        self.last_out = 0.0
+        """When the inside host last sent IKE on this session."""
+        self.spi_out = self.spi_in = 0
+        """The ESP-in-UDP SPI last seen each way (the per-packet check is one comparison)."""
+
+
+class IpsecHelper(Helper):
+    name = "ipsec"
+    counters = ("ipsec_malformed", "ipsec_natt_keepalives", "ipsec_ike_sas_up", "ipsec_ike_ambiguous",
+                "ipsec_esp_learned", "ipsec_esp_ambiguous")
+    drop_reasons = (
+        "esp_malformed",            # shorter than SPI and sequence number, or SPI 0 (RFC 4303 §2.1)
+        "esp_no_association",       # raw ESP from an address no client sends ESP to, or an unknown SPI
+    )
+    ip_protocols = (IpProto.ESP,)
+    filters_by_address = True
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        self.preserve = config is None or config.ipsec.ike_port == "preserve"
+        self.associations: dict[tuple[int, int], Association] = {}
+        """(inside address, remote address) -> association."""
+        self.by_gateway: dict[int, list[Association]] = {}
+        self.esp_out: dict[tuple[int, int, int], EspSpi] = {}
+        """(inside address, remote address, SPI) -> raw-ESP SPI leaving the LAN."""
+        self.esp_in: dict[tuple[int, int], EspSpi] = {}
+        """(remote address, SPI) -> raw-ESP SPI arriving from the WAN."""
+
+    # -- IKE and NAT-T sessions (port-attached) ---------------------------------------------------
+
+    def attaches_to(self, proto, inside_port, remote_port) -> bool:
+        return proto == IpProto.UDP and (inside_port in IPSEC_PORTS or remote_port in IPSEC_PORTS)
+
+    def shares_port(self, proto, inside_port, remote_port) -> bool:
+        return self.preserve and inside_port == IKE_PORT and remote_port == IKE_PORT
+
+    def timeout(self, session) -> float | None:
+        return self.ctx.timeouts.natt if NATT_PORT in (session.inside_port, session.remote_port) else None
+
+    def packet(self, session, frame, ip, l4, outbound, now) -> Verdict:
+        state = session.helper_state or self._attach(session, now)
+        at = l4 + UDP_HEADER
+        size = len(frame) - at
+        if not state.natt:
+            self._ike(session, state, frame, at, size, outbound, now)
+        elif size >= 8 and (frame[at] or frame[at + 1] or frame[at + 2] or frame[at + 3]):
+            spi = U32.unpack_from(frame, at)[0]            # ESP in UDP (RFC 3948 §2.1)
+            if spi != (state.spi_out if outbound else state.spi_in):
+                self._natt_spi(state, spi, outbound, now)
+        elif size == 1 and frame[at] == KEEPALIVE:         # RFC 3948 §2.3
+            self.ctx.count("ipsec_natt_keepalives")
+        elif size >= 4 and frame[at:at + 4] == NON_ESP_MARKER:
+            self._ike(session, state, frame, at + 4, size - 4, outbound, now)
+        else:
+            self._malformed(f"NAT-T datagram of {size} bytes", session, now)
+        return Verdict.FORWARD
+
+    def demux(self, candidates, frame, ip, l4, now):
+        """Inbound IKE to the shared port 500: the client whose IKE SA the SPIs name."""
+        at = l4 + UDP_HEADER
+        header = _ike_header(frame, at, len(frame) - at)
+        if header is None:
+            self._malformed("IKE to the shared port 500 that names no SA", candidates[0], now)
+            return None
+        spi_i, spi_r = header
+        for session in candidates:
+            state = session.helper_state
+            sa = state.assoc.ike_sas.get(spi_i) if state else None
+            if sa is not None and (spi_r == NO_SPI or sa.spi_r in (NO_SPI, spi_r)):
+                return session
+        chosen = max(candidates, key=lambda s: s.helper_state.last_out if s.helper_state else 0.0)
+        self.ctx.count("ipsec_ike_ambiguous")
+        self.ctx.event("ike_ambiguous", {
+            "gateway": ip_str(chosen.remote_ip), "ike_spi_i": spi_i.hex(), "ike_spi_r": spi_r.hex(),
+            "candidates": [ip_str(s.inside_ip) for s in candidates], "chosen": ip_str(chosen.inside_ip),
+            "rule": "the client that sent IKE to this gateway most recently"}, now)
+        return chosen
+
+    def closed(self, session, now) -> None:
+        state = session.helper_state
+        if state is None:
+            return
+        assoc = state.assoc
+        if session in assoc.sessions:
+            assoc.sessions.remove(session)
+        if not assoc.sessions and not assoc.esp_out and not assoc.esp_in:
+            self._end(assoc, "sessions_closed", now)
+
+    def describe(self, session):
+        state = session.helper_state
+        if state is None:
+            return [("natt", NATT_PORT in (session.inside_port, session.remote_port))]
+        details = state.assoc.details()
+        return [("association", state.assoc.id), ("client", details["client"]), ("gateway", details["gateway"]),
+                ("ike_spi_i", details["ike_spi_i"]), ("ike_spi_r", details["ike_spi_r"]), ("natt", state.natt)]
+
+    def _attach(self, session, now) -> IkeSession:
+        inside_is_client = not session.mapping.static   # a port forward makes the inside host the gateway
+        assoc = self._association(session.inside_ip, session.remote_ip, inside_is_client, now)
+        assoc.sessions.append(session)
+        state = session.helper_state = IkeSession(assoc, NATT_PORT in (session.inside_port, session.remote_port))
+        return state
+
+    def _ike(self, session, state: IkeSession, frame, at: int, size: int, outbound: bool, now: float) -> None:
+        header = _ike_header(frame, at, size)
+        if header is None:
+            return self._malformed(f"IKE header ({size} bytes)", session, now)
+        if outbound:
+            state.last_out = now
+        assoc = state.assoc
+        assoc.last_seen = now
+        spi_i, spi_r = header
+        sa = assoc.ike_sas.get(spi_i)
+        if sa is None:
+            sa = assoc.ike_sas[spi_i] = IkeSa(spi_i)
+        if spi_r != NO_SPI and sa.spi_r != spi_r:
+            sa.spi_r = spi_r
+            if not sa.up:
+                sa.up = True
+                self.ctx.event("ike_up", {**assoc.summary(), "ike_spi_i": spi_i.hex(), "ike_spi_r": spi_r.hex(),
+                                          "natt": state.natt}, now, counter="ipsec_ike_sas_up")
+
+    def _natt_spi(self, state: IkeSession, spi: int, outbound: bool, now: float) -> None:
+        """A new ESP-in-UDP SPI on a NAT-T session: remembered for display."""
+        if outbound:
+            state.spi_out = spi
+        else:
+            state.spi_in = spi
+        assoc = state.assoc
+        seen = assoc.natt_out if outbound else assoc.natt_in
+        if spi in seen:
+            return
+        seen.append(spi)
+        del seen[:-MAX_NATT_SPIS]
+        self._learned(assoc, spi, outbound, True, now)
+
+    def _malformed(self, what: str, session, now: float) -> None:
+        where = f"{ip_str(session.inside_ip)}:{session.inside_port} <-> {ip_str(session.remote_ip)}:" \
+                f"{session.remote_port}"
+        self.ctx.problem("ipsec_malformed", f"{what} on {where}; forwarded unparsed", now)
+
+    # -- raw ESP (IP protocol 50, RFC 4303) ---------------------------------------------------------
+
+    def flow_out(self, proto, frame, l4, size, src, dst, now):
+        spi = self._spi(frame, l4, size, src, now)
+        if spi is None:
+            return None
+        entry = self.esp_out.get((src, dst, spi))
+        if entry is None:
+            entry = self._learn_out(src, dst, spi, now)
+        entry.last_seen = now
+        assoc = entry.assoc
+        assoc.last_out = now
+        return assoc
+
+    def flow_in(self, proto, frame, l4, size, src, now):
+        spi = self._spi(frame, l4, size, src, now)
+        if spi is None:
+            return None
+        entry = self.esp_in.get((src, spi))
+        if entry is None:
+            entry = self._pair_in(src, spi, now)
+            if entry is None:
+                return None
+        entry.last_seen = now
+        return entry.assoc
+
+    def _spi(self, frame, l4, size, src, now) -> int | None:
+        if size < 8:
+            self.ctx.drop("esp_malformed", f"{size} bytes of ESP from {ip_str(src)}", now)
+            return None
+        spi = U32.unpack_from(frame, l4)[0]
+        if not spi:
+            self.ctx.drop("esp_malformed", f"ESP with SPI 0 from {ip_str(src)}", now)
+            return None
+        return spi
+
+    def _learn_out(self, inside: int, remote: int, spi: int, now: float) -> EspSpi:
+        assoc = self._association(inside, remote, True, now)
+        entry = self.esp_out[(inside, remote, spi)] = assoc.esp_out[spi] = EspSpi(assoc, spi, True, now)
+        assoc.awaiting = True
+        self._evict(assoc, assoc.esp_out, now)
+        self._learned(assoc, spi, True, False, now)
+        return entry
+
+    def _pair_in(self, remote: int, spi: int, now: float) -> EspSpi | None:
+        """An inbound SPI seen for the first time: paired by the rule in the module's docstring."""
+        senders = [a for a in self.by_gateway.get(remote, ()) if a.esp_out]
+        if not senders:
+            self.ctx.drop("esp_no_association", f"SPI {spi:08x} from {ip_str(remote)}", now)
+            return None
+        candidates = [a for a in senders if a.awaiting] or senders
+        chosen = max(candidates, key=lambda a: a.last_out)
+        if len(candidates) > 1:
+            chosen.ambiguous = True
+            self.ctx.event("esp_ambiguous", {
+                "gateway": ip_str(remote), "spi": f"{spi:08x}", "candidates": [ip_str(a.client) for a in candidates],
+                "chosen": ip_str(chosen.client), "rule": "the candidate whose outbound ESP was seen most recently"},
+                now, counter="ipsec_esp_ambiguous")
+        entry = self.esp_in[(remote, spi)] = chosen.esp_in[spi] = EspSpi(chosen, spi, False, now)
+        chosen.awaiting = False
+        self._evict(chosen, chosen.esp_in, now)
+        self._learned(chosen, spi, False, False, now)
+        return entry
+
+    def _learned(self, assoc: Association, spi: int, outbound: bool, natt: bool, now: float) -> None:
+        self.ctx.event("esp_learned", {**assoc.summary(), "spi": f"{spi:08x}",
+                                       "direction": "out" if outbound else "in", "natt": natt},
+                       now, counter="ipsec_esp_learned")
+
+    def _evict(self, assoc: Association, spis: dict, now: float) -> None:
+        while len(spis) > MAX_SPIS:
+            oldest = min(spis.values(), key=lambda e: e.last_seen)
+            self._forget(oldest, "replaced", now)
+
+    def _forget(self, entry: EspSpi, reason: str, now: float) -> None:
+        assoc = entry.assoc
+        if entry.outbound:
+            del assoc.esp_out[entry.spi]
+            self.esp_out.pop((assoc.inside_ip, assoc.remote_ip, entry.spi), None)
+        else:
+            del assoc.esp_in[entry.spi]
+            self.esp_in.pop((assoc.remote_ip, entry.spi), None)
+        self.ctx.event("esp_down", {**assoc.summary(), "spi": f"{entry.spi:08x}",
+                                    "direction": "out" if entry.outbound else "in", "reason": reason}, now)
+
+    # -- associations ---------------------------------------------------------------------------
+
+    def _association(self, inside: int, remote: int, inside_is_client: bool, now: float) -> Association:
+        assoc = self.associations.get((inside, remote))
+        if assoc is None:
+            assoc = Association(self.ctx.new_id(), inside, remote, inside_is_client, self.ctx.wan_ip, now)
+            self.associations[(inside, remote)] = assoc
+            self.by_gateway.setdefault(remote, []).append(assoc)
+        return assoc
+
+    def _end(self, assoc: Association, reason: str, now: float) -> None:
+        if assoc.closed:
+            return
+        assoc.closed = True
+        for entry in [*assoc.esp_out.values(), *assoc.esp_in.values()]:
+            self._forget(entry, reason, now)
+        for spi, outbound in [(s, True) for s in assoc.natt_out] + [(s, False) for s in assoc.natt_in]:
+            self.ctx.event("esp_down", {**assoc.summary(), "spi": f"{spi:08x}",
+                                        "direction": "out" if outbound else "in", "natt": True, "reason": reason}, now)
+        for sa in assoc.ike_sas.values():
+            if sa.up:
+                self.ctx.event("ike_down", {**assoc.summary(), "ike_spi_i": sa.spi_i.hex(),
+                                            "ike_spi_r": sa.spi_r.hex(), "reason": reason}, now)
+        del self.associations[(assoc.inside_ip, assoc.remote_ip)]
+        peers = self.by_gateway[assoc.remote_ip]
+        peers.remove(assoc)
+        if not peers:
+            del self.by_gateway[assoc.remote_ip]
+
+    # -- time, switch and views -------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        limit = now - self.ctx.timeouts.esp
+        for entry in [e for e in (*self.esp_out.values(), *self.esp_in.values()) if e.last_seen <= limit]:
+            self._forget(entry, "idle", now)
+            assoc = entry.assoc
+            if not assoc.esp_out and not assoc.esp_in and not assoc.sessions:
+                self._end(assoc, "idle", now)
+
+    def next_deadline(self) -> float | None:
+        if not self.esp_out and not self.esp_in:
+            return None
+        timeout = self.ctx.timeouts.esp
+        return min(e.last_seen for e in (*self.esp_out.values(), *self.esp_in.values())) + timeout
+
+    def switched_off(self, now: float) -> None:
+        for assoc in list(self.associations.values()):
+            self._end(assoc, "passthrough_off", now)
+
+    def flows(self) -> list[Association]:
+        return list(self.associations.values())
+
+    def close_flow(self, flow_id: int, now: float) -> bool:
+        assoc = next((a for a in self.associations.values() if a.id == flow_id), None)
+        if assoc is None:
+            return False
+        for session in list(assoc.sessions):
+            self.ctx.close_session(session, "closed_by_request")
+        self._end(assoc, "closed_by_request", now)
+        return True
+
+
+def _ike_header(frame, at: int, size: int) -> tuple[bytes, bytes] | None:
+    """(initiator SPI, responder SPI) of a well-formed IKE or ISAKMP header, else None."""
+    if size < IKE_HEADER_LEN:
+        return None
+    length = U32.unpack_from(frame, at + IKE_LENGTH_AT)[0]
+    spi_i = bytes(frame[at:at + 8])
+    if spi_i == NO_SPI or frame[at + 17] >> 4 not in (1, 2) or not IKE_HEADER_LEN <= length <= size:
+        return None
+    return spi_i, bytes(frame[at + 8:at + 16])
+
+
+def _one_or_list(values: list):
+    """A string where there is one, a list where rekeys made several, None where there is none."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
