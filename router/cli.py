@@ -108,7 +108,7 @@ def cmd_status(args) -> int:
 
 
 COLUMNS = ("proto", "inside", "outside", "remote", "state", "idle", "packets_out", "packets_in", "bytes_out",
-           "bytes_in")
+           "bytes_in", "vpn", "id")   # new columns go at the end: scripts read the table by position
 
 
 def cmd_sessions(args) -> int:
