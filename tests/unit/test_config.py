@@ -26,6 +26,10 @@ from router.config import ConfigError, parse
     ({"forward": [{"proto": "tcp", "port": 80, "to": "10.0.0.1:80"}]}, "forward[0].to"),
     ({"forward": [{"proto": "sctp", "port": 80, "to": "192.168.77.5:80"}]}, "forward[0].proto"),
     ({"surprise": {}}, "surprise"),
+    ({"ipsec": {"ike_port": "keep"}}, "ipsec.ike_port"),
+    ({"ipsec": {"ike_port": 500}}, "ipsec.ike_port"),
+    ({"ipsec": {"nat_t": True}}, "ipsec.nat_t"),
+    ({"timeouts": {"natt": 0}}, "timeouts.natt"),
 ])
 def test_bad_config_names_the_key(change, key):
     with pytest.raises(ConfigError) as info:
@@ -44,6 +48,7 @@ def test_defaults():
     cfg = parse(config())
     assert cfg.timeouts.udp == 300 and cfg.timeouts.tcp_established == 7440 and cfg.timeouts.icmp == 60
     assert cfg.passthrough == {"pptp": True, "l2tp": True, "ipsec": True}
+    assert cfg.ipsec.ike_port == "preserve" and cfg.timeouts.natt == 600 and cfg.timeouts.esp == 600
     assert cfg.lan.mac == bytes([0x02, 0x76, 0x72, 0, 77, 1]) and cfg.wan.mac == bytes([0x02, 0x76, 0x72, 1, 100, 1])
 
 
