@@ -67,6 +67,8 @@ class Timeouts:
     """Idle lifetime of a NAT-T session on UDP 4500: longer than any keepalive interval (RFC 3948 §4)."""
     esp: float = 600.0
     """Idle time after which a learned raw-ESP SPI is forgotten."""
+    l2tp: float = 600.0
+    """Idle lifetime of an L2TP tunnel and of its NAT sessions on UDP 1701 (HELLOs come every 60 s)."""
     arp_cache: float = 60.0
     arp_retry: float = 1.0
 
@@ -98,6 +100,7 @@ class Forward:
 
 FILTERING = ("address-dependent", "endpoint-independent")
 IKE_PORT = ("preserve", "translate")
+L2TP_PORT = ("preserve", "translate")
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class Config:
     filtering: str = "address-dependent"
     """RFC 4787 REQ-8: which inbound packets a mapping lets in; mapping is always endpoint-independent."""
     ipsec: IpsecConfig = IpsecConfig()
+    l2tp_port: str = "preserve"
+    """[l2tp] port: "preserve": every LAC keeps UDP 1701 outside, demultiplexed by Tunnel ID; "translate": NAPT."""
 
 
 def default_mac(port_index: int, address: int) -> bytes:
@@ -139,7 +144,7 @@ def load(path: str | Path) -> Config:
 
 
 def parse(data: dict) -> Config:
-    _known(data, "", {"lan", "wan", "control", "passthrough", "timeouts", "limits", "forward", "nat", "ipsec"})
+    _known(data, "", {"lan", "wan", "control", "passthrough", "timeouts", "limits", "forward", "nat", "ipsec", "l2tp"})
     lan = _port(_table(data, "lan", required=True), "lan", 0)
     wan = _port(_table(data, "wan", required=True), "wan", 1)
     if lan.on_link(wan.address) or wan.on_link(lan.address):
@@ -162,6 +167,11 @@ def parse(data: dict) -> Config:
     ike_port = _typed(ipsec, "ipsec", "ike_port", str, "preserve")
     if ike_port not in IKE_PORT:
         raise ConfigError(f"ipsec.ike_port: must be one of {', '.join(IKE_PORT)}")
+    l2tp = _table(data, "l2tp")
+    _known(l2tp, "l2tp", {"port"})
+    l2tp_port = _typed(l2tp, "l2tp", "port", str, "preserve")
+    if l2tp_port not in L2TP_PORT:
+        raise ConfigError(f"l2tp.port: must be one of {', '.join(L2TP_PORT)}")
     mode_text = _typed(control, "control", "mode", str, "0600")
     try:
         mode = int(mode_text, 8)
@@ -177,6 +187,7 @@ def parse(data: dict) -> Config:
         forwards=_forwards(data.get("forward", []), lan),
         filtering=filtering,
         ipsec=IpsecConfig(ike_port=ike_port),
+        l2tp_port=l2tp_port,
     )
 
 

@@ -231,6 +231,8 @@ class Forwarding:
         """Unsolicited inbound traffic is dropped silently (RFC 4787 REQ-8, RFC 5382 REQ-4)."""
         if proto == TCP and (frame[l4 + 13] & (TCP_SYN | TCP_RST | TCP_ACK)) != TCP_SYN:
             return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
+        if (proto, dport) in self.nat.shared_ports:
+            return self._open_shared_in(frame, l4, proto, src, sport, dport, port, now)
         mapping = self.nat.by_outside.get((proto, dport))
         helper = None if mapping is None else self._helper_for(proto, mapping.inside_port, sport)
         if helper is not None:
@@ -241,6 +243,22 @@ class Forwarding:
         session = None if proto == ICMP else self.nat.open_inbound(proto, src, sport, dport, now)
         if session is None:
             return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
+        return self._opened(session, helper, SYN_IN, now)
+
+    def _open_shared_in(self, frame, l4, proto, src, sport, dport, port, now):
+        """A known remote host answering a shared port from a new port (RFC 2661 §8.1): its helper picks the host."""
+        known = self.nat.shared_sessions(proto, src, dport)
+        if not known:
+            return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
+        helper = known[0].helper
+        if helper is not None and not self.switches[helper.name]:
+            return self.drop(port, DropReason.PASSTHROUGH_OFF, now, _flow(src, sport, self.wan_ip, dport))
+        chosen = self._demux(known, frame, l4, port, src, sport, dport, now)
+        if chosen is None:
+            return None
+        session = self.nat.open_on(chosen.mapping, src, sport, now)
+        if session is None:
+            return self.drop(port, DropReason.SESSION_LIMIT, now, _flow(src, sport, self.wan_ip, dport))
         return self._opened(session, helper, SYN_IN, now)
 
     # -- ICMP errors about NATed flows (RFC 5508 §4.2) -------------------------------------------------

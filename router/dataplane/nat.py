@@ -206,6 +206,17 @@ class NatTable:
             return None
         return self._add(mapping, src, sport, now)
 
+    def shared_sessions(self, proto: int, remote_ip: int, outside_port: int) -> list[Session]:
+        """Sessions of shared mappings on ``outside_port`` with ``remote_ip``, whatever its port (cold path)."""
+        return [s for key, sessions in self.shared_in.items()
+                if key[0] == proto and key[1] == remote_ip and key[4] == outside_port for s in sessions]
+
+    def open_on(self, mapping: Mapping, remote_ip: int, remote_port: int, now: float) -> Session | None:
+        """A new inbound flow to a mapping a helper chose (a server answering from another port)."""
+        if self._check_limits(mapping.inside_ip) is not None:
+            return None
+        return self._add(mapping, remote_ip, remote_port, now)
+
     def _check_limits(self, inside_ip: int) -> DropReason | None:
         if len(self.out_sessions) >= self.limits.sessions:
             return DropReason.SESSION_LIMIT

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from .base import Helper
 from .ipsec import IpsecHelper
+from .l2tp import L2tpHelper
 from .pptp import PptpHelper
 
 REGISTRY: dict[str, type[Helper]] = {
     "pptp": PptpHelper,
+    "l2tp": L2tpHelper,
     "ipsec": IpsecHelper,
 }
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from enum import Enum
 
-from ..packet.checksum import delta, update
+from ..packet.checksum import delta, rewrite_u16, update
 from ..packet.frame import U16, VNET_F_NEEDS_CSUM
 
 REWRITE_LOG = 256
@@ -85,16 +85,10 @@ def write_payload_u16(frame: bytearray, l4: int, at: int, value: int) -> None:
     at an odd distance from it straddles two words: its delta is taken with
     the bytes swapped.  With NEEDS_CSUM the kernel sums the payload later.
     """
-    old = U16.unpack_from(frame, at)[0]
-    if old == value:
-        return
-    U16.pack_into(frame, at, value)
     if frame[0] & VNET_F_NEEDS_CSUM:
+        U16.pack_into(frame, at, value)
         return
-    if (at - l4) & 1:
-        old, value = _swap(old), _swap(value)
-    csum = U16.unpack_from(frame, l4 + 16)[0]
-    U16.pack_into(frame, l4 + 16, update(csum, delta(old, value, 2)))
+    rewrite_u16(frame, l4, at, value, l4 + 16)
 
 
 def write_payload_byte(frame: bytearray, l4: int, at: int, value: int) -> None:
@@ -106,7 +100,3 @@ def write_payload_byte(frame: bytearray, l4: int, at: int, value: int) -> None:
     shift = 0 if (at - l4) & 1 else 8
     csum = U16.unpack_from(frame, l4 + 16)[0]
     U16.pack_into(frame, l4 + 16, update(csum, delta(old << shift, value << shift, 2)))
-
-
-def _swap(value: int) -> int:
-    return ((value & 0xFF) << 8) | (value >> 8)

@@ -86,3 +86,27 @@ def update_partial(partial: int, d: int) -> int:
 
 TTL_DECREMENT = delta(0x0100, 0x0000, 2)
 """Delta for the IPv4 (TTL, protocol) word when TTL drops by one (RFC 1624 §4, RFC 1812 §5.3.1)."""
+
+
+def rewrite_u16(data: bytearray, start: int, at: int, value: int, csum_at: int, zero_is_none: bool = False) -> None:
+    """Write a 16-bit field at ``at`` and fix the checksum at ``csum_at`` that covers ``data`` from ``start``.
+
+    The sum runs over 16-bit words from ``start``, so a field at an odd
+    distance from it straddles two words: its delta is taken with the bytes
+    swapped (RFC 1624 on the words actually summed).  With ``zero_is_none``
+    (UDP, RFC 768) a zero checksum means "none" and stays zero, and a
+    computed zero is sent as 0xFFFF.
+    """
+    old = data[at] << 8 | data[at + 1]
+    if old == value:
+        return
+    data[at], data[at + 1] = value >> 8, value & 0xFF
+    csum = data[csum_at] << 8 | data[csum_at + 1]
+    if zero_is_none and not csum:
+        return
+    if (at - start) & 1:
+        old, value = ((old & 0xFF) << 8) | (old >> 8), ((value & 0xFF) << 8) | (value >> 8)
+    new = update(csum, delta(old, value, 2))
+    if zero_is_none and not new:
+        new = 0xFFFF
+    data[csum_at], data[csum_at + 1] = new >> 8, new & 0xFF

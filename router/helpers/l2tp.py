@@ -1,0 +1,514 @@
+"""L2TP passthrough (RFC 2661, UDP 1701) for many LACs to one LNS, each keeping port 1701.
+
+Theory of operation
+-------------------
+Every L2TP header carries the *receiver's* Tunnel ID and Session ID (RFC 2661
+§3.1); each side announces its own IDs in the Assigned Tunnel ID (AVP 9) and
+Assigned Session ID (AVP 14) of its control messages (§4.4.3, §4.4.4).  So
+messages from an LNS name the LAC's Tunnel ID, and two LACs behind one NAT
+that chose the same Tunnel ID could not be told apart.
+
+With ``[l2tp] port = "preserve"`` (the default) every LAC keeps source port
+1701 on the outside, since many LNSs and the firewalls before them accept
+nothing else: the NAT shares outside port 1701, and inbound messages from an
+LNS are demultiplexed by their header Tunnel ID (``demux``).  To keep that
+ID unique per (router address, LNS), the inside host's Assigned Tunnel ID is
+replaced, in place, by one the router allocates (its own if free, else a
+random one) and the header Tunnel ID of every message coming back is
+restored.  Session IDs are scoped by their tunnel and never change.  The
+same rule serves an LNS on the LAN behind a port forward.  A hidden AVP
+(H bit, §4.3) is never modified: such a tunnel keeps its ID, and collides if
+another has it.  ``"translate"`` is plain NAPT, plus this view.
+
+The helper follows the tunnel (SCCRQ, SCCRP, SCCCN, HELLO, StopCCN) and
+session (ICRQ/ICRP/ICCN, OCRQ/OCRP/OCCN, CDN) state machines for ``ctl
+sessions`` and events.  Other versions (L2TPv3 over UDP, RFC 3931) cross as
+plain UDP with a counter.  Malformed messages are forwarded unmodified, with
+a counter and a rate-limited event.
+"""
+
+from __future__ import annotations
+
+from enum import Enum, IntEnum
+
+from ..packet.checksum import rewrite_u16
+from ..packet.frame import IpProto, VNET_F_NEEDS_CSUM, ip_str
+from .base import Flow, Helper, Verdict
+
+L2TP_PORT = 1701
+UDP_HEADER = 8
+T_BIT, L_BIT, S_BIT, O_BIT = 0x8000, 0x4000, 0x0800, 0x0200
+VERSION = 2
+AVP_MANDATORY, AVP_HIDDEN, AVP_LENGTH = 0x8000, 0x4000, 0x03FF
+AVP_HEADER = 6
+MAX_SESSIONS = 1024
+"""Sessions remembered per tunnel; a peer that opens more loses the oldest from the view."""
+
+
+class L2tpMessageType(IntEnum):
+    """Control message types (RFC 2661 §3.2)."""
+    SCCRQ = 1
+    SCCRP = 2
+    SCCCN = 3
+    STOPCCN = 4
+    HELLO = 6
+    OCRQ = 7
+    OCRP = 8
+    OCCN = 9
+    ICRQ = 10
+    ICRP = 11
+    ICCN = 12
+    CDN = 14
+    WEN = 15
+    SLI = 16
+
+
+class L2tpAvpType(IntEnum):
+    """The attribute types the helper reads (RFC 2661 §4.4)."""
+    MESSAGE_TYPE = 0
+    RESULT_CODE = 1
+    HOST_NAME = 7
+    ASSIGNED_TUNNEL_ID = 9
+    ASSIGNED_SESSION_ID = 14
+
+
+M = L2tpMessageType
+REQUESTS = frozenset({M.ICRQ, M.OCRQ})
+REPLIES = frozenset({M.ICRP, M.OCRP})
+CONNECTED = frozenset({M.ICCN, M.OCCN})
+
+
+class TunnelState(Enum):
+    REQUESTED = "requested"
+    REPLIED = "replied"
+    ESTABLISHED = "established"
+
+
+class Message:
+    """The AVPs of one control message that the helper reads: values, and where the Assigned Tunnel ID is."""
+    __slots__ = ("type", "tunnel_id", "tunnel_id_at", "tunnel_id_hidden", "session_id", "host_name")
+
+    def __init__(self) -> None:
+        self.type = 0
+        self.tunnel_id: int | None = None
+        self.tunnel_id_at = 0
+        self.tunnel_id_hidden = False
+        self.session_id: int | None = None
+        self.host_name: str | None = None
+
+
+class L2tpSession:
+    __slots__ = ("session_id", "peer_session_id", "state")
+
+    def __init__(self, session_id: int | None, peer_session_id: int | None):
+        self.session_id = session_id
+        self.peer_session_id = peer_session_id
+        self.state = "requested"
+
+    def view(self) -> dict:
+        return {"session_id": self.session_id, "peer_session_id": self.peer_session_id, "state": self.state}
+
+
+class Tunnel(Flow):
+    """One tunnel: the inside host's Tunnel ID, its translation, the remote peer's, and its sessions."""
+
+    __slots__ = ("tunnel_id", "translated", "peer_tunnel_id", "inside_is_lac", "host_name", "tunnel_state",
+                 "sessions", "pending")
+    proto = "l2tp"
+
+    def __init__(self, tid: int, inside_ip: int, remote_ip: int, inside_is_lac: bool, wan_ip: int, now: float):
+        super().__init__(tid, inside_ip, remote_ip, wan_ip, now)
+        self.tunnel_id: int | None = None
+        self.translated: int | None = None
+        self.peer_tunnel_id: int | None = None
+        self.inside_is_lac = inside_is_lac
+        self.host_name: str | None = None
+        self.tunnel_state = TunnelState.REQUESTED
+        self.sessions: dict[int, L2tpSession] = {}
+        """The inside host's Session ID -> session."""
+        self.pending: dict[int, L2tpSession] = {}
+        """Sessions the remote peer requested, by its Session ID, until the inside host assigns its own."""
+
+    def inside(self) -> str:
+        return f"{ip_str(self.inside_ip)}:{_opt(self.tunnel_id)}"
+
+    def outside(self, wan_ip: int) -> str:
+        return f"{ip_str(wan_ip)}:{_opt(self.translated)}"
+
+    def remote(self) -> str:
+        return f"{ip_str(self.remote_ip)}:{_opt(self.peer_tunnel_id)}"
+
+    def state(self) -> str:
+        return self.tunnel_state.value
+
+    def ids(self) -> dict:
+        lac, lns = (self.inside_ip, self.remote_ip) if self.inside_is_lac else (self.remote_ip, self.inside_ip)
+        return {"id": self.id, "client": ip_str(lac), "lns": ip_str(lns), "tunnel_id": self.tunnel_id,
+                "translated_tunnel_id": self.translated, "peer_tunnel_id": self.peer_tunnel_id}
+
+    def details(self) -> dict:
+        details = self.ids()
+        del details["id"]
+        sessions = [*self.sessions.values(), *self.pending.values()]
+        return {**details, "sessions": [s.view() for s in sessions], "host_name": self.host_name}
+
+
+class L2tpHelper(Helper):
+    name = "l2tp"
+    counters = ("l2tp_tunnels_up", "l2tp_tunnels_down", "l2tp_sessions_up", "l2tp_sessions_down",
+                "l2tp_malformed", "l2tp_hidden_avp", "l2tp_other_version", "l2tp_tunnel_id_collision")
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        self.preserve = config is None or config.l2tp_port == "preserve"
+        self.by_translated: dict[tuple[int, int], Tunnel] = {}
+        """(remote address, translated Tunnel ID) -> tunnel: the header Tunnel ID of messages from the WAN."""
+        self.by_peer: dict[tuple[int, int, int], Tunnel] = {}
+        """(inside, remote, remote peer's Tunnel ID) -> tunnel: the header Tunnel ID of messages from the LAN."""
+        self.by_inside: dict[tuple[int, int, int], Tunnel] = {}
+        """(inside, remote, inside host's Tunnel ID) -> tunnel: SCCRQ retransmissions."""
+        self.tunnels: dict[int, Tunnel] = {}
+        """Id -> tunnel, every tunnel, settled or not."""
+        self.pairs: dict[tuple[int, int], int] = {}
+        """(inside, remote) -> live NAT sessions between them: tunnels end with the last."""
+
+    # -- the helper interface ---------------------------------------------------------------------
+
+    def attaches_to(self, proto, inside_port, remote_port) -> bool:
+        return proto == IpProto.UDP and L2TP_PORT in (inside_port, remote_port)
+
+    def shares_port(self, proto, inside_port, remote_port) -> bool:
+        return self.preserve and inside_port == L2TP_PORT and remote_port == L2TP_PORT
+
+    def timeout(self, session) -> float | None:
+        return self.ctx.timeouts.l2tp
+
+    def packet(self, session, frame, ip, l4, outbound, now) -> Verdict:
+        if session.helper_state is None:
+            pair = session.helper_state = (session.inside_ip, session.remote_ip)
+            self.pairs[pair] = self.pairs.get(pair, 0) + 1
+        at = l4 + UDP_HEADER
+        header = self._header(frame, at, session, now)
+        if header is None:
+            return Verdict.FORWARD
+        control, tunnel_at, avps, end = header
+        tunnel_id = frame[tunnel_at] << 8 | frame[tunnel_at + 1]
+        if outbound:
+            tunnel = self.by_peer.get((session.inside_ip, session.remote_ip, tunnel_id)) if tunnel_id else None
+        else:
+            tunnel = self._by_own(session.inside_ip, session.remote_ip, tunnel_id) if tunnel_id else None
+            if tunnel is not None and tunnel.translated != tunnel.tunnel_id:
+                _write(frame, l4, tunnel_at, tunnel.tunnel_id)   # the inside host's own ID, restored
+        if control and avps < end:
+            tunnel = self._control(session, frame, l4, tunnel_at, avps, end, tunnel, outbound, now)
+        if tunnel is not None:
+            tunnel.last_seen = now
+            if outbound:
+                tunnel.packets_out += 1
+                tunnel.bytes_out += end - at
+            else:
+                tunnel.packets_in += 1
+                tunnel.bytes_in += end - at
+        return Verdict.FORWARD
+
+    def demux(self, candidates, frame, ip, l4, now):
+        """Inbound to the shared port 1701: the host whose (translated) Tunnel ID the header names."""
+        at = l4 + UDP_HEADER
+        remote = int.from_bytes(frame[ip + 12:ip + 16], "big")
+        header = self._header(frame, at, candidates[0], now)
+        if header is None:
+            return None
+        tunnel_at = header[1]
+        tunnel = self.by_translated.get((remote, frame[tunnel_at] << 8 | frame[tunnel_at + 1]))
+        if tunnel is None:
+            return None
+        return next((s for s in candidates if s.inside_ip == tunnel.inside_ip), None)
+
+    def _by_own(self, inside: int, remote: int, header_tunnel_id: int) -> Tunnel | None:
+        """The tunnel a message from the WAN names: by the translated ID where the port is shared."""
+        if self.preserve:
+            return self.by_translated.get((remote, header_tunnel_id))
+        return self.by_inside.get((inside, remote, header_tunnel_id))
+
+    def closed(self, session, now) -> None:
+        pair = session.helper_state
+        if pair is None:
+            return
+        left = self.pairs.get(pair, 1) - 1
+        if left:
+            self.pairs[pair] = left
+            return
+        self.pairs.pop(pair, None)
+        for tunnel in [t for t in self.tunnels.values() if (t.inside_ip, t.remote_ip) == pair]:
+            self._end(tunnel, "nat_session_closed", now)
+
+    def describe(self, session):
+        pair = session.helper_state
+        return [("tunnels", sum(1 for t in self.tunnels.values() if (t.inside_ip, t.remote_ip) == pair))]
+
+    # -- parsing (RFC 2661 §3.1, §4.1) ----------------------------------------------------------------
+
+    def _header(self, frame, at: int, session, now: float):
+        """(control?, offset of the Tunnel ID, first AVP, end of message), or None to forward unparsed."""
+        size = len(frame) - at
+        if size < 6:
+            return self._malformed(f"{size}-byte L2TP header", session, now)
+        flags = frame[at] << 8 | frame[at + 1]
+        if flags & 0x000F != VERSION:
+            self.ctx.count("l2tp_other_version")
+            return None
+        i, end = at + 2, at + size
+        if flags & L_BIT:
+            length = frame[i] << 8 | frame[i + 1]
+            if not 8 <= length <= size:
+                return self._malformed(f"L2TP length {length} in a {size}-byte datagram", session, now)
+            end = at + length
+            i += 2
+        tunnel_at = i
+        i += 4 + (4 if flags & S_BIT else 0)
+        if flags & O_BIT:
+            if i + 2 > end:
+                return self._malformed("L2TP offset size beyond the message", session, now)
+            i += 2 + (frame[i] << 8 | frame[i + 1])
+        control = bool(flags & T_BIT)
+        if i > end or tunnel_at + 4 > end:
+            return self._malformed("L2TP header longer than its message", session, now)
+        if control and (flags & (L_BIT | S_BIT)) != (L_BIT | S_BIT):
+            return self._malformed("L2TP control message without Length and Sequence", session, now)
+        return control, tunnel_at, i, end
+
+    def _avps(self, frame, i: int, end: int, session, now: float) -> Message | None:
+        msg = Message()
+        first = True
+        while i < end:
+            if i + AVP_HEADER > end:
+                return self._malformed("truncated AVP header", session, now)
+            bits = frame[i] << 8 | frame[i + 1]
+            length = bits & AVP_LENGTH
+            if length < AVP_HEADER or i + length > end:
+                return self._malformed(f"AVP of length {length} at byte {i - end}", session, now)
+            vendor, kind = frame[i + 2] << 8 | frame[i + 3], frame[i + 4] << 8 | frame[i + 5]
+            hidden, value = bool(bits & AVP_HIDDEN), i + AVP_HEADER
+            if first:
+                if vendor or kind != L2tpAvpType.MESSAGE_TYPE or length != 8 or hidden:
+                    return self._malformed("control message without a Message Type AVP first", session, now)
+                msg.type = frame[value] << 8 | frame[value + 1]
+                first = False
+            elif vendor == 0 and kind == L2tpAvpType.ASSIGNED_TUNNEL_ID and length == 8:
+                msg.tunnel_id, msg.tunnel_id_at, msg.tunnel_id_hidden = \
+                    frame[value] << 8 | frame[value + 1], value, hidden
+            elif vendor == 0 and kind == L2tpAvpType.ASSIGNED_SESSION_ID and length == 8 and not hidden:
+                msg.session_id = frame[value] << 8 | frame[value + 1]
+            elif vendor == 0 and kind == L2tpAvpType.HOST_NAME and not hidden:
+                msg.host_name = bytes(frame[value:i + length]).decode("utf-8", "replace")
+            i += length
+        return msg
+
+    def _malformed(self, what: str, session, now: float) -> None:
+        where = f"{ip_str(session.inside_ip)}:{session.inside_port} <-> {ip_str(session.remote_ip)}:" \
+                f"{session.remote_port}"
+        self.ctx.problem("l2tp_malformed", f"{what} on {where}; forwarded unmodified", now)
+        return None
+
+    # -- control messages: tunnels and sessions ------------------------------------------------------
+
+    def _control(self, session, frame, l4, tunnel_at, avps, end, tunnel, outbound, now) -> Tunnel | None:
+        msg = self._avps(frame, avps, end, session, now)
+        if msg is None:
+            return tunnel
+        kind = msg.type
+        session_id = frame[tunnel_at + 2] << 8 | frame[tunnel_at + 3]
+        if kind == M.SCCRQ:
+            tunnel = self._sccrq(session, frame, l4, msg, outbound, now)
+        elif kind == M.SCCRP and tunnel is not None:
+            if outbound:
+                self._assign(session, tunnel, frame, l4, msg, now)
+            elif msg.tunnel_id is not None:
+                self._set_peer(tunnel, msg.tunnel_id)
+            tunnel.tunnel_state = TunnelState.REPLIED
+        elif tunnel is None:
+            return None
+        elif kind == M.SCCCN and tunnel.tunnel_state is not TunnelState.ESTABLISHED:
+            tunnel.tunnel_state = TunnelState.ESTABLISHED
+            self.ctx.event("tunnel_up", tunnel.ids(), now, counter="l2tp_tunnels_up")
+        elif kind == M.STOPCCN:
+            self._end(tunnel, "stop control connection", now)
+        elif kind in REQUESTS and msg.session_id is not None:
+            self._request(tunnel, msg.session_id, outbound)
+        elif kind in REPLIES and msg.session_id is not None:
+            self._reply(tunnel, msg.session_id, session_id, outbound)
+        elif kind in CONNECTED:     # the header names the receiver's Session ID
+            found = self._session(tunnel, session_id, by_own=not outbound)
+            if found is not None and found.state != "established":
+                found.state = "established"
+                self.ctx.event("session_up", {**tunnel.ids(), **found.view()}, now, counter="l2tp_sessions_up")
+        elif kind == M.CDN:
+            own = msg.session_id if outbound else session_id
+            found = self._session(tunnel, own, by_own=True)
+            if found is not None:
+                self._end_session(tunnel, found, "call disconnect notify", now)
+        return tunnel
+
+    def _sccrq(self, session, frame, l4, msg: Message, outbound: bool, now: float) -> Tunnel | None:
+        if msg.tunnel_id is None:
+            return None
+        inside, remote = session.inside_ip, session.remote_ip
+        if not outbound:      # a remote LAC asks an inside LNS: its ID is the peer's
+            tunnel = self.by_peer.get((inside, remote, msg.tunnel_id))
+            if tunnel is None:
+                tunnel = self._new(inside, remote, False, now)
+                self._set_peer(tunnel, msg.tunnel_id)
+                tunnel.host_name = msg.host_name
+            return tunnel
+        tunnel = self.by_inside.get((inside, remote, msg.tunnel_id))
+        if tunnel is None:
+            tunnel = self._new(inside, remote, True, now)
+            tunnel.host_name = msg.host_name
+        self._assign(session, tunnel, frame, l4, msg, now)
+        return tunnel
+
+    def _assign(self, session, tunnel: Tunnel, frame, l4, msg: Message, now: float) -> None:
+        """The inside host announces its Tunnel ID: keep it or translate it, and rewrite the AVP."""
+        own = msg.tunnel_id
+        if own is None:
+            return
+        if tunnel.tunnel_id != own:
+            self._unregister(tunnel)
+            tunnel.tunnel_id = own
+            tunnel.translated = self._allocate(tunnel, own, msg.tunnel_id_hidden, now)
+            self.by_inside[(tunnel.inside_ip, tunnel.remote_ip, own)] = tunnel
+            if self.preserve:
+                self.by_translated.setdefault((tunnel.remote_ip, tunnel.translated), tunnel)
+        if tunnel.translated != own:
+            _write(frame, l4, msg.tunnel_id_at, tunnel.translated)
+
+    def _allocate(self, tunnel: Tunnel, wanted: int, hidden: bool, now: float) -> int:
+        """A Tunnel ID unique towards the remote peer: the inside host's own if free, else a random one."""
+        taken = self.by_translated
+        remote = tunnel.remote_ip
+        if not self.preserve:      # the NAT's ports tell tunnels apart: nothing to translate
+            return wanted
+        if hidden:
+            self.ctx.problem("l2tp_hidden_avp", "a hidden Assigned Tunnel ID cannot be translated", now,
+                             **tunnel.ids())
+            if (remote, wanted) in taken:
+                self.ctx.problem("l2tp_tunnel_id_collision", f"Tunnel ID {wanted} towards {ip_str(remote)} is "
+                                 "taken and cannot be translated", now, **tunnel.ids())
+            return wanted
+        if (remote, wanted) not in taken:
+            return wanted
+        rng = self.ctx.rng
+        for _ in range(64):
+            candidate = rng.randint(1, 65535)
+            if (remote, candidate) not in taken:
+                return candidate
+        return next((c for c in range(1, 65536) if (remote, c) not in taken), wanted)
+
+    def _set_peer(self, tunnel: Tunnel, peer: int) -> None:
+        if tunnel.peer_tunnel_id is not None:
+            self.by_peer.pop((tunnel.inside_ip, tunnel.remote_ip, tunnel.peer_tunnel_id), None)
+        tunnel.peer_tunnel_id = peer
+        self.by_peer[(tunnel.inside_ip, tunnel.remote_ip, peer)] = tunnel
+
+    def _request(self, tunnel: Tunnel, assigned: int, outbound: bool) -> None:
+        """ICRQ/OCRQ: the sender announces its Session ID."""
+        if outbound:
+            tunnel.sessions.setdefault(assigned, L2tpSession(assigned, None))
+        else:
+            tunnel.pending.setdefault(assigned, L2tpSession(None, assigned))
+        for table in (tunnel.sessions, tunnel.pending):
+            while len(table) > MAX_SESSIONS:
+                del table[next(iter(table))]
+
+    def _reply(self, tunnel: Tunnel, assigned: int, header_session: int, outbound: bool) -> None:
+        """ICRP/OCRP: the sender announces its Session ID; the header names the requester's."""
+        if outbound:          # the inside host answers the remote peer's request
+            found = tunnel.pending.pop(header_session, None) or L2tpSession(None, header_session)
+            found.session_id = assigned
+            tunnel.sessions[assigned] = found
+        else:
+            found = tunnel.sessions.get(header_session)
+            if found is not None:
+                found.peer_session_id = assigned
+
+    @staticmethod
+    def _session(tunnel: Tunnel, session_id: int | None, by_own: bool) -> L2tpSession | None:
+        """A session by the inside host's Session ID (``by_own``) or by the remote peer's."""
+        if session_id is None:
+            return None
+        if by_own:
+            return tunnel.sessions.get(session_id)
+        return next((s for s in tunnel.sessions.values() if s.peer_session_id == session_id), None)
+
+    def _end_session(self, tunnel: Tunnel, found: L2tpSession, reason: str, now: float) -> None:
+        tunnel.sessions.pop(found.session_id, None)
+        if found.state == "established":
+            self.ctx.event("session_down", {**tunnel.ids(), **found.view(), "reason": reason}, now,
+                           counter="l2tp_sessions_down")
+
+    # -- tunnels -------------------------------------------------------------------------------------
+
+    def _new(self, inside: int, remote: int, inside_is_lac: bool, now: float) -> Tunnel:
+        tunnel = Tunnel(self.ctx.new_id(), inside, remote, inside_is_lac, self.ctx.wan_ip, now)
+        self.tunnels[tunnel.id] = tunnel
+        return tunnel
+
+    def _unregister(self, tunnel: Tunnel) -> None:
+        if tunnel.tunnel_id is not None:
+            key = (tunnel.inside_ip, tunnel.remote_ip, tunnel.tunnel_id)
+            if self.by_inside.get(key) is tunnel:
+                del self.by_inside[key]
+        if tunnel.translated is not None and self.by_translated.get((tunnel.remote_ip, tunnel.translated)) is tunnel:
+            del self.by_translated[(tunnel.remote_ip, tunnel.translated)]
+
+    def _end(self, tunnel: Tunnel, reason: str, now: float) -> None:
+        if tunnel.closed:
+            return
+        tunnel.closed = True
+        for found in list(tunnel.sessions.values()):
+            self._end_session(tunnel, found, reason, now)
+        self._unregister(tunnel)
+        if tunnel.peer_tunnel_id is not None:
+            key = (tunnel.inside_ip, tunnel.remote_ip, tunnel.peer_tunnel_id)
+            if self.by_peer.get(key) is tunnel:
+                del self.by_peer[key]
+        del self.tunnels[tunnel.id]
+        if tunnel.tunnel_state is TunnelState.ESTABLISHED:
+            self.ctx.event("tunnel_down", {**tunnel.ids(), "reason": reason}, now, counter="l2tp_tunnels_down")
+
+    # -- time, switch and views ---------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        limit = now - self.ctx.timeouts.l2tp
+        for tunnel in [t for t in self.tunnels.values() if t.last_seen <= limit]:
+            self._end(tunnel, "idle", now)
+
+    def next_deadline(self) -> float | None:
+        if not self.tunnels:
+            return None
+        return min(t.last_seen for t in self.tunnels.values()) + self.ctx.timeouts.l2tp
+
+    def switched_off(self, now: float) -> None:
+        for tunnel in list(self.tunnels.values()):
+            self._end(tunnel, "passthrough_off", now)
+
+    def flows(self) -> list[Tunnel]:
+        return list(self.tunnels.values())
+
+    def close_flow(self, flow_id: int, now: float) -> bool:
+        tunnel = self.tunnels.get(flow_id)
+        if tunnel is not None:
+            self._end(tunnel, "closed_by_request", now)
+        return tunnel is not None
+
+
+def _write(frame: bytearray, l4: int, at: int, value: int) -> None:
+    """Rewrite a 16-bit field of the UDP payload in place; the UDP checksum follows (zero stays zero)."""
+    if frame[0] & VNET_F_NEEDS_CSUM:      # the kernel sums the payload later
+        frame[at], frame[at + 1] = value >> 8, value & 0xFF
+    else:
+        rewrite_u16(frame, l4, at, value, l4 + 6, zero_is_none=True)
+
+
+def _opt(value) -> str:
+    return "" if value is None else str(value)
