@@ -6,7 +6,7 @@ import itertools
 import socket
 from typing import Iterator
 
-from . import protocol
+from . import protocol, schema
 
 
 class ControlError(Exception):
@@ -24,7 +24,7 @@ class Client:
             raise ControlError(f"no control socket at {path}: is the router running?") from None
         except OSError as exc:
             raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
-        self.unpacker = protocol.unpacker()
+        self.unpacker = protocol.unpacker(protocol.MAX_ANSWER)
         self.ids = itertools.count(1)
         self.pending_notifications: list = []
 
@@ -51,14 +51,55 @@ class Client:
                 return result
         raise ControlError("the router closed the connection")
 
-    def events(self) -> Iterator[dict]:
+    def events(self, subscribe: bool = True) -> Iterator[dict]:
         """Subscribe and yield events as they come (blocks; the timeout applies between events)."""
-        self.call("subscribe")
-        while self.pending_notifications:
-            yield self.pending_notifications.pop(0)[2][0]
-        for message in self._messages():
-            if message[0] == protocol.NOTIFICATION and message[1] == "event":
-                yield message[2][0]
+        if subscribe:
+            self.call("subscribe")
+        for method, params in self.notifications():
+            if method == schema.NOTIFY_EVENT:
+                yield params[0]
+
+    def notifications(self) -> Iterator[tuple[str, list]]:
+        """(method, params) of each notification; raises ControlError if the router drops this client."""
+        while True:
+            if self.pending_notifications:
+                message = self.pending_notifications.pop(0)
+            else:
+                message = next((m for m in self._messages() if m[0] == protocol.NOTIFICATION), None)
+                if message is None:
+                    raise ControlError("the router closed the connection")
+            _, method, params = message
+            if method == schema.NOTIFY_DROPPED:
+                raise ControlError(f"the router dropped this client: {params[0].get('reason')}")
+            yield method, params
+
+    def capture(self, session_id: int, count: int, seconds: float) -> Iterator[tuple[float, bytes]]:
+        """(time, Ethernet frame) of each frame the router copies from a session, until the capture ends."""
+        cid = self.call("capture", session_id, count, seconds)["capture"]
+        for method, params in self.notifications():
+            if method == schema.NOTIFY_CAPTURE and params[0] == cid:
+                yield params[1], params[2]
+            elif method == schema.NOTIFY_CAPTURE_END and params[0] == cid:
+                return
+
+    def follow(self) -> Iterator[tuple[str, object]]:
+        """("snapshot", sessions) then ("event", event) for each event; a new snapshot after any gap in seq.
+
+        Subscribing before reading the table means no change is missed: events
+        older than the snapshot's subscription seq are skipped.
+        """
+        while True:
+            expected = self.call("subscribe")["seq"]
+            yield "snapshot", self.call("sessions")
+            for event in self.events(subscribe=False):
+                seq = event.get("seq", expected)
+                if seq < expected:
+                    continue
+                if seq > expected:
+                    yield "gap", {"expected": expected, "got": seq}
+                    break
+                expected = seq + 1
+                yield "event", event
 
     def _messages(self):
         while True:

@@ -4,9 +4,16 @@
     response      [1, msgid, error, result]     error is None or {"code": str, "message": str}
     notification  [2, method, params]
 
-Methods: ``status``, ``sessions``, ``set_passthrough`` (params [name, on]),
-``subscribe`` and ``unsubscribe``.  A subscribed client receives
-``[2, "event", [event]]`` for each event (see ``router.dataplane.events``).
+Methods: ``version``, ``status``, ``sessions``, ``set_passthrough`` (params
+[name, on]), ``subscribe`` (answers {"seq": the next event's seq, "protocol"}),
+``unsubscribe``, ``close_session`` [id] and ``capture`` [id, count, seconds].
+A subscribed client receives ``[2, "event", [event]]`` for each event, each
+with a consecutive ``seq``; ``sessions_updated`` events carry the counters of
+the sessions that changed.  ``router.control.schema`` names the fields.
+
+A large answer (the session table) is written as one MessagePack array whose
+items are packed in chunks (``array_response_head`` then the packed items), so
+the router keeps forwarding between chunks and the client reads one message.
 Pure: no sockets here, only encoding, decoding and validation.
 """
 
@@ -16,16 +23,32 @@ import msgpack
 
 REQUEST, RESPONSE, NOTIFICATION = 0, 1, 2
 MAX_MESSAGE = 1 << 20
-"""Largest message either side accepts; a larger one ends the connection."""
-METHODS = ("status", "sessions", "set_passthrough", "subscribe", "unsubscribe")
+"""Largest request the router accepts; a larger one ends the connection."""
+MAX_ANSWER = 1 << 30
+"""Largest message a client accepts (a session table of a million sessions fits)."""
+METHODS = ("version", "status", "sessions", "set_passthrough", "subscribe", "unsubscribe", "close_session",
+           "capture")
 
 
 class ProtocolError(Exception):
     """The peer sent something that is not a valid message; the connection should end."""
 
 
-def unpacker() -> msgpack.Unpacker:
-    return msgpack.Unpacker(max_buffer_size=MAX_MESSAGE, raw=False, strict_map_key=False)
+def unpacker(max_size: int = MAX_MESSAGE) -> msgpack.Unpacker:
+    return msgpack.Unpacker(max_buffer_size=max_size, raw=False, strict_map_key=False)
+
+
+def array_response_head(msgid: int, count: int) -> bytes:
+    """The start of a response whose result is an array of ``count`` items, packed and sent after it."""
+    head = bytearray(b"\x94")                       # fixarray of 4: [1, msgid, None, result]
+    head += msgpack.packb(RESPONSE) + msgpack.packb(msgid) + msgpack.packb(None)
+    head += b"\xdd" + count.to_bytes(4, "big")     # array 32
+    return bytes(head)
+
+
+def pack_items(items) -> bytes:
+    packer = msgpack.Packer()
+    return b"".join(packer.pack(item) for item in items)
 
 
 def request(msgid: int, method: str, params: list) -> bytes:

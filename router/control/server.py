@@ -1,36 +1,97 @@
 """The control socket server (asyncio).  It answers requests from the router's state and streams events.
 
+Nothing a client does may stall forwarding for long: the session table is
+converted and written a chunk at a time with a yield to the event loop in
+between (``sessions``), ``sessions_updated`` is computed the same way on a
+timer, and a subscriber that stops reading is told why and dropped instead
+of buffering without bound.  Writes to one connection are serialised by a
+lock, so an event never lands inside a chunked answer.
+
 A client that sends garbage gets an error response where a msgid can be
 read, and is disconnected otherwise; a message over ``MAX_MESSAGE`` bytes
-ends the connection.  Nothing a client does stops the forwarding.
+ends the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import socket
+from importlib import metadata
 from pathlib import Path
 
 import msgpack
 
 from ..dataplane.events import event_to_dict
-from . import protocol
+from . import protocol, schema
 
 log = logging.getLogger("vpnrouter.control")
 QUEUE_LIMIT = 10000
-"""Events buffered per subscriber; a subscriber that falls further behind is disconnected."""
+"""Messages buffered per subscriber; one that falls further behind is told why and disconnected."""
+CHUNK = 200
+"""Sessions converted between two yields to the event loop (a few milliseconds of work)."""
+UPDATE_INTERVAL = 0.5
+"""Seconds between two ``sessions_updated`` events (at most two a second)."""
+MAX_CAPTURE_FRAMES = 100_000
+MAX_CAPTURE_SECONDS = 3600.0
+
+
+class Connection:
+    """One client: its writer, the lock that keeps messages whole, and its subscription and captures."""
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self.writer = writer
+        self.lock = asyncio.Lock()
+        self.queue: asyncio.Queue | None = None
+        self.pump: asyncio.Task | None = None
+        self.captures: dict[int, "Capture"] = {}
+
+    def send(self, data: bytes) -> None:
+        """Queue a notification for this client (its pump writes it between answers)."""
+        if self.queue is not None:
+            self.queue.put_nowait(data)
+
+
+class Capture:
+    """Copies of one session's frames, streamed to the client that asked (``capture``)."""
+
+    def __init__(self, cid: int, target, conn: Connection, count: int, clock):
+        self.id, self.target, self.conn, self.count, self.clock = cid, target, conn, count, clock
+        self.sent = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, frame: bytearray) -> None:
+        self.conn.send(protocol.notification(schema.NOTIFY_CAPTURE, [self.id, self.clock(), bytes(frame[12:])]))
+        self.sent += 1
+        if self.sent >= self.count:
+            self.end("count")
+
+    def end(self, reason: str) -> None:
+        if self.target.tap is self:
+            self.target.tap = None
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.conn.captures.pop(self.id, None) is not None:
+            self.conn.send(protocol.notification(schema.NOTIFY_CAPTURE_END, [self.id, reason, self.sent]))
 
 
 class ControlServer:
-    def __init__(self, router, clock, path: str, mode: int = 0o600):
+    def __init__(self, router, clock, path: str, mode: int = 0o600, on_change=None):
         self.router = router
         self.clock = clock
         self.path = path
         self.mode = mode
+        self.on_change = on_change or (lambda: None)
+        """Called after a request changed the router, so that its events go out at once."""
         self.server: asyncio.AbstractServer | None = None
-        self.subscribers: set[asyncio.Queue] = set()
+        self.subscribers: set[Connection] = set()
+        self.seq = 0
+        """The seq of the next event."""
+        self._capture_ids = itertools.count(1)
+        self._updates: asyncio.Task | None = None
+        self._last_brief: dict[int, tuple] = {}
 
     async def start(self) -> None:
         path = Path(self.path)
@@ -45,12 +106,15 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, self.mode)
+        self._updates = asyncio.ensure_future(self._update_loop())
 
     async def close(self) -> None:
+        if self._updates is not None:
+            self._updates.cancel()
         if self.server is not None:
             self.server.close()
-            for queue in list(self.subscribers):
-                queue.put_nowait(None)
+            for conn in list(self.subscribers):
+                conn.send(None)
             try:
                 await asyncio.wait_for(self.server.wait_closed(), 1.0)
             except (asyncio.TimeoutError, Exception):
@@ -60,21 +124,61 @@ class ControlServer:
         except FileNotFoundError:
             pass
 
+    # -- events -----------------------------------------------------------------------------------
+
     def publish(self, event) -> None:
-        if not self.subscribers:
-            return
-        data = protocol.notification("event", [event_to_dict(event)])
-        for queue in list(self.subscribers):
-            if queue.qsize() >= QUEUE_LIMIT:
-                self.subscribers.discard(queue)
-                queue.put_nowait(None)
+        """An event from the data plane: numbered, and sent to every subscriber."""
+        seq, self.seq = self.seq, self.seq + 1
+        if self.subscribers:
+            data = event_to_dict(event)
+            data["seq"] = seq
+            self._broadcast(data)
+
+    def _broadcast(self, data: dict) -> None:
+        message = protocol.notification(schema.NOTIFY_EVENT, [data])
+        for conn in list(self.subscribers):
+            if conn.queue.qsize() >= QUEUE_LIMIT:
+                self._drop_subscriber(conn, f"fell behind: {QUEUE_LIMIT} messages unread", data["seq"] - 1)
             else:
-                queue.put_nowait(data)
+                conn.queue.put_nowait(message)
+
+    def _drop_subscriber(self, conn: Connection, reason: str, seq: int) -> None:
+        """Tell a subscriber why it is dropped (ahead of what it has not read), then disconnect it."""
+        log.warning("control subscriber dropped: %s", reason)
+        self.subscribers.discard(conn)
+        while not conn.queue.empty():
+            conn.queue.get_nowait()
+        conn.queue.put_nowait(protocol.notification(schema.NOTIFY_DROPPED, [{"reason": reason, "seq": seq}]))
+        conn.queue.put_nowait(None)
+
+    async def _update_loop(self) -> None:
+        """Every UPDATE_INTERVAL, a ``sessions_updated`` event with the sessions whose counters or state changed."""
+        while True:
+            await asyncio.sleep(UPDATE_INTERVAL)
+            if not self.subscribers:
+                self._last_brief.clear()
+                continue
+            now = self.clock()
+            refs = self.router.session_refs()
+            last, changed, current = self._last_brief, [], {}
+            for i in range(0, len(refs), CHUNK):
+                for obj, _ in refs[i:i + CHUNK]:
+                    brief = self.router.brief(obj, now)
+                    current[obj.id] = brief
+                    old = last.get(obj.id)
+                    if old is None or old[1] != brief[1] or old[3:] != brief[3:]:
+                        changed.append(dict(zip(schema.UPDATE_FIELDS, brief)))
+                await asyncio.sleep(0)
+            self._last_brief = current
+            if changed and self.subscribers:
+                seq, self.seq = self.seq, self.seq + 1
+                self._broadcast({"type": "sessions_updated", "time": now, "seq": seq, "sessions": changed})
+
+    # -- connections ------------------------------------------------------------------------------
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         unpacker = protocol.unpacker()
-        queue: asyncio.Queue | None = None
-        pump: asyncio.Task | None = None
+        conn = Connection(writer)
         try:
             while True:
                 data = await reader.read(65536)
@@ -87,68 +191,150 @@ class ControlServer:
                     break
                 try:
                     for message in unpacker:
-                        reply, queue, pump = self._handle(message, queue, pump, writer)
-                        writer.write(reply)
+                        await self._handle(message, conn)
                 except (protocol.ProtocolError, ValueError, msgpack.UnpackException) as exc:
-                    writer.write(protocol.response(0, protocol.error("bad_request", str(exc)), None))
-                    await writer.drain()
+                    async with conn.lock:
+                        writer.write(protocol.response(0, protocol.error("bad_request", str(exc)), None))
+                        await writer.drain()
                     break
-                await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            if queue is not None:
-                self.subscribers.discard(queue)
-            if pump is not None:
-                pump.cancel()
+            self.subscribers.discard(conn)
+            for capture in list(conn.captures.values()):
+                capture.end("closed")
+            if conn.pump is not None:
+                conn.pump.cancel()
             writer.close()
 
-    def _handle(self, message, queue, pump, writer):
+    async def _handle(self, message, conn: Connection) -> None:
         msgid, method, params = protocol.parse_request(message)
+        if method == "sessions":
+            return await self._sessions(msgid, conn)
+        handler = HANDLERS.get(method)
+        if handler is None:
+            reply = protocol.response(msgid, protocol.error("unknown_method", f"no method {method!r}"), None)
+        else:
+            try:
+                reply = protocol.response(msgid, None, handler(self, params, conn))
+            except LookupError as exc:
+                reply = protocol.response(msgid, protocol.error("not_found", str(exc.args[0])), None)
+            except ValueError as exc:
+                reply = protocol.response(msgid, protocol.error("bad_params", str(exc)), None)
+        async with conn.lock:
+            conn.writer.write(reply)
+            await conn.writer.drain()
+
+    async def _sessions(self, msgid: int, conn: Connection) -> None:
+        """The whole table as one array, converted and written a chunk at a time."""
         now = self.clock()
-        try:
-            if method == "status":
-                result = self.router.status(now)
-            elif method == "sessions":
-                result = [s.to_dict() for s in self.router.session_infos(now)]
-            elif method == "set_passthrough":
-                if len(params) != 2 or not isinstance(params[0], str) or not isinstance(params[1], bool):
-                    raise ValueError("params: [name, on] with name pptp, l2tp or ipsec and on a boolean")
-                if params[0] not in self.router.switches:
-                    raise ValueError(f"unknown passthrough {params[0]!r}: pptp, l2tp or ipsec")
-                self.router.set_passthrough(params[0], params[1], now)
-                result = dict(self.router.switches)
-            elif method == "subscribe":
-                if queue is None:
-                    queue = asyncio.Queue()
-                    self.subscribers.add(queue)
-                    pump = asyncio.ensure_future(_pump(queue, writer))
-                result = True
-            elif method == "unsubscribe":
-                if queue is not None:
-                    self.subscribers.discard(queue)
-                    pump.cancel()
-                    queue = pump = None
-                result = True
-            else:
-                return protocol.response(msgid, protocol.error("unknown_method", f"no method {method!r}"),
-                                         None), queue, pump
-        except ValueError as exc:
-            return protocol.response(msgid, protocol.error("bad_params", str(exc)), None), queue, pump
-        return protocol.response(msgid, None, result), queue, pump
+        refs = self.router.session_refs()
+        info_of, writer = self.router.info_of, conn.writer
+        async with conn.lock:
+            writer.write(protocol.array_response_head(msgid, len(refs)))
+            for i in range(0, len(refs), CHUNK):
+                writer.write(protocol.pack_items(info_of(ref, now).to_dict() for ref in refs[i:i + CHUNK]))
+                await asyncio.sleep(0)      # let the TAPs be read between chunks
+                if writer.transport.get_write_buffer_size() > 1 << 22:
+                    await writer.drain()
+            await writer.drain()
+
+    # -- the methods ------------------------------------------------------------------------------
+
+    def _version(self, params, conn):
+        return {"protocol": schema.PROTOCOL_VERSION, "router": _package_version()}
+
+    def _status(self, params, conn):
+        status = self.router.status(self.clock())
+        status["protocol"] = schema.PROTOCOL_VERSION
+        return status
+
+    def _set_passthrough(self, params, conn):
+        if len(params) != 2 or not isinstance(params[0], str) or not isinstance(params[1], bool):
+            raise ValueError("params: [name, on] with name pptp, l2tp or ipsec and on a boolean")
+        if params[0] not in self.router.switches:
+            raise ValueError(f"unknown passthrough {params[0]!r}: pptp, l2tp or ipsec")
+        self.router.set_passthrough(params[0], params[1], self.clock())
+        self.on_change()
+        return dict(self.router.switches)
+
+    def _subscribe(self, params, conn):
+        if conn.queue is None:
+            conn.queue = asyncio.Queue()
+            conn.pump = asyncio.ensure_future(_pump(conn))
+        self.subscribers.add(conn)
+        return {"seq": self.seq, "protocol": schema.PROTOCOL_VERSION}
+
+    def _unsubscribe(self, params, conn):
+        self.subscribers.discard(conn)
+        return True
+
+    def _close_session(self, params, conn):
+        session_id = _session_id(params, 1)
+        if not self.router.close_session(session_id, self.clock()):
+            raise LookupError(f"no session or flow with id {session_id}")
+        self.on_change()
+        return True
+
+    def _capture(self, params, conn):
+        if len(params) != 3 or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in params):
+            raise ValueError("params: [id, count, seconds]")
+        session_id, count, seconds = _session_id(params[:1], 1), int(params[1]), float(params[2])
+        if not 1 <= count <= MAX_CAPTURE_FRAMES or not 0 < seconds <= MAX_CAPTURE_SECONDS:
+            raise ValueError(f"count from 1 to {MAX_CAPTURE_FRAMES}, seconds up to {MAX_CAPTURE_SECONDS:.0f}")
+        target = self.router.find_session(session_id)
+        if target is None:
+            raise LookupError(f"no session or flow with id {session_id}")
+        if target.tap is not None:
+            raise ValueError(f"session {session_id} is being captured already")
+        if conn.queue is None:      # captured frames travel like events, through the connection's pump
+            conn.queue = asyncio.Queue()
+            conn.pump = asyncio.ensure_future(_pump(conn))
+        capture = Capture(next(self._capture_ids), target, conn, count, self.clock)
+        conn.captures[capture.id] = capture
+        capture.timer = asyncio.get_running_loop().call_later(seconds, capture.end, "seconds")
+        target.tap = capture
+        return {"capture": capture.id}
 
 
-async def _pump(queue: asyncio.Queue, writer: asyncio.StreamWriter) -> None:
+HANDLERS = {
+    "version": ControlServer._version,
+    "status": ControlServer._status,
+    "set_passthrough": ControlServer._set_passthrough,
+    "subscribe": ControlServer._subscribe,
+    "unsubscribe": ControlServer._unsubscribe,
+    "close_session": ControlServer._close_session,
+    "capture": ControlServer._capture,
+}
+"""RPC methods to handlers (``sessions`` is streamed, so it is handled apart)."""
+
+
+def _session_id(params, count: int) -> int:
+    if len(params) != count or not isinstance(params[0], int) or isinstance(params[0], bool):
+        raise ValueError("params: [id] with the session's id, as `ctl sessions` shows it")
+    return params[0]
+
+
+async def _pump(conn: Connection) -> None:
+    """Write queued notifications to the client, between answers."""
     try:
         while True:
-            data = await queue.get()
+            data = await conn.queue.get()
             if data is None:
-                writer.close()
+                conn.writer.close()
                 return
-            writer.write(data)
-            await writer.drain()
+            async with conn.lock:
+                conn.writer.write(data)
+                await conn.writer.drain()
     except (ConnectionError, asyncio.CancelledError):
         pass
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("vpnrouter")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _socket_alive(path: str) -> bool:

@@ -181,7 +181,8 @@ class Counters(dict):
     """Named counters; every drop reason, the router's and its helpers', is present from the start, at zero."""
 
     FORWARDING = ("frames_in_lan", "frames_in_wan", "frames_out_lan", "frames_out_wan",
-                  "bytes_in_lan", "bytes_in_wan", "arp_requests_sent", "arp_replies_sent",
+                  "bytes_in_lan", "bytes_in_wan", "bytes_out_lan", "bytes_out_wan", "write_errors_lan",
+                  "write_errors_wan", "arp_requests_sent", "arp_replies_sent",
                   "icmp_errors_sent", "icmp_errors_rate_limited", "echo_replies_sent",
                   "fragments_made", "sessions_created", "sessions_closed", "ignored_other_mac",
                   "events_lost")

@@ -96,6 +96,8 @@ class Forwarding:
         session.last_seen = now
         session.packets_out += _segments(frame, tot_len) if frame[1] else 1
         session.bytes_out += tot_len
+        if session.tap is not None:
+            session.tap(frame)
         if dst == self.wan_ip:
             return self._hairpin(frame, ihl, tot_len, frag, proto, dst, now)
         self.send(WAN, dst, frame, now)
@@ -214,6 +216,8 @@ class Forwarding:
         session.last_seen = now
         session.packets_in += _segments(frame, tot_len) if frame[1] else 1
         session.bytes_in += tot_len
+        if session.tap is not None:
+            session.tap(frame)
         self.send(LAN, session.inside_ip, frame, now)
         return session
 
@@ -315,6 +319,8 @@ class Forwarding:
         flow.last_seen = now
         flow.packets_out += 1
         flow.bytes_out += tot_len
+        if flow.tap is not None:
+            flow.tap(frame)
         self.send(WAN, dst, frame, now)
         return flow
 
@@ -336,6 +342,8 @@ class Forwarding:
         flow.last_seen = now
         flow.packets_in += 1
         flow.bytes_in += tot_len
+        if flow.tap is not None:
+            flow.tap(frame)
         self.send(LAN, flow.inside_ip, frame, now)
         return flow
 

@@ -67,7 +67,7 @@ class Session:
                  "packets_in", "packets_out", "bytes_in", "bytes_out", "out_key", "in_key",
                  "out_addr_delta", "out_ip_delta", "out_l4_delta",
                  "in_addr_delta", "in_ip_delta", "in_l4_delta", "closed", "helper", "helper_state",
-                 "inside_ip_bytes")
+                 "inside_ip_bytes", "tap")
 
     def __init__(self, sid: int, mapping: Mapping, remote_ip: int, remote_port: int, wan_ip: int, now: float):
         proto = mapping.proto
@@ -89,6 +89,8 @@ class Session:
         self.closed = False
         self.helper = None
         self.helper_state = None
+        self.tap = None
+        """A callable that gets each forwarded frame, while a capture runs (``ctl capture``)."""
         if proto == IpProto.ICMP:
             self.out_key = (proto, self.inside_ip, self.inside_port, remote_ip, 0)
             self.in_key = (proto, remote_ip, 0, wan_ip, self.outside_port)
@@ -112,6 +114,12 @@ class Session:
             self.out_l4_delta = checksum.add(out_addr, out_port)
             self.in_l4_delta = checksum.add(in_addr, in_port)
 
+    def totals(self) -> tuple[int, int, int, int]:
+        return self.packets_in, self.packets_out, self.bytes_in, self.bytes_out
+
+    def view_state(self) -> str:
+        return self.state.value if self.state else "active"
+
     def deadline(self) -> float:
         return self.fixed_deadline or self.last_seen + self.timeout
 
@@ -125,7 +133,7 @@ class Session:
             inside=f"{ip_str(self.inside_ip)}:{self.inside_port}",
             outside=f"{ip_str(wan_ip)}:{self.outside_port}",
             remote=f"{ip_str(self.remote_ip)}:{self.remote_port}",
-            state=self.state.value if self.state else "active",
+            state=self.view_state(),
             idle=round(max(0.0, now - self.last_seen), 3), age=round(max(0.0, now - self.created), 3),
             packets_in=self.packets_in, packets_out=self.packets_out,
             bytes_in=self.bytes_in, bytes_out=self.bytes_out, vpn=vpn, details=details)

@@ -383,8 +383,28 @@ class Router(Forwarding):
         }
 
     def session_infos(self, now: float) -> list:
-        infos = [s.info(now, self.wan_ip) for s in self.nat.sessions()]
-        return infos + [self.flow_info(flow, helper.name, now) for helper in self.helpers for flow in helper.flows()]
+        return [self.info_of(ref, now) for ref in self.session_refs()]
+
+    def session_refs(self) -> list[tuple]:
+        """(session or flow, owning helper's name or None) for every NAT session and helper flow, cheaply:
+        the control socket converts them a chunk at a time."""
+        refs = [(s, None) for s in self.nat.out_sessions.values()]
+        for helper in self.helpers:
+            refs += [(flow, helper.name) for flow in helper.flows()]
+        return refs
+
+    def info_of(self, ref: tuple, now: float) -> SessionInfo:
+        obj, vpn = ref
+        return obj.info(now, self.wan_ip) if vpn is None else self.flow_info(obj, vpn, now)
+
+    @staticmethod
+    def brief(obj, now: float) -> tuple:
+        """(id, state, idle, packets in, packets out, bytes in, bytes out): what ``sessions_updated`` tells."""
+        return (obj.id, obj.view_state(), round(max(0.0, now - obj.last_seen), 3), *obj.totals())
+
+    def find_session(self, session_id: int):
+        """A live NAT session or helper flow by id (cold path: a linear scan)."""
+        return next((obj for obj, _ in self.session_refs() if obj.id == session_id), None)
 
     def flow_info(self, flow: Flow, vpn: str, now: float) -> SessionInfo:
         """A helper's flow as a session: its protocol's IDs stand where ports would."""

@@ -58,7 +58,7 @@ class Flow:
     """
 
     __slots__ = ("id", "inside_ip", "inside_ip_bytes", "remote_ip", "created", "last_seen", "closed",
-                 "packets_in", "packets_out", "bytes_in", "bytes_out", "in_ip_delta", "out_ip_delta")
+                 "packets_in", "packets_out", "bytes_in", "bytes_out", "in_ip_delta", "out_ip_delta", "tap")
 
     proto = "flow"
     """What ``ctl sessions`` shows as this flow's protocol."""
@@ -70,6 +70,8 @@ class Flow:
         self.remote_ip = remote_ip
         self.created = self.last_seen = now
         self.closed = False
+        self.tap = None
+        """A callable that gets each forwarded frame, while a capture runs."""
         self.packets_in = self.packets_out = self.bytes_in = self.bytes_out = 0
         self.out_ip_delta = checksum.add(checksum.delta(inside_ip, wan_ip, 4), checksum.TTL_DECREMENT)
         self.in_ip_delta = checksum.add(checksum.delta(wan_ip, inside_ip, 4), checksum.TTL_DECREMENT)
@@ -86,6 +88,9 @@ class Flow:
 
     def state(self) -> str:
         return "active"
+
+    def view_state(self) -> str:
+        return self.state()
 
     def details(self) -> dict:
         return {}

@@ -21,6 +21,8 @@ from ..helpers.registry import build_helpers
 from .tap import TapPort
 
 log = logging.getLogger("vpnrouter")
+PORT_COUNTERS = (("frames_out_lan", "bytes_out_lan", "write_errors_lan"),
+                 ("frames_out_wan", "bytes_out_wan", "write_errors_wan"))
 BATCH = 256
 MAX_TIMER = 1.0
 """Longest sleep between timer checks, in seconds."""
@@ -32,7 +34,8 @@ class Runtime:
         self.router = Router(config, build_helpers(config))
         self.taps = taps
         self.clock = time.monotonic
-        self.control = ControlServer(self.router, self.clock, config.control_socket, config.control_mode)
+        self.control = ControlServer(self.router, self.clock, config.control_socket, config.control_mode,
+                                     on_change=self._publish)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.stopped = asyncio.Event()
@@ -77,17 +80,31 @@ class Runtime:
         self._after_work()
 
     def _flush(self) -> None:
+        """Write what the router sent; count what was written, and failed writes apart."""
         counters = self.router.counters
         for port in (LAN, WAN):
             outbox = self.router.outbox[port]
             if outbox:
                 write = self.taps[port].write
+                written = size = 0
                 for frame in outbox:
-                    write(frame)
-                counters[("frames_out_lan", "frames_out_wan")[port]] += len(outbox)
+                    if write(frame):
+                        written += 1
+                        size += len(frame)
+                names = PORT_COUNTERS[port]
+                counters[names[0]] += written
+                counters[names[1]] += size      # as bytes_in: the frames as the TAP takes them
+                if written < len(outbox):
+                    counters[names[2]] += len(outbox) - written
                 outbox.clear()
 
     def _after_work(self) -> None:
+        self._publish()
+        if self._timer is None:
+            self._schedule()
+
+    def _publish(self) -> None:
+        """Hand what happened to the control socket's subscribers."""
         router = self.router
         if router.nat.closed:
             router.report_closed(self.clock())
@@ -95,8 +112,6 @@ class Runtime:
             publish = self.control.publish
             while (event := router.next_event()) is not None:
                 publish(event)
-        if self._timer is None:
-            self._schedule()
 
     def _schedule(self) -> None:
         """Wake up for the router's next deadline, or in a second at the latest.

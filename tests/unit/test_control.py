@@ -7,10 +7,11 @@ import threading
 import msgpack
 import pytest
 
-from frames import C1, LAN, S1, from_lan, make_router, wire
+from frames import C1, C2, LAN, S1, from_lan, make_router, wire
 from router.control import protocol
 from router.control.client import Client, ControlError
 from router.control.server import ControlServer
+from router.dataplane.events import SwitchChanged
 from scapy.layers.inet import UDP
 
 
@@ -62,7 +63,7 @@ def test_socket_mode_is_0600(served):
 def test_set_passthrough_and_event_stream(served):
     router, _, path, loop = served
     with Client(path) as watcher, Client(path) as client:
-        assert watcher.call("subscribe") is True
+        assert watcher.call("subscribe") == {"seq": 0, "protocol": 2}
         assert client.call("set_passthrough", "pptp", False) == {"pptp": False, "l2tp": True, "ipsec": True}
         loop.call_soon_threadsafe(lambda: [served[1].publish(e) for e in iter(router.next_event, None)])
         events = watcher.events()
@@ -116,3 +117,120 @@ def test_second_server_on_live_socket_refuses(served):
     other = ControlServer(router, lambda: 0.0, path)
     with pytest.raises(OSError, match="already listening"):
         asyncio.run(other.start())
+
+
+def in_loop(loop, fn, *args):
+    """Run ``fn`` on the server's loop thread (the router is not thread-safe) and return its result."""
+    async def call():
+        return fn(*args)
+    return asyncio.run_coroutine_threadsafe(call(), loop).result(5)
+
+
+def publish_pending(router, server):
+    for event in iter(router.next_event, None):
+        server.publish(event)
+
+
+def test_version_and_protocol_in_status(served):
+    _, _, path, _ = served
+    with Client(path) as client:
+        assert client.call("version")["protocol"] == 2
+        assert client.call("status")["protocol"] == 2
+
+
+def test_a_large_table_is_one_answer_written_in_chunks(served):
+    router, server, path, loop = served
+    for i in range(3000):    # 3000 sessions: more than a 1 MiB message, fifteen chunks
+        frame = wire(from_lan(C1, S1, UDP(sport=10000 + i, dport=53)))
+        loop.call_soon_threadsafe(router.receive_frame, LAN, frame, 1.0)
+    with Client(path) as client:
+        sessions = client.call("sessions")
+        assert len(sessions) == 3000 and len({s["id"] for s in sessions}) == 3000
+        assert client.call("status")["sessions"] == 3000     # the connection is still in step
+
+
+def test_events_carry_consecutive_seq_from_the_subscription(served):
+    router, server, path, loop = served
+    with Client(path) as watcher:
+        start = watcher.call("subscribe")["seq"]
+        for port in (5000, 5001, 5002):
+            loop.call_soon_threadsafe(router.receive_frame, LAN, wire(from_lan(C1, S1, UDP(sport=port, dport=53))), 1.0)
+        in_loop(loop, publish_pending, router, server)
+        events = watcher.events(subscribe=False)
+        seqs = [next(events)["seq"] for _ in range(3)]
+        assert seqs == [start, start + 1, start + 2]
+
+
+def test_sessions_updated_tells_only_what_changed(served):
+    router, server, path, loop = served
+    loop.call_soon_threadsafe(router.receive_frame, LAN, wire(from_lan(C1, S1, UDP(sport=6000, dport=53))), 1.0)
+    loop.call_soon_threadsafe(router.receive_frame, LAN, wire(from_lan(C2, S1, UDP(sport=6001, dport=53))), 1.0)
+    with Client(path, timeout=10) as watcher:
+        watcher.call("subscribe")
+        events = watcher.events(subscribe=False)
+        first = next(e for e in events if e["type"] == "sessions_updated")
+        assert sorted(u["packets_out"] for u in first["sessions"]) == [1, 1]    # everything, the first time
+        (c1,) = [s["id"] for s in watcher.call("sessions") if s["inside"].startswith(C1)]
+        loop.call_soon_threadsafe(router.receive_frame, LAN, wire(from_lan(C1, S1, UDP(sport=6000, dport=53))), 2.0)
+        later = next(e for e in events if e["type"] == "sessions_updated")
+        assert [(u["id"], u["packets_out"]) for u in later["sessions"]] == [(c1, 2)]
+
+
+def test_close_session_ends_it_and_says_so(served):
+    router, server, path, loop = served
+    loop.call_soon_threadsafe(router.receive_frame, LAN, wire(from_lan(C1, S1, UDP(sport=7000, dport=53))), 1.0)
+    with Client(path) as client:
+        (session,) = client.call("sessions")
+        assert client.call("close_session", session["id"]) is True
+        assert client.call("sessions") == []
+        with pytest.raises(ControlError, match="not_found"):
+            client.call("close_session", session["id"])
+        with pytest.raises(ControlError, match="bad_params"):
+            client.call("close_session", "one")
+
+
+def test_capture_streams_copies_of_one_sessions_frames(served, tmp_path):
+    router, server, path, loop = served
+    loop.call_soon_threadsafe(router.receive_frame, LAN, wire(from_lan(C1, S1, UDP(sport=8000, dport=53))), 1.0)
+    loop.call_soon_threadsafe(router.receive_frame, LAN, wire(from_lan(C2, S1, UDP(sport=8001, dport=53))), 1.0)
+    with Client(path) as client:
+        (target,) = [s["id"] for s in client.call("sessions") if s["inside"] == f"{C1}:8000"]
+
+        def traffic():
+            for sport, payload in ((8001, b"other"), (8000, b"one"), (8000, b"two"), (8000, b"three")):
+                src = C1 if sport == 8000 else C2
+                frame = wire(from_lan(src, S1, UDP(sport=sport, dport=53) / payload))
+                loop.call_soon_threadsafe(router.receive_frame, LAN, frame, 2.0)
+
+        threading.Timer(0.3, traffic).start()
+        frames = [frame for _, frame in client.capture(target, 2, 10)]
+    from scapy.layers.l2 import Ether
+    assert [bytes(Ether(f)[UDP].payload) for f in frames] == [b"one", b"two"]    # two asked; C2's not among them
+    assert all(Ether(f)[UDP].sport == 8000 for f in frames)
+
+
+def test_a_subscriber_that_falls_behind_is_told_why_and_dropped(served, monkeypatch):
+    from router.control import server as server_mod
+    router, server, path, loop = served
+    monkeypatch.setattr(server_mod, "QUEUE_LIMIT", 5)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(protocol.request(1, "subscribe", []))
+    s.settimeout(5)
+    s.recv(4096)                      # the answer; from now on this client reads nothing
+
+    def flood():      # one callback: the pump cannot write meanwhile, so the queue overflows
+        for i in range(50):
+            server.publish(SwitchChanged(1.0, "pptp", bool(i % 2)))
+
+    in_loop(loop, flood)
+    unpacker = protocol.unpacker()
+    messages = []
+    while True:
+        data = s.recv(65536)
+        if not data:
+            break
+        unpacker.feed(data)
+        messages += list(unpacker)
+    dropped = [m for m in messages if m[0] == protocol.NOTIFICATION and m[1] == "dropped"]
+    assert dropped and "fell behind" in dropped[0][2][0]["reason"]

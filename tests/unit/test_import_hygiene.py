@@ -48,3 +48,11 @@ def test_a_helper_imports_no_other_helper():
         for name in imports(path):
             if name.startswith(".") and not name.startswith(".."):
                 assert name.lstrip(".") in shared, f"{path.name} imports {name}"
+
+
+def test_the_tui_sees_only_the_control_socket():
+    """The dashboard imports router.control (protocol, schema, client) and nothing else of the router."""
+    for path in (ROOT / "tui").rglob("*.py"):
+        for name in imports(path):
+            if name.startswith("router"):
+                assert name == "router.control" or name.startswith("router.control."), f"{path.name} imports {name}"

@@ -1,0 +1,55 @@
+"""The control socket's schema: what the router sends, named once for every client (``ctl``, the TUI).
+
+Pure constants and small helpers; the TUI imports this module, never the
+data plane.  ``PROTOCOL_VERSION`` changes when a field or method changes
+meaning; fields and methods are only ever added.
+"""
+
+from __future__ import annotations
+
+PROTOCOL_VERSION = 2
+"""1: the first control socket; 2: chunked session reads, event seq numbers, sessions_updated, close_session,
+capture, version."""
+
+DEFAULT_SOCKET = "/run/vpnrouter/control.sock"
+
+VPNS = ("pptp", "l2tp", "ipsec")
+"""The passthrough switches, in the order the dashboard shows them."""
+
+SESSION_FIELDS = ("id", "proto", "inside", "outside", "remote", "state", "idle", "age",
+                  "packets_in", "packets_out", "bytes_in", "bytes_out")
+"""Fields every session dict has; VPN sessions add ``vpn`` and their protocol's fields (below)."""
+
+VPN_FIELDS = {
+    "pptp": ("client", "server", "call_id", "translated_call_id", "peer_call_id", "call_state"),
+    "l2tp": ("client", "lns", "tunnel_id", "translated_tunnel_id", "peer_tunnel_id", "sessions", "host_name"),
+    "ipsec": ("client", "gateway", "ike_spi_i", "ike_spi_r", "esp_spi_out", "esp_spi_in", "natt", "ports",
+              "ambiguous"),
+}
+"""Fields of each VPN's own flows: PPTP calls (proto "gre"), L2TP tunnels ("l2tp"), IPsec associations ("esp")."""
+
+VPN_FLOW_PROTOS = {"pptp": "gre", "l2tp": "l2tp", "ipsec": "esp"}
+"""The ``proto`` of each VPN's own flows; its NAT sessions (TCP 1723, UDP 1701/500/4500) carry ``vpn`` too."""
+
+UPDATE_FIELDS = ("id", "state", "idle", "packets_in", "packets_out", "bytes_in", "bytes_out")
+"""What a ``sessions_updated`` event says of each session that changed."""
+
+EVENT_TYPES = ("session_opened", "session_closed", "switch_changed", "packet_dropped", "vpn", "sessions_updated")
+
+NOTIFY_EVENT = "event"
+NOTIFY_DROPPED = "dropped"
+"""Sent to a subscriber that fell behind, just before it is disconnected: [{"reason": str, "seq": int}]."""
+NOTIFY_CAPTURE = "capture"
+"""[capture id, time, Ethernet frame bytes]."""
+NOTIFY_CAPTURE_END = "capture_end"
+"""[capture id, reason ("count" | "seconds" | "closed"), frames sent]."""
+
+PORTS = ("lan", "wan")
+PORT_COUNTERS = ("frames_in", "frames_out", "bytes_in", "bytes_out", "write_errors")
+"""Per-port counters in ``status()["counters"]``, named ``<counter>_<port>``."""
+
+
+def is_vpn_flow(session: dict) -> bool:
+    """A VPN's own flow (call, tunnel, association), as opposed to a NAT session."""
+    vpn = session.get("vpn")
+    return vpn is not None and VPN_FLOW_PROTOS.get(vpn) == session.get("proto")
