@@ -3,7 +3,7 @@
     serve-tcp PORT SIZE SEED [COUNT]   send SIZE seeded random bytes to each of COUNT connections, then exit
     fetch-tcp HOST PORT                print "<bytes> <sha256>" of what the server sent
     udp-echo PORT COUNT                echo COUNT datagrams back to their sender
-    udp-ask HOST PORT                  send one datagram, print the reply, or "refused" / "timeout"
+    udp-ask HOST PORT [SPORT]          send one datagram (from SPORT), print the reply, or "refused" / "timeout"
     udp-listen PORT SECONDS            print every datagram received for SECONDS
 """
 
@@ -49,8 +49,10 @@ def udp_echo(port: str, count: str) -> None:
             s.sendto(b"echo:" + data + f":{addr[0]}".encode(), addr)
 
 
-def udp_ask(host: str, port: str) -> None:
+def udp_ask(host: str, port: str, sport: str = "0") -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", int(sport)))
         s.connect((host, int(port)))
         s.settimeout(3)
         s.send(b"hello")

@@ -130,3 +130,43 @@ def test_tap_that_cannot_be_opened_exits_2_with_one_line(lab, tmp_path):
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("vpnrouter: cannot open TAP 'lo'")
+
+
+def test_ctl_capture_writes_a_pcap_tshark_reads(lab, peers, tmp_path):
+    """`ctl capture ID -w FILE`: the session's frames as the router forwards them, in a file tshark opens."""
+    echo = peers.start("vt-s2", "udp-echo", 7001, 30)
+    assert peers.run("vt-c2", "udp-ask", S2, 7001, 47001).startswith("echo:")
+    (session,) = [s for s in json.loads(ctl(lab, "sessions", "--json")) if s["remote"] == f"{S2}:7001"]
+    pcap = tmp_path / "capture.pcap"
+    capture = subprocess.Popen([sys.executable, "-m", "router", "ctl", "--socket", str(lab.socket_path), "capture",
+                                str(session["id"]), "-w", str(pcap), "--count", "4", "--seconds", "20"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(20):        # until the capture has its four frames (two asks, two answers), bounded
+        peers.run("vt-c2", "udp-ask", S2, 7001, 47001)
+        if capture.poll() is not None:
+            break
+    _, err = capture.communicate(timeout=30)
+    echo.kill()
+    assert capture.returncode == 0, err
+    assert "4 frames written" in err
+    fields = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "ip.src", "-e", "ip.dst",
+                             "-e", "udp.srcport", "-e", "udp.dstport"], capture_output=True, text=True, timeout=60)
+    assert fields.returncode == 0, fields.stderr
+    rows = [line.split("\t") for line in fields.stdout.splitlines()]
+    assert len(rows) == 4
+    for src, dst, sport, dport in rows:     # as sent: outbound leaves from the WAN address, inbound reaches C2
+        assert (src, dport) == (WAN, "7001") or (dst, sport) == (C2, "7001")
+
+
+def test_ctl_close_ends_a_live_session(lab, peers):
+    echo = peers.start("vt-s1", "udp-echo", 7002, 3)
+    try:
+        assert peers.run("vt-c1", "udp-ask", S1, 7002).startswith("echo:")
+        (session,) = [s for s in json.loads(ctl(lab, "sessions", "--json")) if s["remote"] == f"{S1}:7002"]
+        assert ctl(lab, "close", str(session["id"])).strip() == f"closed {session['id']}"
+        assert not [s for s in json.loads(ctl(lab, "sessions", "--json")) if s["id"] == session["id"]]
+        result = subprocess.run([sys.executable, "-m", "router", "ctl", "--socket", str(lab.socket_path), "close",
+                                 str(session["id"])], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1 and "not_found" in result.stderr
+    finally:
+        echo.kill()
