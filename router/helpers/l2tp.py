@@ -43,6 +43,9 @@ AVP_MANDATORY, AVP_HIDDEN, AVP_LENGTH = 0x8000, 0x4000, 0x03FF
 AVP_HEADER = 6
 MAX_SESSIONS = 1024
 """Sessions remembered per tunnel; a peer that opens more loses the oldest from the view."""
+STOP_GRACE = 31.0
+"""Seconds a tunnel's IDs stay known after StopCCN, so its acknowledgement and retransmissions still cross
+(RFC 2661 §5.7: state is kept for a full retransmission cycle, 1 + 2 + 4 + 8 + 8 + 8 s by default)."""
 
 
 class L2tpMessageType(IntEnum):
@@ -82,6 +85,7 @@ class TunnelState(Enum):
     REQUESTED = "requested"
     REPLIED = "replied"
     ESTABLISHED = "established"
+    STOPPING = "stopping"       # StopCCN sent: the IDs are kept until STOP_GRACE has passed
 
 
 class Message:
@@ -113,7 +117,7 @@ class Tunnel(Flow):
     """One tunnel: the inside host's Tunnel ID, its translation, the remote peer's, and its sessions."""
 
     __slots__ = ("tunnel_id", "translated", "peer_tunnel_id", "inside_is_lac", "host_name", "tunnel_state",
-                 "sessions", "pending")
+                 "sessions", "pending", "stop_deadline")
     proto = "l2tp"
 
     def __init__(self, tid: int, inside_ip: int, remote_ip: int, inside_is_lac: bool, wan_ip: int, now: float):
@@ -128,6 +132,7 @@ class Tunnel(Flow):
         """The inside host's Session ID -> session."""
         self.pending: dict[int, L2tpSession] = {}
         """Sessions the remote peer requested, by its Session ID, until the inside host assigns its own."""
+        self.stop_deadline = 0.0
 
     def inside(self) -> str:
         return f"{ip_str(self.inside_ip)}:{_opt(self.tunnel_id)}"
@@ -331,8 +336,11 @@ class L2tpHelper(Helper):
         elif kind == M.SCCCN and tunnel.tunnel_state is not TunnelState.ESTABLISHED:
             tunnel.tunnel_state = TunnelState.ESTABLISHED
             self.ctx.event("tunnel_up", tunnel.ids(), now, counter="l2tp_tunnels_up")
-        elif kind == M.STOPCCN:
-            self._end(tunnel, "stop control connection", now)
+        elif kind == M.STOPCCN:    # it names the sender's Tunnel ID again (§4.4.3): translated like SCCRQ's
+            if outbound and msg.tunnel_id == tunnel.tunnel_id and tunnel.translated != tunnel.tunnel_id \
+                    and not msg.tunnel_id_hidden:
+                _write(frame, l4, msg.tunnel_id_at, tunnel.translated)
+            self._stop(tunnel, now)
         elif kind in REQUESTS and msg.session_id is not None:
             self._request(tunnel, msg.session_id, outbound)
         elif kind in REPLIES and msg.session_id is not None:
@@ -461,6 +469,18 @@ class L2tpHelper(Helper):
         if tunnel.translated is not None and self.by_translated.get((tunnel.remote_ip, tunnel.translated)) is tunnel:
             del self.by_translated[(tunnel.remote_ip, tunnel.translated)]
 
+    def _stop(self, tunnel: Tunnel, now: float) -> None:
+        """StopCCN: the tunnel and its sessions are down; its IDs stay known for the acknowledgement."""
+        if tunnel.tunnel_state is TunnelState.STOPPING:
+            return
+        for found in list(tunnel.sessions.values()):
+            self._end_session(tunnel, found, "stop control connection", now)
+        if tunnel.tunnel_state is TunnelState.ESTABLISHED:
+            self.ctx.event("tunnel_down", {**tunnel.ids(), "reason": "stop control connection"}, now,
+                           counter="l2tp_tunnels_down")
+        tunnel.tunnel_state = TunnelState.STOPPING
+        tunnel.stop_deadline = now + STOP_GRACE
+
     def _end(self, tunnel: Tunnel, reason: str, now: float) -> None:
         if tunnel.closed:
             return
@@ -480,13 +500,15 @@ class L2tpHelper(Helper):
 
     def expire(self, now: float) -> None:
         limit = now - self.ctx.timeouts.l2tp
-        for tunnel in [t for t in self.tunnels.values() if t.last_seen <= limit]:
+        for tunnel in [t for t in self.tunnels.values()
+                       if t.last_seen <= limit or (t.stop_deadline and t.stop_deadline <= now)]:
             self._end(tunnel, "idle", now)
 
     def next_deadline(self) -> float | None:
         if not self.tunnels:
             return None
-        return min(t.last_seen for t in self.tunnels.values()) + self.ctx.timeouts.l2tp
+        timeout = self.ctx.timeouts.l2tp
+        return min(t.stop_deadline or t.last_seen + timeout for t in self.tunnels.values())
 
     def switched_off(self, now: float) -> None:
         for tunnel in list(self.tunnels.values()):
