@@ -1,43 +1,88 @@
-"""``vpnrouter lab``: build the namespace lab, run the router in it, tear it down."""
+"""``vpnrouter lab``: build the namespace lab with its VPN peers, connect sessions, look, tear down."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import sys
-from pathlib import Path
 import time
+from pathlib import Path
 
-from .topology import Lab, LabError
+from .topology import STATE_DIR, Lab, LabError, is_router_process
+from .vpns import PROTOCOLS, VpnLab
+
+DEFAULT_CLIENTS, DEFAULT_SERVERS = 3, 2
+DEMO = (("c1", "pptp", "s1"), ("c2", "l2tp", "s1"), ("c3", "ipsec", "s2"))
+"""What `lab demo` (and `make demo`) connects: three clients, two of them to the same server."""
 
 
 def add_lab_parser(sub) -> None:
-    lab = sub.add_parser("lab", help="build a lab of network namespaces around the router",
-                         description="Build a lab of network namespaces (clients on the LAN, servers on the WAN) "
-                                     "around the router. Needs root.")
+    lab = sub.add_parser("lab", help="a lab of network namespaces with real VPN clients and servers",
+                         description="A lab of network namespaces around the router: clients (pptp-linux, an "
+                                     "xl2tpd LAC, strongSwan) on the LAN, servers (pptpd, an xl2tpd LNS, a "
+                                     "strongSwan gateway) on the WAN, the router between them. Needs root.")
     lab.add_argument("--prefix", default="vr", help="namespace name prefix (default vr)")
-    lab.add_argument("--clients", type=int, default=2, help="LAN clients (default 2)")
-    lab.add_argument("--servers", type=int, default=1, help="WAN servers (default 1)")
-    lab_sub = lab.add_subparsers(title="actions", metavar="ACTION")
-    run = lab_sub.add_parser("run", help="build the lab, run the router in it until Ctrl-C, then tear it down")
-    run.set_defaults(func=cmd_run)
-    up = lab_sub.add_parser("up", help="build the lab and start the router in the background")
+    lab.add_argument("--clients", type=int, help=f"LAN clients (default {DEFAULT_CLIENTS}, or as the lab was made)")
+    lab.add_argument("--servers", type=int, help=f"WAN servers (default {DEFAULT_SERVERS}, or as the lab was made)")
+    actions = lab.add_subparsers(title="actions", metavar="ACTION")
+    up = actions.add_parser("up", help="build the lab, start the router and the VPN servers in the background")
     up.set_defaults(func=cmd_up)
-    down = lab_sub.add_parser("down", help="stop the router and remove the lab's namespaces")
+    down = actions.add_parser("down", help="stop everything the lab started and remove it (safe to run twice)")
     down.set_defaults(func=cmd_down)
+    status = actions.add_parser("status", help="what is up: namespaces, router, servers, clients, VPN sessions")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=cmd_status)
+    connect = actions.add_parser("connect", help="bring a VPN session up from a client",
+                                 description="Start a VPN client in a client namespace and wait until the router "
+                                             "shows its session up.")
+    connect.add_argument("client", help="c1, c2, ... (or 1, 2, ...)")
+    connect.add_argument("proto", choices=PROTOCOLS)
+    connect.add_argument("server", nargs="?", default="s1", help="s1, s2, ... or its address (default s1)")
+    connect.set_defaults(func=cmd_connect)
+    disconnect = actions.add_parser("disconnect", help="end a client's VPN session")
+    disconnect.add_argument("client")
+    disconnect.add_argument("proto", choices=PROTOCOLS)
+    disconnect.set_defaults(func=cmd_disconnect)
+    demo = actions.add_parser("demo", help="lab up, a PPTP, an L2TP and an IPsec session, then the dashboard",
+                              description="Bring the lab up, connect c1 (PPTP) and c2 (L2TP) to s1 and c3 (IPsec) "
+                                          "to s2, open the dashboard; on quitting, ask whether to leave it up.")
+    demo.set_defaults(func=cmd_demo)
+    run = actions.add_parser("run", help="build the lab, run the router in the foreground until Ctrl-C, tear down")
+    run.set_defaults(func=cmd_run)
     lab.set_defaults(func=lambda a: (lab.print_help(), 2)[1])
 
 
 def _lab(args) -> Lab:
-    if not 1 <= args.clients <= 50 or not 1 <= args.servers <= 9:
+    saved = _saved_size(args.prefix)
+    clients = args.clients or saved.get("clients") or DEFAULT_CLIENTS
+    servers = args.servers or saved.get("servers") or DEFAULT_SERVERS
+    if not 1 <= clients <= 50 or not 1 <= servers <= 9:
         raise SystemExit("vpnrouter lab: --clients from 1 to 50, --servers from 1 to 9")
-    return Lab(prefix=args.prefix, clients=args.clients, servers=args.servers)
+    return Lab(prefix=args.prefix, clients=clients, servers=servers)
 
 
-def _build(lab: Lab) -> None:
-    lab.up(progress=lambda step: print(f"lab: {step}...", flush=True))
-    print("lab: starting the router...", flush=True)
+def _saved_size(prefix: str) -> dict:
+    try:
+        return json.loads((STATE_DIR / prefix / "lab.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _say(message: str) -> None:
+    end = "" if message == "." else "\n"
+    print(message if message == "." else f"lab: {message}...", end=end, flush=True)
+
+
+def _up(lab: Lab) -> VpnLab:
+    lab.up(progress=_say)
+    (lab.state_dir / "lab.json").write_text(json.dumps({"clients": lab.clients, "servers": lab.servers}))
+    _say("starting the router")
     lab.start_router()
+    lab.router_proc = None     # it runs on by itself; `lab down` stops it
+    vpns = VpnLab(lab)
+    vpns.start_servers(progress=_say)
+    return vpns
 
 
 def _command() -> str:
@@ -48,16 +93,112 @@ def _command() -> str:
 
 
 def _howto(lab: Lab) -> str:
-    c1, s1 = lab.client(1), lab.server(1)
-    vr = _command()
+    c1, s1, vr = lab.client(1), lab.server(1), _command()
+    prefix = "" if lab.prefix == "vr" else f" --prefix {lab.prefix}"
     return (f"\nThe lab is up: clients {', '.join(lab.client(i) for i in range(1, lab.clients + 1))} on "
             f"192.168.77.0/24, servers {', '.join(lab.server(j) for j in range(1, lab.servers + 1))} on "
-            f"198.51.100.0/24, the router between them.\nTry, in another terminal:\n"
+            f"198.51.100.0/24 (each running pptpd, an xl2tpd LNS and a strongSwan gateway), the router between.\n"
+            f"Try:\n"
+            f"  {vr} lab{prefix} connect c1 pptp s1       (or l2tp, ipsec; then: disconnect c1 pptp)\n"
+            f"  {vr} tui --socket {lab.socket_path}\n"
+            f"  {vr} ctl --socket {lab.socket_path} sessions\n"
             f"  ip netns exec {c1} ping -c 3 {lab.server_ip(1)}\n"
             f"  ip netns exec {s1} iperf3 -s -D && ip netns exec {c1} iperf3 -c {lab.server_ip(1)} -t 5\n"
-            f"  {vr} ctl --socket {lab.socket_path} sessions\n"
-            f"  {vr} ctl --socket {lab.socket_path} status\n"
-            f"  {vr} ctl --socket {lab.socket_path} events\n")
+            f"  {vr} lab{prefix} status\n"
+            f"Remove it with: {vr} lab{prefix} down\n")
+
+
+def cmd_up(args) -> int:
+    lab = _lab(args)
+    try:
+        _up(lab)
+    except LabError as exc:
+        print(f"vpnrouter lab: {exc}", file=sys.stderr)
+        lab.down()
+        return 1
+    print(_howto(lab))
+    return 0
+
+
+def cmd_down(args) -> int:
+    _lab(args).down()
+    print("lab: removed")
+    return 0
+
+
+def cmd_status(args) -> int:
+    lab = _lab(args)
+    status = VpnLab(lab).status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0 if status["namespaces"] else 1
+    if not status["namespaces"]:
+        print(f"lab {lab.prefix}: down")
+        return 1
+    router = status["router"]
+    print(f"lab {lab.prefix}: {len(status['namespaces'])} namespaces; router "
+          f"{'running (pid %d)' % router['pid'] if router['running'] else 'NOT running'}, socket {router['socket']}")
+    for name, server in status["servers"].items():
+        daemons = ", ".join(f"{p} {'up' if server[p] else 'DOWN'}" for p in PROTOCOLS)
+        print(f"  {name} {server['address']}: {daemons}")
+    for name, protos in sorted(status["clients"].items()):
+        for proto, entry in protos.items():
+            print(f"  {name} {proto} to {entry['server']}: {'running' if entry['running'] else 'NOT running'}")
+    for s in status["vpn_sessions"]:
+        print(f"  session {s['id']}: {s['vpn']} {s.get('client')} -> {s['remote']} {s['state']}")
+    return 0
+
+
+def cmd_connect(args) -> int:
+    vpns = VpnLab(_lab(args))
+    try:
+        session = vpns.connect(args.client, args.proto, args.server, progress=_say)
+    except LabError as exc:
+        print(f"\nvpnrouter lab: {exc}", file=sys.stderr)
+        return 1
+    print(f"\nlab: {args.proto} up: session {session['id']}, {session.get('client')} -> {session['remote']}")
+    return 0
+
+
+def cmd_disconnect(args) -> int:
+    try:
+        VpnLab(_lab(args)).disconnect(args.client, args.proto)
+    except LabError as exc:
+        print(f"vpnrouter lab: {exc}", file=sys.stderr)
+        return 1
+    print(f"lab: {args.client} {args.proto} disconnected")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    lab = _lab(args)
+    try:
+        vpns = _up(lab)
+        for client, proto, server in DEMO:
+            session = vpns.connect(client, proto, server, progress=_say)
+            print(f"\nlab: {proto} up from {client} to {server}: session {session['id']}", flush=True)
+    except LabError as exc:
+        print(f"\nvpnrouter lab: {exc}", file=sys.stderr)
+        lab.down()
+        return 1
+    from tui.app import run as run_tui
+    run_tui(str(lab.socket_path))
+    if _ask("Leave the lab up?"):
+        print(_howto(lab))
+        return 0
+    _say("tearing down")
+    lab.down()
+    return 0
+
+
+def _ask(question: str) -> bool:
+    """A yes/no question on the terminal; no terminal means no."""
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
 
 
 def _interrupt(signum, frame):
@@ -68,11 +209,12 @@ def cmd_run(args) -> int:
     lab = _lab(args)
     signal.signal(signal.SIGTERM, _interrupt)   # tear down on SIGTERM as on Ctrl-C
     try:
-        _build(lab)
+        _up(lab)
         print(_howto(lab) + "\nPress Ctrl-C to stop the router and remove the lab.", flush=True)
-        while lab.router_proc.poll() is None:
+        pid = lab.router_pid()
+        while pid is not None and is_router_process(pid):
             time.sleep(0.5)
-        print(f"lab: the router exited with status {lab.router_proc.returncode}", file=sys.stderr)
+        print("lab: the router exited", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
@@ -80,24 +222,5 @@ def cmd_run(args) -> int:
         print(f"vpnrouter lab: {exc}", file=sys.stderr)
         return 1
     finally:
-        print("lab: tearing down...", flush=True)
+        _say("tearing down")
         lab.down()
-
-
-def cmd_up(args) -> int:
-    lab = _lab(args)
-    try:
-        _build(lab)
-    except LabError as exc:
-        print(f"vpnrouter lab: {exc}", file=sys.stderr)
-        lab.down()
-        return 1
-    lab.router_proc = None  # leave it running
-    print(_howto(lab) + f"\nRemove it with: {_command()} lab --prefix {lab.prefix} down")
-    return 0
-
-
-def cmd_down(args) -> int:
-    _lab(args).down()
-    print("lab: removed")
-    return 0

@@ -40,7 +40,8 @@ def _private(lab: Lab, ns: str, directory: Path, command: str, log_name: str) ->
     script = PRIVATE_MOUNTS.format(pppd=shlex.quote(str(pppd_wrapper(directory)))) + f"exec {command}\n"
     log = open(directory / log_name, "w")
     return lab.popen_in(ns, "unshare", "-m", "--propagation", "private", "sh", "-c", script,
-                        stdout=log, stderr=subprocess.STDOUT, env={"VPNROUTER_PPP_LOG": str(directory),
+                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                        env={"VPNROUTER_PPP_LOG": str(directory),
                                                                    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 
 

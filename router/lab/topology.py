@@ -14,6 +14,7 @@ measurements.  LAN 192.168.77.0/24, WAN 198.51.100.0/24.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,8 @@ WAN_PREFIX = "198.51.100"
 ROUTER_LAN = f"{LAN_PREFIX}.1"
 ROUTER_WAN = f"{WAN_PREFIX}.1"
 STATE_DIR = Path("/run/vpnrouter-lab")
+PEERS_DIR = Path("/var/lib/vpnrouter-lab")
+"""Where the VPN daemons' files go: not under /run, which each daemon's private mount namespace replaces."""
 
 
 class LabError(RuntimeError):
@@ -75,6 +78,10 @@ class Lab:
     @property
     def state_dir(self) -> Path:
         return STATE_DIR / self.prefix
+
+    @property
+    def peers_dir(self) -> Path:
+        return PEERS_DIR / self.prefix
 
     @property
     def config_path(self) -> Path:
@@ -161,6 +168,7 @@ class Lab:
         self.router_proc = subprocess.Popen(
             ["ip", "netns", "exec", self.switch, sys.executable, "-m", "router", "run", "--config",
              str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        (self.state_dir / "router.pid").write_text(str(self.router_proc.pid))
         deadline = time.monotonic() + wait
         while not self.socket_path.exists():
             if self.router_proc.poll() is not None:
@@ -183,23 +191,51 @@ class Lab:
             proc.wait()
             return None
 
+    def router_pid(self) -> int | None:
+        """The router process a `lab up` started, from its pid file."""
+        try:
+            return int((self.state_dir / "router.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def existing_namespaces(self) -> list[str]:
+        """This lab's namespaces that exist now, however many clients and servers it was made with."""
+        names = [line.split()[0] for line in sh("ip", "netns", "list", check=False).stdout.splitlines() if line]
+        pattern = re.compile(rf"^{re.escape(self.prefix)}-(sw|kr|c\d+|s\d+)$")
+        return [name for name in names if pattern.match(name)]
+
     def down(self) -> None:
+        """Remove everything the lab made: idempotent, and thorough after a crash (SIGKILLed router, daemons)."""
         self.stop_router()
-        existing = set(sh("ip", "netns", "list", check=False).stdout.split())
-        for ns in self.namespaces() + [self.kernel_router]:
-            if ns in existing:
-                # end whatever still runs in the namespace, then remove it
-                pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
-                for pid in pids:
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except (ProcessLookupError, ValueError):
-                        pass
-                sh("ip", "netns", "del", ns, check=False)
+        pid = self.router_pid()
+        if pid is not None and self.router_proc is None and is_router_process(pid):
+            os.kill(pid, signal.SIGTERM)      # a router a previous `lab up` left running: let it exit cleanly
+            deadline = time.monotonic() + 5
+            while is_router_process(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        for ns in self.existing_namespaces():
+            # end whatever still runs in the namespace, then remove it
+            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh("ip", "netns", "del", ns, check=False)
         shutil.rmtree(self.state_dir, ignore_errors=True)
+        shutil.rmtree(self.peers_dir, ignore_errors=True)
 
     def run_in(self, ns: str, *cmd: str, check: bool = True, timeout: float | None = 60, **kw):
         return sh(*cmd, ns=ns, check=check, timeout=timeout, **kw)
 
     def popen_in(self, ns: str, *cmd: str, **kw) -> subprocess.Popen:
         return subprocess.Popen(["ip", "netns", "exec", ns, *cmd], **kw)
+
+
+def is_router_process(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) `vpnrouter run` process: a stale pid file names none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return stat.split(") ", 1)[1][:1] != "Z" and b"router" in b" ".join(cmdline) and b"run" in cmdline
