@@ -174,6 +174,8 @@ class L2tpHelper(Helper):
         """(inside, remote, inside host's Tunnel ID) -> tunnel: SCCRQ retransmissions."""
         self.tunnels: dict[int, Tunnel] = {}
         """Id -> tunnel, every tunnel, settled or not."""
+        self.hidden: set[Tunnel] = set()
+        """Tunnels whose Assigned Tunnel ID was hidden and that the LNS has not yet named."""
         self.pairs: dict[tuple[int, int], int] = {}
         """(inside, remote) -> live NAT sessions between them: tunnels end with the last."""
 
@@ -202,6 +204,10 @@ class L2tpHelper(Helper):
             tunnel = self.by_peer.get((session.inside_ip, session.remote_ip, tunnel_id)) if tunnel_id else None
         else:
             tunnel = self._by_own(session.inside_ip, session.remote_ip, tunnel_id) if tunnel_id else None
+            if tunnel is None and tunnel_id:
+                tunnel = self._pending_hidden(session.inside_ip, session.remote_ip)
+                if tunnel is not None:
+                    self._adopt(tunnel, tunnel_id, now)
             if tunnel is not None and tunnel.translated != tunnel.tunnel_id:
                 _write(frame, l4, tunnel_at, tunnel.tunnel_id)   # the inside host's own ID, restored
         if control and avps < end:
@@ -225,8 +231,11 @@ class L2tpHelper(Helper):
             return None
         tunnel_at = header[1]
         tunnel = self.by_translated.get((remote, frame[tunnel_at] << 8 | frame[tunnel_at + 1]))
-        if tunnel is None:
-            return None
+        if tunnel is None:     # perhaps the reply to a hidden-ID SCCRQ: the host that sent the newest one
+            pending = [t for s in candidates if (t := self._pending_hidden(s.inside_ip, remote)) is not None]
+            if not pending:
+                return None
+            tunnel = max(pending, key=lambda t: t.created)
         return next((s for s in candidates if s.inside_ip == tunnel.inside_ip), None)
 
     def _by_own(self, inside: int, remote: int, header_tunnel_id: int) -> Tunnel | None:
@@ -299,9 +308,10 @@ class L2tpHelper(Helper):
                     return self._malformed("control message without a Message Type AVP first", session, now)
                 msg.type = frame[value] << 8 | frame[value + 1]
                 first = False
+            elif vendor == 0 and kind == L2tpAvpType.ASSIGNED_TUNNEL_ID and hidden:
+                msg.tunnel_id_hidden = True          # obfuscated (§4.3): its value is never read
             elif vendor == 0 and kind == L2tpAvpType.ASSIGNED_TUNNEL_ID and length == 8:
-                msg.tunnel_id, msg.tunnel_id_at, msg.tunnel_id_hidden = \
-                    frame[value] << 8 | frame[value + 1], value, hidden
+                msg.tunnel_id, msg.tunnel_id_at = frame[value] << 8 | frame[value + 1], value
             elif vendor == 0 and kind == L2tpAvpType.ASSIGNED_SESSION_ID and length == 8 and not hidden:
                 msg.session_id = frame[value] << 8 | frame[value + 1]
             elif vendor == 0 and kind == L2tpAvpType.HOST_NAME and not hidden:
@@ -358,9 +368,11 @@ class L2tpHelper(Helper):
         return tunnel
 
     def _sccrq(self, session, frame, l4, msg: Message, outbound: bool, now: float) -> Tunnel | None:
+        inside, remote = session.inside_ip, session.remote_ip
+        if outbound and msg.tunnel_id_hidden:
+            return self._hidden_sccrq(inside, remote, msg, now)
         if msg.tunnel_id is None:
             return None
-        inside, remote = session.inside_ip, session.remote_ip
         if not outbound:      # a remote LAC asks an inside LNS: its ID is the peer's
             tunnel = self.by_peer.get((inside, remote, msg.tunnel_id))
             if tunnel is None:
@@ -369,11 +381,41 @@ class L2tpHelper(Helper):
                 tunnel.host_name = msg.host_name
             return tunnel
         tunnel = self.by_inside.get((inside, remote, msg.tunnel_id))
+        if tunnel is not None and tunnel.tunnel_state is TunnelState.STOPPING:
+            self._end(tunnel, "reopened", now)     # the same ID again after StopCCN: a new tunnel
+            tunnel = None
         if tunnel is None:
             tunnel = self._new(inside, remote, True, now)
             tunnel.host_name = msg.host_name
         self._assign(session, tunnel, frame, l4, msg, now)
         return tunnel
+
+    def _hidden_sccrq(self, inside: int, remote: int, msg: Message, now: float) -> Tunnel:
+        """An SCCRQ whose Assigned Tunnel ID is hidden: untranslated, its ID learned from the LNS's reply."""
+        tunnel = self._pending_hidden(inside, remote)
+        if tunnel is None:
+            tunnel = self._new(inside, remote, True, now)
+            tunnel.host_name = msg.host_name
+            self.hidden.add(tunnel)
+            self.ctx.problem("l2tp_hidden_avp", "a hidden Assigned Tunnel ID cannot be translated; the tunnel "
+                             "keeps its own ID", now, **tunnel.ids())
+        return tunnel
+
+    def _pending_hidden(self, inside: int, remote: int) -> Tunnel | None:
+        """The newest tunnel of this pair whose (hidden) ID the LNS has not yet named (cold path)."""
+        pending = [t for t in self.hidden if t.inside_ip == inside and t.remote_ip == remote]
+        return max(pending, key=lambda t: t.created) if pending else None
+
+    def _adopt(self, tunnel: Tunnel, own: int, now: float) -> None:
+        """The LNS names a hidden-ID tunnel's own ID in its header: the tunnel keeps it, untranslated."""
+        self.hidden.discard(tunnel)
+        tunnel.tunnel_id = tunnel.translated = own
+        self.by_inside[(tunnel.inside_ip, tunnel.remote_ip, own)] = tunnel
+        if self.preserve:
+            if (tunnel.remote_ip, own) in self.by_translated:
+                self.ctx.problem("l2tp_tunnel_id_collision", f"Tunnel ID {own} towards {ip_str(tunnel.remote_ip)} "
+                                 "is taken and cannot be translated (hidden)", now, **tunnel.ids())
+            self.by_translated.setdefault((tunnel.remote_ip, own), tunnel)
 
     def _assign(self, session, tunnel: Tunnel, frame, l4, msg: Message, now: float) -> None:
         """The inside host announces its Tunnel ID: keep it or translate it, and rewrite the AVP."""
@@ -383,25 +425,18 @@ class L2tpHelper(Helper):
         if tunnel.tunnel_id != own:
             self._unregister(tunnel)
             tunnel.tunnel_id = own
-            tunnel.translated = self._allocate(tunnel, own, msg.tunnel_id_hidden, now)
+            tunnel.translated = self._allocate(tunnel, own)
             self.by_inside[(tunnel.inside_ip, tunnel.remote_ip, own)] = tunnel
             if self.preserve:
                 self.by_translated.setdefault((tunnel.remote_ip, tunnel.translated), tunnel)
         if tunnel.translated != own:
             _write(frame, l4, msg.tunnel_id_at, tunnel.translated)
 
-    def _allocate(self, tunnel: Tunnel, wanted: int, hidden: bool, now: float) -> int:
+    def _allocate(self, tunnel: Tunnel, wanted: int) -> int:
         """A Tunnel ID unique towards the remote peer: the inside host's own if free, else a random one."""
         taken = self.by_translated
         remote = tunnel.remote_ip
         if not self.preserve:      # the NAT's ports tell tunnels apart: nothing to translate
-            return wanted
-        if hidden:
-            self.ctx.problem("l2tp_hidden_avp", "a hidden Assigned Tunnel ID cannot be translated", now,
-                             **tunnel.ids())
-            if (remote, wanted) in taken:
-                self.ctx.problem("l2tp_tunnel_id_collision", f"Tunnel ID {wanted} towards {ip_str(remote)} is "
-                                 "taken and cannot be translated", now, **tunnel.ids())
             return wanted
         if (remote, wanted) not in taken:
             return wanted
@@ -485,6 +520,7 @@ class L2tpHelper(Helper):
         if tunnel.closed:
             return
         tunnel.closed = True
+        self.hidden.discard(tunnel)
         for found in list(tunnel.sessions.values()):
             self._end_session(tunnel, found, reason, now)
         self._unregister(tunnel)
