@@ -6,9 +6,11 @@ fail with the reason (never a silent skip): CI runs them as root.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,28 @@ def require_root() -> None:
         pytest.fail("integration tests need root for network namespaces and TAP devices (run `make test` as root)")
     if not Path("/dev/net/tun").exists():
         pytest.fail("integration tests need /dev/net/tun")
+
+
+def ctl(lab: Lab, *args: str) -> str:
+    """`vpnrouter ctl ARGS` against the lab's router, as a user runs it; its output (it must succeed)."""
+    result = subprocess.run([sys.executable, "-m", "router", "ctl", "--socket", str(lab.socket_path), *args],
+                            capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def counters(lab: Lab) -> dict:
+    return json.loads(ctl(lab, "status", "--json"))["counters"]
+
+
+def wait_for(predicate, seconds: float = 30.0):
+    """Poll until ``predicate()`` is true; the last value either way (bounded, never a timing assertion)."""
+    deadline = time.monotonic() + seconds
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(0.25)
+        value = predicate()
+    return value
 
 
 class Peers:

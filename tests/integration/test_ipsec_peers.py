@@ -15,14 +15,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from router.lab import ipsec
 from router.lab.topology import ROUTER_WAN, Lab
-from tests.integration.conftest import ROOT, require_root
+from tests.integration.conftest import ROOT, counters, ctl, require_root, wait_for
 
 GATEWAY = Lab.server_ip(1)
 MODES = ("preserve", "translate")
@@ -60,12 +59,6 @@ def vpn_lab(request, tmp_path_factory):
         lab.down()
 
 
-def ctl(lab: Lab, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "router", "ctl", "--socket", str(lab.socket_path), *args],
-                            capture_output=True, text=True, timeout=30, cwd=ROOT)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
 
 def sessions(lab: Lab) -> list[dict]:
     return json.loads(ctl(lab, "sessions", "--json"))
@@ -75,18 +68,6 @@ def associations(lab: Lab) -> list[dict]:
     return [s for s in sessions(lab) if s.get("vpn") == "ipsec" and s["proto"] == "esp"]
 
 
-def counters(lab: Lab) -> dict:
-    return json.loads(ctl(lab, "status", "--json"))["counters"]
-
-
-def wait_for(predicate, seconds: float = 30.0):
-    """Poll until ``predicate()`` is true; the last value either way (bounded, never a timing assertion)."""
-    deadline = time.monotonic() + seconds
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(0.25)
-        value = predicate()
-    return value
 
 
 def start_client(state: dict, i: int, tag: str = "") -> ipsec.Charon:

@@ -24,14 +24,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 
 import pytest
 
 from router.lab.l2tp import ppp_frames, start_lac, start_lns
 from router.lab.topology import Lab
-from tests.integration.conftest import require_root
+from tests.integration.conftest import counters, ctl, require_root, wait_for
 
 ECHO_REQUEST, ECHO_REPLY = 9, 10
 ROUTER_WAN = "198.51.100.1"
@@ -85,12 +84,6 @@ def l2tp_lab(request, tmp_path_factory):
         lab.down()
 
 
-def ctl(lab, *args):
-    result = subprocess.run([sys.executable, "-m", "router", "ctl", "--socket", str(lab.socket_path), *args],
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
 
 def tunnels(lab) -> list[dict]:
     return [s for s in json.loads(ctl(lab, "sessions", "--json")) if s.get("vpn") == "l2tp" and s["proto"] == "l2tp"]
@@ -106,18 +99,6 @@ def all_established(listed: list[dict], count: int) -> list[dict]:
     return listed if len(listed) == count and all(t["state"] == "established" for t in listed) else []
 
 
-def counters(lab) -> dict:
-    return json.loads(ctl(lab, "status", "--json"))["counters"]
-
-
-def wait_for(predicate, seconds: float = 30.0):
-    """Poll until ``predicate()`` is true; the last value either way (bounded, never a timing assertion)."""
-    deadline = time.monotonic() + seconds
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(0.25)
-        value = predicate()
-    return value
 
 
 def echo_replies(directory) -> int:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 
 import pytest
 
 from router.lab.pptp import ppp_frames, start_pptp_client, start_pptpd
 from router.lab.topology import Lab
-from tests.integration.conftest import require_root
+from tests.integration.conftest import ctl, require_root, wait_for
 
 SERVER = "198.51.100.10"
 ECHO_REPLY = 10
@@ -43,25 +42,10 @@ def pptp_lab(tmp_path_factory):
         lab.down()
 
 
-def ctl(lab, *args):
-    result = subprocess.run([sys.executable, "-m", "router", "ctl", "--socket", str(lab.socket_path), *args],
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
 
 def calls(lab) -> list[dict]:
     return [s for s in json.loads(ctl(lab, "sessions", "--json")) if s.get("vpn") == "pptp" and s["proto"] == "gre"]
 
-
-def wait_for(predicate, seconds: float = 30.0):
-    """Poll until ``predicate()`` is true; the last value either way (bounded, never a timing assertion)."""
-    deadline = time.monotonic() + seconds
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(0.25)
-        value = predicate()
-    return value
 
 
 def echo_replies(directory) -> int:

@@ -7,19 +7,13 @@ import json
 import subprocess
 import sys
 
-from tests.integration.conftest import ROOT
+from tests.integration.conftest import ROOT, ctl
 from tests.integration.peers import payload
 
 S1, S2 = "198.51.100.10", "198.51.100.20"
 C1, C2 = "192.168.77.11", "192.168.77.12"
 WAN = "198.51.100.1"
 
-
-def ctl(lab, *args) -> str:
-    result = subprocess.run([sys.executable, "-m", "router", "ctl", "--socket", str(lab.socket_path), *args],
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_ping_through_the_router(lab):
