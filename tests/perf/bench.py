@@ -5,9 +5,13 @@ on TAPs, one with a namespace doing nftables masquerade, each with one
 client and one server.  For each it measures, with iperf3 and ping:
 TCP throughput, the received rate of 64-byte UDP frames, and ping RTT.
 Prints a table with both figures and their ratio; --json writes them too.
-Then, through vpnrouter only, the rate of 64-byte GRE frames over 16 real
-PPTP calls (pptp-linux to pptpd, established through the router) beside the
-plain UDP rate of the same run.
+Then, through vpnrouter only, beside the plain UDP rate of the same run: the
+rate of 64-byte GRE frames over 16 real PPTP calls (pptp-linux to pptpd,
+established through the router), of 64-byte raw ESP frames over 16 SPIs, and
+of 64-byte NAT-T (ESP in UDP 4500) frames over 16 UDP flows
+(tests/perf/esp_load.py), each with its ratio to the plain UDP rate, the
+rate the sender offered (a sender slower than the router would show there) and
+the share of a CPU the router process used.
 """
 
 from __future__ import annotations
@@ -46,11 +50,12 @@ def tcp_gbps(lab: Lab, seconds: int) -> float:
     return report["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
-def udp_pps(lab: Lab, seconds: int) -> float:
+def udp_pps(lab: Lab, seconds: int) -> tuple[float, float]:
+    """Received and sent rates of 64-byte UDP frames (iperf3, as fast as it can)."""
     report = iperf(lab, "-u", "-b", "0", "-l", str(UDP_PAYLOAD), seconds=seconds)
     total = report["end"]["sum"]
     received = total["packets"] - total["lost_packets"]
-    return received / total["seconds"]
+    return received / total["seconds"], total["packets"] / total["seconds"]
 
 
 def ping_ms(lab: Lab, count: int) -> float:
@@ -99,6 +104,46 @@ def gre_pps(lab: Lab, seconds: int, calls: int, progress) -> float:
             proc.terminate()
 
 
+def esp_pps(lab: Lab, kind: str, seconds: int, flows: int, progress) -> tuple[float, float, float | None]:
+    """Marked raw ESP (kind "esp") or NAT-T (kind "natt") received by the server per second, sent per second,
+    and the router's CPU share.
+
+    Raw ESP goes round-robin over ``flows`` SPIs, dealt over every client of the lab (one sending
+    process opens a socket in each client namespace); NAT-T over ``flows`` UDP source ports of client 1.
+    """
+    progress(f"{'raw ESP' if kind == 'esp' else 'NAT-T'} over {flows} {'SPIs' if kind == 'esp' else 'flows'}")
+    extra = [",".join(lab.client(i) for i in range(1, lab.clients + 1))] if kind == "esp" else []
+    counter = lab.popen_in(lab.server(1), sys.executable, "-m", "tests.perf.esp_load", "count", kind,
+                           str(seconds + 60), stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert counter.stdout.readline().strip() == "ready"
+        cpu = _router_cpu(lab)
+        sent = int(lab.run_in(lab.client(1), sys.executable, "-m", "tests.perf.esp_load", "send", kind, SERVER,
+                              str(seconds), str(flows), *extra, timeout=seconds + 30, cwd=ROOT).stdout.strip())
+        time.sleep(0.5)   # the router's queue drains
+        cpu = _router_cpu(lab, since=cpu, seconds=seconds)
+        counter.terminate()   # `ip netns exec` execs the counter: it gets the signal, prints its count
+        received = int(counter.communicate(timeout=30)[0].strip())
+    finally:
+        if counter.poll() is None:
+            counter.kill()
+    return received / seconds, sent / seconds, cpu
+
+
+def _router_cpu(lab: Lab, since: float | None = None, seconds: float = 0) -> float | None:
+    """CPU seconds the router process has used; with ``since``, its share of one CPU over ``seconds``."""
+    if lab.router_proc is None:
+        return None
+    try:   # `ip netns exec` execs the router: same pid
+        fields = Path(f"/proc/{lab.router_proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if since is None or not seconds:
+        return used
+    return round((used - since) / seconds, 2)
+
+
 def _pids(ns: str) -> list[int]:
     out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -124,8 +169,13 @@ def measure(lab: Lab, seconds: int, progress) -> dict:
     progress("TCP")
     tcp = tcp_gbps(lab, seconds)
     progress("UDP 64 B")
-    udp = udp_pps(lab, seconds)
-    return {"tcp_gbps": round(tcp, 3), "udp64_pps": round(udp), "ping_ms": round(rtt, 3)}
+    cpu = _router_cpu(lab)
+    udp, udp_sent = udp_pps(lab, seconds)
+    result = {"tcp_gbps": round(tcp, 3), "udp64_pps": round(udp), "ping_ms": round(rtt, 3),
+              "udp64_sent_pps": round(udp_sent)}
+    if cpu is not None:
+        result["udp64_router_cpu"] = _router_cpu(lab, since=cpu, seconds=seconds)
+    return result
 
 
 def main() -> int:
@@ -133,13 +183,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8, help="length of each iperf3 run (default 8)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--calls", type=int, default=16, help="concurrent PPTP calls for the GRE rate (default 16)")
+    parser.add_argument("--associations", type=int, default=16,
+                        help="ESP SPIs and NAT-T flows for the IPsec rates (default 16)")
+    parser.add_argument("--esp-clients", type=int, default=1, metavar="N",
+                        help="LAN clients the raw ESP SPIs are dealt over (default 1: all from one client)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench: needs root (network namespaces)", file=sys.stderr)
         return 2
     results = {}
     for name, lab in (("kernel", Lab(prefix="bk", clients=1, servers=1, kernel=True)),
-                      ("vpnrouter", Lab(prefix="bv", clients=1, servers=1))):
+                      ("vpnrouter", Lab(prefix="bv", clients=args.esp_clients, servers=1))):
         progress = lambda step, name=name: print(f"bench: {name}: {step}...", file=sys.stderr, flush=True)
         try:
             lab.up()
@@ -147,6 +201,11 @@ def main() -> int:
                 lab.start_router()
             results[name] = measure(lab, args.seconds, progress)
             if not lab.kernel:
+                for kind in ("esp", "natt"):
+                    received, sent, cpu = esp_pps(lab, kind, args.seconds, args.associations, progress)
+                    results[name][f"{kind}16_pps"] = round(received)
+                    results[name][f"{kind}16_sent_pps"] = round(sent)
+                    results[name][f"{kind}16_router_cpu"] = cpu
                 results[name]["gre16_pps"] = round(gre_pps(lab, args.seconds, args.calls, progress))
         finally:
             lab.down()
@@ -156,6 +215,18 @@ def main() -> int:
         print(f"{label:<22}{k[key]:>18}{v[key]:>14}{v[key] / k[key]:>8.2f}")
     print(f"\nvpnrouter, same run: GRE 64 B over {args.calls} PPTP calls {v['gre16_pps']} pps received, "
           f"plain UDP 64 B {v['udp64_pps']} pps (ratio {v['gre16_pps'] / v['udp64_pps']:.2f})")
+    spread = f", {args.esp_clients} clients" if args.esp_clients > 1 else ""
+    n = args.associations
+    print(f"\n{'vpnrouter, same run, 64 B':<32}{'pps recv':>10}{'ratio':>7}{'pps sent':>10}{'router CPU':>12}"
+          f"{'pps/CPU':>9}")
+    for key, label in (("udp64", "plain UDP (iperf3)"), ("esp16", f"raw ESP, {n} SPIs{spread}"),
+                       ("natt16", f"NAT-T, {n} UDP flows")):
+        pps, cpu = v[key + "_pps"], v.get(key + "_router_cpu")
+        print(f"{label:<32}{pps:>10}{pps / v['udp64_pps']:>7.2f}{v[key + '_sent_pps']:>10}"
+              f"{'' if cpu is None else f'{cpu:.0%}':>12}{'' if not cpu else round(pps / cpu):>9}")
+    print("goal: raw ESP and NAT-T at least 0.90 x plain UDP.  pps sent well above pps recv: the router is the limit;\n"
+          "router CPU below 100% with that: it was short of CPU, and pps/CPU (received per router CPU second) compares\n"
+          "the per-packet cost.")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
