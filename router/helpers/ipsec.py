@@ -29,11 +29,11 @@ receiver, so outbound ESP teaches (client, gateway, outbound SPI) and an
 inbound SPI is unknown the first time it is seen.  It is paired by this
 rule: the candidates are the gateway's associations awaiting an inbound SPI
 (none learned since their latest outbound SPI appeared), or, if none await,
-all the gateway's associations that send raw ESP; one candidate is learned
+all the gateway's associations (IKE seen, or raw ESP sent); one candidate is learned
 outright; among several the one whose outbound ESP was seen most recently
 wins, the association is marked ambiguous and an ``esp_ambiguous`` event
 names the candidates (RFC 3715 §2.1 (f): SPI demultiplexing can misdeliver).
-ESP from an address no client sends ESP to is dropped; keys always include
+ESP from an address no client talks IKE or ESP with is dropped; keys always include
 the gateway's address, so an SPI learned for one gateway never matches
 another's (RFC 3715 §3).
 
@@ -361,11 +361,11 @@ class IpsecHelper(Helper):
 
     def _pair_in(self, remote: int, spi: int, now: float) -> EspSpi | None:
         """An inbound SPI seen for the first time: paired by the rule in the module's docstring."""
-        senders = [a for a in self.by_gateway.get(remote, ()) if a.esp_out]
-        if not senders:
+        known = self.by_gateway.get(remote)
+        if not known:
             self.ctx.drop("esp_no_association", f"SPI {spi:08x} from {ip_str(remote)}", now)
             return None
-        candidates = [a for a in senders if a.awaiting] or senders
+        candidates = [a for a in known if a.awaiting] or known
         chosen = max(candidates, key=lambda a: a.last_out)
         if len(candidates) > 1:
             chosen.ambiguous = True
