@@ -9,7 +9,7 @@ not an object per frame; the counters themselves are never limited.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -62,11 +62,13 @@ class SessionInfo:
     details: tuple[tuple[str, object], ...] = ()
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        details = data.pop("details")
-        data.update(dict(details))
-        if data["vpn"] is None:
-            del data["vpn"]
+        data = {"id": self.id, "proto": self.proto, "inside": self.inside, "outside": self.outside,
+                "remote": self.remote, "state": self.state, "idle": self.idle, "age": self.age,
+                "packets_in": self.packets_in, "packets_out": self.packets_out, "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out}     # by hand: dataclasses.asdict deep-copies, ten times slower
+        if self.vpn is not None:
+            data["vpn"] = self.vpn
+        data.update(self.details)
         return data
 
 

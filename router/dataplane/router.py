@@ -385,17 +385,16 @@ class Router(Forwarding):
     def session_infos(self, now: float) -> list:
         return [self.info_of(ref, now) for ref in self.session_refs()]
 
-    def session_refs(self) -> list[tuple]:
-        """(session or flow, owning helper's name or None) for every NAT session and helper flow, cheaply:
-        the control socket converts them a chunk at a time."""
-        refs = [(s, None) for s in self.nat.out_sessions.values()]
+    def session_refs(self) -> list:
+        """Every NAT session and helper flow, cheaply (a list copy): the control socket converts them a chunk
+        at a time with ``info_of``."""
+        refs = list(self.nat.out_sessions.values())
         for helper in self.helpers:
-            refs += [(flow, helper.name) for flow in helper.flows()]
+            refs += helper.flows()
         return refs
 
-    def info_of(self, ref: tuple, now: float) -> SessionInfo:
-        obj, vpn = ref
-        return obj.info(now, self.wan_ip) if vpn is None else self.flow_info(obj, vpn, now)
+    def info_of(self, ref, now: float) -> SessionInfo:
+        return self.flow_info(ref, now) if isinstance(ref, Flow) else ref.info(now, self.wan_ip)
 
     @staticmethod
     def brief(obj, now: float) -> tuple:
@@ -404,16 +403,16 @@ class Router(Forwarding):
 
     def find_session(self, session_id: int):
         """A live NAT session or helper flow by id (cold path: a linear scan)."""
-        return next((obj for obj, _ in self.session_refs() if obj.id == session_id), None)
+        return next((obj for obj in self.session_refs() if obj.id == session_id), None)
 
-    def flow_info(self, flow: Flow, vpn: str, now: float) -> SessionInfo:
+    def flow_info(self, flow: Flow, now: float) -> SessionInfo:
         """A helper's flow as a session: its protocol's IDs stand where ports would."""
         packets_in, packets_out, bytes_in, bytes_out = flow.totals()
         return SessionInfo(
             id=flow.id, proto=flow.proto, inside=flow.inside(), outside=flow.outside(self.wan_ip),
             remote=flow.remote(), state=flow.state(), idle=round(max(0.0, now - flow.last_seen), 3),
             age=round(max(0.0, now - flow.created), 3), packets_in=packets_in, packets_out=packets_out,
-            bytes_in=bytes_in, bytes_out=bytes_out, vpn=vpn, details=tuple(flow.details().items()))
+            bytes_in=bytes_in, bytes_out=bytes_out, vpn=flow.vpn, details=tuple(flow.details().items()))
 
     def _context(self, vpn: str) -> HelperContext:
         counters, events = self.counters, self.events

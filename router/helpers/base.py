@@ -62,6 +62,8 @@ class Flow:
 
     proto = "flow"
     """What ``ctl sessions`` shows as this flow's protocol."""
+    vpn = ""
+    """The helper (passthrough switch) the flow belongs to."""
 
     def __init__(self, fid: int, inside_ip: int, remote_ip: int, wan_ip: int, now: float):
         self.id = fid

@@ -104,6 +104,7 @@ class Association(Flow):
     __slots__ = ("inside_is_client", "ike_sas", "esp_out", "esp_in", "natt_out", "natt_in", "sessions",
                  "awaiting", "ambiguous", "last_out")
     proto = "esp"
+    vpn = "ipsec"
 
     def __init__(self, aid: int, inside_ip: int, remote_ip: int, inside_is_client: bool, wan_ip: int, now: float):
         super().__init__(aid, inside_ip, remote_ip, wan_ip, now)

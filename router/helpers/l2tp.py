@@ -119,6 +119,7 @@ class Tunnel(Flow):
     __slots__ = ("tunnel_id", "translated", "peer_tunnel_id", "inside_is_lac", "host_name", "tunnel_state",
                  "sessions", "pending", "stop_deadline")
     proto = "l2tp"
+    vpn = "l2tp"
 
     def __init__(self, tid: int, inside_ip: int, remote_ip: int, inside_is_lac: bool, wan_ip: int, now: float):
         super().__init__(tid, inside_ip, remote_ip, wan_ip, now)

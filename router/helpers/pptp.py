@@ -95,6 +95,7 @@ class PptpCall(Flow):
     __slots__ = ("control", "call_id", "translated_call_id", "peer_call_id", "inside_is_client", "call_state",
                  "deadline")
     proto = "gre"
+    vpn = "pptp"
 
     def __init__(self, cid: int, control, inside_ip: int, remote_ip: int, call_id: int, translated: int,
                  inside_is_client: bool, wan_ip: int, now: float):

@@ -46,6 +46,7 @@ class RecordingHelper(Helper):
 
 class ToyFlow(Flow):
     proto = "toy"
+    vpn = "ipsec"
 
     def details(self):
         return {"tag": self.tag}
