@@ -5,19 +5,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBS := python3 python3-venv python3-dev gcc iproute2 nftables iperf3 iputils-ping tcpdump ethtool procps \
-        tshark pptpd pptp-linux xl2tpd strongswan-charon strongswan-swanctl libcharon-extra-plugins \
+        tshark tmux pptpd pptp-linux xl2tpd strongswan-charon strongswan-swanctl libcharon-extra-plugins \
         libstrongswan-standard-plugins libstrongswan-extra-plugins
 
-.PHONY: demo test unit integration bench deps debs clean
+.PHONY: demo test unit tui integration bench deps debs clean
 
 demo: deps
-	$(VENV)/bin/vpnrouter lab run
+	$(VENV)/bin/vpnrouter lab demo
 
 test: deps
-	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/tui tests/integration $(PYTEST_ARGS)
 
 unit: deps
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+tui: deps
+	$(PY) -m pytest tests/tui $(PYTEST_ARGS)
 
 integration: deps
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)

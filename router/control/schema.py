@@ -35,12 +35,13 @@ UPDATE_FIELDS = ("id", "state", "idle", "packets_in", "packets_out", "bytes_in",
 """What a ``sessions_updated`` event says of each session that changed."""
 
 EVENT_TYPES = ("session_opened", "session_closed", "switch_changed", "packet_dropped", "vpn", "sessions_updated")
+"""``session_opened`` and ``session_closed`` tell VPN flows (calls, tunnels, associations) as well as NAT sessions."""
 
 NOTIFY_EVENT = "event"
 NOTIFY_DROPPED = "dropped"
 """Sent to a subscriber that fell behind, just before it is disconnected: [{"reason": str, "seq": int}]."""
 NOTIFY_CAPTURE = "capture"
-"""[capture id, time, Ethernet frame bytes]."""
+"""[capture id, wall-clock time (Unix seconds), Ethernet frame bytes]."""
 NOTIFY_CAPTURE_END = "capture_end"
 """[capture id, reason ("count" | "seconds" | "closed"), frames sent]."""
 

@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import socket
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -64,7 +65,7 @@ class Capture:
         self.timer: asyncio.TimerHandle | None = None
 
     def __call__(self, frame: bytearray) -> None:
-        self.conn.send(protocol.notification(schema.NOTIFY_CAPTURE, [self.id, self.clock(), bytes(frame[12:])]))
+        self.conn.send(protocol.notification(schema.NOTIFY_CAPTURE, [self.id, time.time(), bytes(frame[12:])]))
         self.sent += 1
         if self.sent >= self.count:
             self.end("count")

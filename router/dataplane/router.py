@@ -423,7 +423,12 @@ class Router(Forwarding):
         return HelperContext(
             vpn, self.wan_ip, self.nat.rng, self.config.timeouts, lambda: next(self.ids), bump,
             lambda now, v, kind, details: events.push(VpnEvent(now, v, kind, tuple(details.items()))),
-            events.allow, lambda reason, summary, now: self.drop(vpn, reason, now, summary), self._close)
+            events.allow, lambda reason, summary, now: self.drop(vpn, reason, now, summary), self._close,
+            self._flow_event)
+
+    def _flow_event(self, flow: Flow, reason: str | None, now: float) -> None:
+        info = self.flow_info(flow, now)
+        self.events.push(SessionOpened(now, info) if reason is None else SessionClosed(now, info, reason))
 
     def _close(self, session, reason: str) -> None:
         self.nat.close(session, reason)

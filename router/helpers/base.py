@@ -192,7 +192,8 @@ class HelperContext:
     data plane.
     """
 
-    def __init__(self, vpn: str, wan_ip: int, rng, timeouts, new_id, count, push_event, allow, drop, close_session):
+    def __init__(self, vpn: str, wan_ip: int, rng, timeouts, new_id, count, push_event, allow, drop, close_session,
+                 flow_event=lambda flow, reason, now: None):
         self.vpn = vpn
         self.wan_ip = wan_ip
         self.rng = rng
@@ -205,6 +206,15 @@ class HelperContext:
         self._drop = drop
         self.close_session = close_session
         """End a NAT session this helper is attached to: ``close_session(session, reason)``."""
+        self._flow_event = flow_event
+
+    def flow_opened(self, flow: Flow, now: float) -> None:
+        """A new flow (call, tunnel, association): told like a new NAT session (``session_opened``)."""
+        self._flow_event(flow, None, now)
+
+    def flow_closed(self, flow: Flow, reason: str, now: float) -> None:
+        """A flow ended: told like a NAT session that closed (``session_closed``)."""
+        self._flow_event(flow, reason, now)
 
     def count(self, counter: str, n: int = 1) -> None:
         self._count(counter, n)

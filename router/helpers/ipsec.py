@@ -409,6 +409,7 @@ class IpsecHelper(Helper):
             assoc = Association(self.ctx.new_id(), inside, remote, inside_is_client, self.ctx.wan_ip, now)
             self.associations[(inside, remote)] = assoc
             self.by_gateway.setdefault(remote, []).append(assoc)
+            self.ctx.flow_opened(assoc, now)
         return assoc
 
     def _end(self, assoc: Association, reason: str, now: float) -> None:
@@ -424,6 +425,7 @@ class IpsecHelper(Helper):
             if sa.up:
                 self.ctx.event("ike_down", {**assoc.summary(), "ike_spi_i": sa.spi_i.hex(),
                                             "ike_spi_r": sa.spi_r.hex(), "reason": reason}, now)
+        self.ctx.flow_closed(assoc, reason, now)
         del self.associations[(assoc.inside_ip, assoc.remote_ip)]
         peers = self.by_gateway[assoc.remote_ip]
         peers.remove(assoc)

@@ -495,6 +495,7 @@ class L2tpHelper(Helper):
     def _new(self, inside: int, remote: int, inside_is_lac: bool, now: float) -> Tunnel:
         tunnel = Tunnel(self.ctx.new_id(), inside, remote, inside_is_lac, self.ctx.wan_ip, now)
         self.tunnels[tunnel.id] = tunnel
+        self.ctx.flow_opened(tunnel, now)
         return tunnel
 
     def _unregister(self, tunnel: Tunnel) -> None:
@@ -521,6 +522,7 @@ class L2tpHelper(Helper):
         if tunnel.closed:
             return
         tunnel.closed = True
+        self.ctx.flow_closed(tunnel, reason, now)
         self.hidden.discard(tunnel)
         for found in list(tunnel.sessions.values()):
             self._end_session(tunnel, found, reason, now)

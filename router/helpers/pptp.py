@@ -366,6 +366,7 @@ class PptpHelper(Helper):
                         inside_is_client, self.ctx.wan_ip, now)
         control.calls[call_id] = call
         self.inbound[(call.remote_ip, translated)] = call
+        self.ctx.flow_opened(call, now)
         return call
 
     def _allocate(self, remote_ip: int, wanted: int) -> int | None:
@@ -401,6 +402,8 @@ class PptpHelper(Helper):
             self.ctx.event("call_up", {"id": call.id, **call.details()}, now, counter="pptp_calls_up")
 
     def _end(self, call: PptpCall, reason: str, now: float) -> None:
+        if call.closed:
+            return
         control = call.control
         if control.calls.get(call.call_id) is call:
             del control.calls[call.call_id]
@@ -410,6 +413,7 @@ class PptpHelper(Helper):
                 self.outbound.get((call.inside_ip, call.remote_ip, call.peer_call_id)) is call:
             del self.outbound[(call.inside_ip, call.remote_ip, call.peer_call_id)]
         call.closed = True
+        self.ctx.flow_closed(call, reason, now)
         self.ctx.event("call_down", {"id": call.id, **call.details(), "reason": reason}, now,
                        counter="pptp_calls_down")
 

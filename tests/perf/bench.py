@@ -14,7 +14,8 @@ to the plain UDP rate, the
 rate the sender offered (a sender slower than the router would show there) and
 the share of a CPU the router process used.  Last, forwarding while the
 control socket reads a table of 16,000 sessions: the largest RTT of a ping
-every 5 ms, with and without the reads.
+every 5 ms, with and without the reads; and the dashboard's update cost with
+10,000 sessions and 500 events a second, headless (tui/bench.py).
 """
 
 from __future__ import annotations
@@ -303,6 +304,14 @@ def main() -> int:
     print("goal: raw ESP, NAT-T and L2TP at least 0.90 x plain UDP.  pps sent well above pps recv: the router is the limit;\n"
           "router CPU below 100% with that: it was short of CPU, and pps/CPU (received per router CPU second) compares\n"
           "the per-packet cost.")
+    print("bench: the dashboard, headless, 10,000 sessions and 500 events a second...", file=sys.stderr, flush=True)
+    from tui.bench import run_bench
+    tui = results["tui"] = run_bench(sessions=10_000, events_per_second=500.0, seconds=8.0)
+    print(f"\nvpnrouter tui, headless (tui/bench.py): {tui['sessions']} sessions, "
+          f"{tui['events_offered_per_second']} events/s offered, {tui['events_per_second']} applied "
+          f"({'keeps up' if tui['keeps_up'] else 'FALLS BEHIND'}); a screen update {tui['update_ms']['mean']} ms "
+          f"(p95 {tui['update_ms']['p95']}, max {tui['update_ms']['max']}), drawing {tui['render_ms']['mean']} ms "
+          f"(p95 {tui['render_ms']['p95']}); a key {tui['key_ms']['mean'] if tui['key_ms'] else '-'} ms")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -1,0 +1,382 @@
+"""A fake router for the dashboard's tests: the control socket (router.control.protocol) on a Unix socket.
+
+It runs its own asyncio loop in a thread, so a test drives the real app in
+its loop while the fake answers from another, as the real router would from
+its process.  Every method a test calls is thread-safe and returns once the
+fake has done it.  It keeps a table of sessions and the switches, answers the
+methods of control protocol v2 (see /work/notes/control_v2.md), numbers its
+events with ``seq``, and records each request in ``requests``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import threading
+from pathlib import Path
+
+import msgpack
+
+from router.control import protocol, schema
+
+
+class FakeRouter:
+    def __init__(self, path: str | Path, sessions=(), switches: dict | None = None, uptime: float = 3723.0):
+        self.path = str(path)
+        self.sessions: dict[int, dict] = {s["id"]: dict(s) for s in sessions}
+        self.switches = dict(switches or {name: True for name in schema.VPNS})
+        self.uptime = uptime
+        self.uptime_step = 1.0
+        """Seconds the uptime grows at each ``status`` (deterministic rates)."""
+        self.counters: dict[str, int] = {f"{c}_{p}": 0 for c in schema.PORT_COUNTERS for p in schema.PORTS}
+        self.seq = 0
+        self.requests: list[tuple[str, list]] = []
+        self.refuse: dict[str, tuple[str, str]] = {}
+        """method -> (code, message): answer that method with this error."""
+        self.frames: dict[int, list[bytes]] = {}
+        """Session id -> frames a capture of it sends."""
+        self.capture_wait = 0.2
+        self._subscribers: set[asyncio.StreamWriter] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._capture_ids = itertools.count(1)
+        self._server: asyncio.AbstractServer | None = None
+        self._load: asyncio.Task | None = None
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="fake-router", daemon=True)
+        self._thread.start()
+
+    # -- life -------------------------------------------------------------------------------------
+
+    def _run(self, fn, *args):
+        """Run ``fn(*args)`` (a coroutine function or a plain one) in the fake's loop; return its result."""
+        async def call():
+            result = fn(*args)
+            return await result if asyncio.iscoroutine(result) else result
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(30)
+
+    def start(self) -> "FakeRouter":
+        self._run(self._start)
+        return self
+
+    async def _start(self) -> None:
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        self._server = await asyncio.start_unix_server(self._client, path=self.path)
+
+    def stop(self) -> None:
+        """Stop as a router does: close the socket, end every connection, remove the socket file."""
+        self._run(self._stop)
+
+    async def _stop(self) -> None:
+        if self._load is not None:
+            self._load.cancel()
+            self._load = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+        self._subscribers.clear()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+    def close(self) -> None:
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+    def __enter__(self) -> "FakeRouter":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- what a test makes happen -----------------------------------------------------------------
+
+    def publish(self, event: dict) -> int:
+        """Send an event to every subscriber with the next seq; returns the seq."""
+        return self._run(self._publish, dict(event))
+
+    def _publish(self, event: dict) -> int:
+        event.setdefault("time", 0.0)
+        event["seq"], self.seq = self.seq, self.seq + 1
+        data = protocol.notification(schema.NOTIFY_EVENT, [event])
+        for writer in list(self._subscribers):
+            writer.write(data)
+        return event["seq"]
+
+    def open_session(self, session: dict) -> None:
+        def do():
+            self.sessions[session["id"]] = dict(session)
+            self._publish({"type": "session_opened", "session": dict(session)})
+        self._run(do)
+
+    def close_session(self, sid: int, reason: str = "timeout") -> None:
+        def do():
+            session = self.sessions.pop(sid)
+            self._publish({"type": "session_closed", "session": session, "reason": reason})
+        self._run(do)
+
+    def update_sessions(self, updates: list[dict]) -> None:
+        """A ``sessions_updated`` event; the table takes the new values too."""
+        def do():
+            for u in updates:
+                if u["id"] in self.sessions:
+                    self.sessions[u["id"]].update(u)
+            self._publish({"type": "sessions_updated", "sessions": [dict(u) for u in updates]})
+        self._run(do)
+
+    def skip_seq(self, count: int) -> None:
+        """Lose ``count`` events: the next event's seq jumps (a gap)."""
+        def do():
+            self.seq += count
+        self._run(do)
+
+    def change_quietly(self, fn) -> None:
+        """Change the table without telling anyone (what a gap hides): ``fn(sessions)``."""
+        self._run(fn, self.sessions)
+
+    def subscriber_count(self) -> int:
+        return self._run(lambda: len(self._subscribers))
+
+    def start_load(self, events_per_second: float, updated_per_batch: int = 1000, seed: int = 1) -> None:
+        """Make events at a steady rate: sessions opened and closed, drops, and a sessions_updated twice a
+        second with ``updated_per_batch`` sessions (as the real router's UPDATE_INTERVAL)."""
+        def do():
+            self._load = asyncio.ensure_future(self._make_load(events_per_second, updated_per_batch, seed))
+        self._run(do)
+
+    def stop_load(self) -> None:
+        def do():
+            if self._load is not None:
+                self._load.cancel()
+                self._load = None
+        self._run(do)
+
+    async def _make_load(self, rate: float, per_batch: int, seed: int) -> None:
+        rng = random.Random(seed)
+        next_id = max(self.sessions, default=0) + 1
+        tick, started, sent, last_update = 0.01, self.loop.time(), 0, self.loop.time()
+        while True:
+            await asyncio.sleep(tick)
+            now = self.loop.time()
+            due = int((now - started) * rate) - sent
+            for _ in range(due):
+                kind = rng.random()
+                if kind < 0.4:
+                    session = nat_session(next_id, seed=next_id)
+                    next_id += 1
+                    self.sessions[session["id"]] = session
+                    self._publish({"type": "session_opened", "session": dict(session)})
+                elif kind < 0.8 and self.sessions:
+                    oldest = [sid for sid in itertools.islice(iter(self.sessions), 60)
+                              if not schema.is_vpn_flow(self.sessions[sid])]
+                    if not oldest:
+                        continue
+                    session = self.sessions.pop(rng.choice(oldest))
+                    self._publish({"type": "session_closed", "session": session, "reason": "timeout"})
+                else:
+                    self._publish({"type": "packet_dropped", "reason": "unsolicited", "port": "wan",
+                                   "summary": f"udp 198.51.100.{rng.randrange(1, 255)}:53 > 203.0.113.1:4000",
+                                   "suppressed": 0})
+                sent += 1
+            if now - last_update >= 0.5 and self.sessions:
+                last_update = now
+                ids = rng.sample(list(self.sessions), min(per_batch, len(self.sessions)))
+                updates = []
+                for sid in ids:
+                    s = self.sessions[sid]
+                    s["packets_in"] += 3
+                    s["packets_out"] += 2
+                    s["bytes_in"] += 3000
+                    s["bytes_out"] += 200
+                    updates.append({k: s[k] for k in schema.UPDATE_FIELDS})
+                self._publish({"type": "sessions_updated", "sessions": updates})
+                sent += 1
+                self.counters["frames_in_lan"] += 1000
+                self.counters["bytes_in_lan"] += 100000
+
+    # -- the control socket -----------------------------------------------------------------------
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        unpacker = protocol.unpacker()
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                unpacker.feed(data)
+                for message in unpacker:
+                    msgid, method, params = protocol.parse_request(message)
+                    self.requests.append((method, list(params)))
+                    await self._answer(writer, msgid, method, params)
+        except (ConnectionError, protocol.ProtocolError, msgpack.UnpackException):
+            pass
+        finally:
+            self._subscribers.discard(writer)
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _answer(self, writer, msgid: int, method: str, params: list) -> None:
+        if method in self.refuse:
+            code, message = self.refuse[method]
+            writer.write(protocol.response(msgid, protocol.error(code, message), None))
+            return
+        if method == "sessions":
+            items = list(self.sessions.values())
+            writer.write(protocol.array_response_head(msgid, len(items)) + protocol.pack_items(items))
+            return
+        handler = getattr(self, "_m_" + method, None)
+        if handler is None:
+            writer.write(protocol.response(msgid, protocol.error("unknown_method", f"no method {method!r}"), None))
+            return
+        try:
+            result = handler(writer, params)
+        except LookupError as exc:
+            writer.write(protocol.response(msgid, protocol.error("not_found", str(exc.args[0])), None))
+        except ValueError as exc:
+            writer.write(protocol.response(msgid, protocol.error("bad_params", str(exc)), None))
+        else:
+            writer.write(protocol.response(msgid, None, result))
+
+    def _m_version(self, writer, params):
+        return {"protocol": schema.PROTOCOL_VERSION, "router": "fake"}
+
+    def _m_status(self, writer, params):
+        self.uptime += self.uptime_step
+        return {"uptime": self.uptime, "passthrough": dict(self.switches), "counters": dict(self.counters),
+                "sessions": sum(1 for s in self.sessions.values() if not schema.is_vpn_flow(s)),
+                "protocol": schema.PROTOCOL_VERSION, "ports": {}}
+
+    def _m_set_passthrough(self, writer, params):
+        if len(params) != 2 or params[0] not in self.switches or not isinstance(params[1], bool):
+            raise ValueError("params: [name, on]")
+        if self.switches[params[0]] != params[1]:
+            self.switches[params[0]] = params[1]
+            self.loop.call_soon(self._publish, {"type": "switch_changed", "name": params[0], "on": params[1]})
+        return dict(self.switches)
+
+    def _m_subscribe(self, writer, params):
+        self._subscribers.add(writer)
+        return {"seq": self.seq, "protocol": schema.PROTOCOL_VERSION}
+
+    def _m_unsubscribe(self, writer, params):
+        self._subscribers.discard(writer)
+        return True
+
+    def _m_close_session(self, writer, params):
+        sid = params[0] if params else None
+        if sid not in self.sessions:
+            raise LookupError(f"no session or flow with id {sid}")
+        session = self.sessions.pop(sid)
+        self.loop.call_soon(self._publish, {"type": "session_closed", "session": session,
+                                            "reason": "closed_by_request"})
+        return True
+
+    def _m_capture(self, writer, params):
+        sid, count, seconds = params
+        if sid not in self.sessions:
+            raise LookupError(f"no session or flow with id {sid}")
+        cid = next(self._capture_ids)
+        frames = self.frames.get(sid, [])[:count]
+
+        async def stream():
+            for n, frame in enumerate(frames):
+                writer.write(protocol.notification(schema.NOTIFY_CAPTURE, [cid, 1000.0 + n / 10, frame]))
+            if len(frames) < count:
+                await asyncio.sleep(min(seconds, self.capture_wait))
+            reason = "count" if len(frames) >= count else "seconds"
+            writer.write(protocol.notification(schema.NOTIFY_CAPTURE_END, [cid, reason, len(frames)]))
+
+        self.loop.call_soon(asyncio.ensure_future, stream())
+        return {"capture": cid}
+
+
+# -- sessions as the router describes them ----------------------------------------------------------
+
+def nat_session(sid: int, proto: str = "udp", inside: str | None = None, remote: str | None = None,
+                state: str | None = None, seed: int | None = None, **extra) -> dict:
+    n = sid if seed is None else seed
+    session = {
+        "id": sid, "proto": proto,
+        "inside": inside or f"192.168.77.{10 + n % 200}:{40000 + n % 20000}",
+        "outside": f"203.0.113.1:{20000 + n % 40000}",
+        "remote": remote or f"198.51.100.{1 + n % 250}:{53 if proto == 'udp' else 443}",
+        "state": state or ("established" if proto == "tcp" else "active"),
+        "idle": float(n % 30), "age": float(60 + n % 600),
+        "packets_in": n * 3 % 1000, "packets_out": n * 2 % 1000,
+        "bytes_in": n * 3000 % 1_000_000, "bytes_out": n * 200 % 100_000,
+    }
+    session.update(extra)
+    return session
+
+
+def pptp_call(sid: int, client: str = "192.168.77.11", server: str = "198.51.100.7", call_id: int = 0,
+              translated: int = 17, peer: int | None = 33, state: str = "established") -> dict:
+    return {"id": sid, "proto": "gre", "inside": f"{client}:{call_id}", "outside": f"203.0.113.1:{translated}",
+            "remote": f"{server}:{'' if peer is None else peer}", "state": state, "idle": 1.0, "age": 125.0,
+            "packets_in": 420, "packets_out": 380, "bytes_in": 61_234, "bytes_out": 40_120, "vpn": "pptp",
+            "client": client, "server": server, "call_id": call_id, "translated_call_id": translated,
+            "peer_call_id": peer, "call_state": state}
+
+
+def l2tp_tunnel(sid: int, client: str = "192.168.77.12", lns: str = "198.51.100.8", tunnel_id: int = 5,
+                translated: int = 5, peer: int | None = 9, sessions=((1, 4, "established"),)) -> dict:
+    return {"id": sid, "proto": "l2tp", "inside": f"{client}:{tunnel_id}", "outside": f"203.0.113.1:{translated}",
+            "remote": f"{lns}:{peer}", "state": "established", "idle": 2.0, "age": 300.0,
+            "packets_in": 1000, "packets_out": 900, "bytes_in": 150_000, "bytes_out": 90_000, "vpn": "l2tp",
+            "client": client, "lns": lns, "tunnel_id": tunnel_id, "translated_tunnel_id": translated,
+            "peer_tunnel_id": peer, "host_name": "lac1",
+            "sessions": [{"session_id": a, "peer_session_id": b, "state": st} for a, b, st in sessions]}
+
+
+def ipsec_sa(sid: int, client: str = "192.168.77.13", gateway: str = "198.51.100.9", natt: bool = True,
+             ambiguous: bool = False) -> dict:
+    return {"id": sid, "proto": "esp", "inside": client, "outside": "203.0.113.1", "remote": gateway,
+            "state": "established", "idle": 0.0, "age": 42.0, "packets_in": 77, "packets_out": 81,
+            "bytes_in": 9_876, "bytes_out": 10_240, "vpn": "ipsec", "client": client, "gateway": gateway,
+            "ike_spi_i": "1122334455667788", "ike_spi_r": "99aabbccddeeff00", "esp_spi_out": "c0ffee01",
+            "esp_spi_in": "0badf00d", "natt": natt, "ports": [{"inside": 4500, "outside": 4500, "remote": 4500}],
+            "ambiguous": ambiguous}
+
+
+def demo_table(nat: int = 12) -> list[dict]:
+    """A small deterministic table: a call, a tunnel, two associations (one ambiguous), NAT sessions."""
+    sessions = [pptp_call(1), l2tp_tunnel(2), ipsec_sa(3), ipsec_sa(4, client="192.168.77.14", natt=False,
+                                                                  ambiguous=True)]
+    sessions.append(nat_session(5, "tcp", inside="192.168.77.11:40001", remote="198.51.100.7:1723", vpn="pptp"))
+    sessions += [nat_session(i, "tcp" if i % 3 == 0 else "udp") for i in range(6, 6 + nat)]
+    return sessions
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the fake router until Ctrl-C, to look at the dashboard without root:
+    ``python -m tests.tui.fake_router /tmp/fake.sock`` then ``vpnrouter tui --socket /tmp/fake.sock``."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m tests.tui.fake_router", description=main.__doc__)
+    parser.add_argument("socket")
+    parser.add_argument("--sessions", type=int, default=0, help="NAT sessions besides the demo table")
+    parser.add_argument("--rate", type=float, default=0.0, help="events per second to make")
+    args = parser.parse_args(argv)
+    table = demo_table() + [nat_session(i) for i in range(100, 100 + args.sessions)]
+    with FakeRouter(args.socket, table) as fake:
+        if args.rate:
+            fake.start_load(args.rate, updated_per_batch=min(1000, len(table)))
+        print(f"fake router on {args.socket} with {len(table)} sessions; Ctrl-C to stop", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""SVG snapshots of the dashboard at 120x40 and 80x24 (pytest-textual-snapshot; --snapshot-update to accept).
+
+Everything that moves is frozen: the dashboard's clocks, the time zone, the
+router's uptime and counters (the rates are fed as four fixed readings), and
+the socket path (relative, in the test's directory).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from scapy.layers.inet import IP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from .fake_router import FakeRouter, demo_table
+from .helpers import make_app, wait_for
+
+READINGS = [(3724.0, 0, 0, 0, 0), (3725.0, 1200, 900_000, 1100, 1_400_000),
+            (3726.0, 3600, 2_100_000, 2500, 3_000_000), (3727.0, 4200, 2_600_000, 4100, 5_200_000)]
+
+
+@pytest.fixture
+def frozen(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    gre = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / \
+        IP(src="192.168.77.11", dst="198.51.100.7", proto=47, id=1) / \
+        Raw(bytes.fromhex("3081880b0004001100000005" "00000004") + b"ppp!")
+    with FakeRouter("ctl.sock", demo_table()) as fake:
+        fake.frames[1] = [bytes(gre)] * 2
+        yield fake
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+def dashboard():
+    return make_app("ctl.sock", status_interval=3600.0, capture_dir=".")
+
+
+async def settle(pilot) -> None:
+    """Wait for the table, then feed fixed counter readings and a few events."""
+    app = pilot.app
+    await wait_for(pilot, lambda: app.model.synced and app.model.status)
+    for uptime, frames_lan, bytes_lan, frames_wan, bytes_wan in READINGS:
+        app.model.apply_status({"uptime": uptime, "passthrough": {"pptp": True, "l2tp": True, "ipsec": True},
+                                "counters": {"frames_in_lan": frames_lan, "bytes_in_lan": bytes_lan,
+                                             "frames_out_wan": frames_wan, "bytes_out_wan": bytes_wan,
+                                             "frames_in_wan": frames_wan // 2, "bytes_in_wan": bytes_wan // 3,
+                                             "frames_out_lan": frames_lan // 2, "bytes_out_lan": bytes_lan // 3}},
+                               app.clock())
+    seq = app.model.expected
+    app.model.apply_events([
+        {"type": "packet_dropped", "seq": seq, "reason": "passthrough_off", "port": "lan",
+         "summary": "gre 192.168.77.15 > 198.51.100.7", "suppressed": 0},
+        {"type": "vpn", "seq": seq + 1, "vpn": "ipsec", "event": "esp_ambiguous", "gateway": "198.51.100.9",
+         "spi": "c0ffee01", "chosen": "192.168.77.14"},
+    ], app.clock())
+    app.refresh_view(force=True)
+    await pilot.pause()
+
+
+def test_dashboard_120x40(frozen, snap_compare):
+    assert snap_compare(dashboard(), terminal_size=(120, 40), run_before=settle)
+
+
+def test_dashboard_80x24(frozen, snap_compare):
+    assert snap_compare(dashboard(), terminal_size=(80, 24), run_before=settle)
+
+
+def test_help_80x24(frozen, snap_compare):
+    assert snap_compare(dashboard(), terminal_size=(80, 24), run_before=settle, press=["question_mark"])
+
+
+def test_details_of_a_pptp_call_120x40(frozen, snap_compare):
+    async def open_details(pilot):
+        await settle(pilot)
+        await pilot.press("shift+tab", "enter")
+        await wait_for(pilot, lambda: "last 2 frames" in pilot.app.screen.capture_note)
+    assert snap_compare(dashboard(), terminal_size=(120, 40), run_before=open_details)

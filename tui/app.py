@@ -1,0 +1,423 @@
+"""``vpnrouter tui``: the live dashboard of a running router, through its control socket only.
+
+The link (``client.Link``, a worker) posts what the router says as messages;
+their handlers apply it to the model (``model.Model``); a timer hands the
+model's changes to the widgets a few times a second.  So hundreds of events a
+second cost a dictionary update each, and the screen is redrawn four times a
+second whatever comes.  Requests (switches, close, capture) run as workers
+that post their answer; a refusal is a notification, never a crash.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Footer, Input
+
+from router.control import schema
+
+from . import format as fmt
+from .client import Dropped, Events, Link, LinkDown, LinkUp, Snapshot, Status, Subscribed
+from .model import Model, Session
+from .requests import RequestsMixin
+from .view import SORT_KEYS, FilterError, TableView
+from .widgets.events import EventLog
+from .widgets.filter import FilterBar
+from .widgets.header import StatusHeader
+from .widgets.rates import RatesPanel
+from .widgets.screens import ConfirmScreen, DetailsScreen, HelpScreen
+from .widgets.switches import SwitchBar
+from .widgets.table import Column, KeyedTable
+
+REFRESH_INTERVAL = 0.25
+"""Seconds between two screen updates: events in between are applied to the model only."""
+MAX_HELD = 200_000
+"""Events held while paused; beyond this they are let go and the table is read again on resume."""
+
+NAT_COLUMNS = [
+    Column("id", "id", 6, right=True, drop=2),
+    Column("proto", "proto", 5),
+    Column("inside", "inside", 21, 17, shrink=-1),
+    Column("outside", "outside", 21, 17, shrink=-1, drop=1),
+    Column("remote", "remote", 21, 17, shrink=-1),
+    Column("state", "state", 11, 6),
+    Column("idle", "idle", 5, right=True),
+    Column("packets", "pkts in/out", 11, right=True),
+    Column("bytes", "bytes in/out", 12, right=True),
+]
+"""The NAT table; narrow, the addresses give up width first, then outside and id are left out."""
+VPN_COLUMNS = [
+    Column("id", "id", 6, right=True, drop=2),
+    Column("client", "client", 15, 11),
+    Column("peer", "server", 15, 11),
+    Column("ids", "protocol IDs", 52, 14, shrink=-2),
+    Column("state", "state", 11, 6, shrink=-1),
+    Column("mark", "!", 1),
+    Column("age", "age", 5, right=True, drop=1),
+    Column("idle", "idle", 5, right=True),
+    Column("packets", "pkts in/out", 11, right=True),
+    Column("bytes", "bytes in/out", 12, right=True),
+]
+"""The VPN pane: calls, tunnels and associations under their protocol's title ("!" marks an ambiguous one)."""
+SORT_ORDER = [c.key for c in NAT_COLUMNS if c.key in SORT_KEYS]
+KEYS = [
+    ("p", "PPTP passthrough on/off"), ("l", "L2TP passthrough on/off"), ("i", "IPsec passthrough on/off"),
+    ("/", "filter the NAT sessions"), ("enter", "details of the selected session, with its last packets"),
+    ("k", "close the selected session (asks first)"), ("c", "capture the selected session to a pcap file"),
+    ("space", "pause / resume the view"), ("tab", "next pane (shift+tab: previous)"),
+    ("s / S", "sort the NAT sessions by the next column / reverse (or click a title)"),
+    ("up down pgup pgdn home end", "move in a table"), ("?", "this help"), ("q", "quit"),
+]
+
+
+class DashboardApp(RequestsMixin, App[int]):
+    CSS_PATH = "styles.tcss"
+    TITLE = "vpnrouter"
+    ENABLE_COMMAND_PALETTE = False
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
+    BINDINGS = [
+        Binding("p", "switch('pptp')", "PPTP"),
+        Binding("l", "switch('l2tp')", "L2TP"),
+        Binding("i", "switch('ipsec')", "IPsec"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("enter", "details", "Details"),
+        Binding("k", "close_session", "Close"),
+        Binding("c", "capture", "Pcap"),
+        Binding("space", "pause", "Pause"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+        Binding("tab", "focus_next", "Pane", show=False, priority=True),
+        Binding("s", "sort(1)", "Sort", show=False),
+        Binding("S", "sort(-1)", "Reverse sort", show=False),
+    ]
+
+    class LinkMessage(Message):
+        """Something the link heard from the router (a ``client.LinkItem``)."""
+
+        def __init__(self, item) -> None:
+            super().__init__()
+            self.item = item
+
+    def __init__(self, socket_path: str = schema.DEFAULT_SOCKET, *, clock: Callable[[], float] = time.monotonic,
+                 wallclock: Callable[[], float] = time.time, refresh_interval: float = REFRESH_INTERVAL,
+                 status_interval: float = 1.0, capture_dir: str | Path | None = None,
+                 capture_frames: int = 100, capture_seconds: float = 10.0,
+                 details_frames: int = 5, details_seconds: float = 3.0):
+        super().__init__()
+        self.socket_path = socket_path
+        self.clock, self.wallclock = clock, wallclock
+        self.refresh_interval, self.status_interval = refresh_interval, status_interval
+        self.capture_dir = Path(capture_dir) if capture_dir is not None else Path.cwd()
+        self.capture_frames, self.capture_seconds = capture_frames, capture_seconds
+        self.details_frames, self.details_seconds = details_frames, details_seconds
+        self.model = Model()
+        self.nat_view = TableView(lambda s: not s.flow)
+        self.link = Link(socket_path, self._emit, status_interval)
+        self.paused = False
+        self._held: list = []
+        self._held_events = 0
+        self._active_table: KeyedTable | None = None
+        self._shown_version = -1
+        self._shown_second = -1
+        self._shown_status: dict | None = None
+        self.update_times: deque[float] = deque(maxlen=10_000)
+        """Seconds each screen update took (model to widgets), for ``tui.bench``."""
+
+    # -- layout -----------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(id="header")
+        yield SwitchBar(id="switches")
+        with Vertical(id="main"):
+            with Vertical(id="vpn-pane", classes="pane"):
+                yield KeyedTable(VPN_COLUMNS, self._vpn_cells, selectable=lambda key: isinstance(key, int),
+                                 id="vpn")
+            with Vertical(id="nat-pane", classes="pane"):
+                yield KeyedTable(NAT_COLUMNS, self._nat_cells, id="nat", empty="no NAT sessions")
+                yield FilterBar(id="filter")
+        with Horizontal(id="bottom"):
+            with Vertical(id="rates-pane", classes="pane"):
+                yield RatesPanel(id="rates")
+            with Vertical(id="events-pane", classes="pane"):
+                yield EventLog(wall_offset=self.wallclock() - self.clock(), id="events")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        # Kept, not queried: while a modal screen is up, queries look in it.
+        self.header = self.query_one(StatusHeader)
+        self.switch_bar = self.query_one(SwitchBar)
+        self.vpn_table = self.query_one("#vpn", KeyedTable)
+        self.nat_table = self.query_one("#nat", KeyedTable)
+        self.nat_pane = self.query_one("#nat-pane")
+        self.filter_bar = self.query_one(FilterBar)
+        self.rates_panel = self.query_one(RatesPanel)
+        self.event_log = self.query_one(EventLog)
+        self.query_one("#vpn-pane").border_title = "VPN sessions"
+        self.query_one("#rates-pane").border_title = "rates: packets and bytes per second"
+        self.query_one("#events-pane").border_title = "events"
+        self.nat_table.set_sort(self.nat_view.sort, self.nat_view.reverse)
+        self.nat_table.focus()
+        self.run_worker(self.link.run(), name="link", group="link", exit_on_error=False)
+        self.set_interval(self.refresh_interval, self.refresh_view)
+        self.refresh_view()
+
+    # -- what the router says ---------------------------------------------------------------------
+
+    def _emit(self, item) -> None:
+        self.post_message(self.LinkMessage(item))
+
+    @on(LinkMessage)
+    def _on_link(self, message: LinkMessage) -> None:
+        item = message.item
+        if self.paused and not isinstance(item, (LinkUp, LinkDown)):
+            self._hold(item)
+            return
+        self._apply(item)
+
+    def _apply(self, item) -> None:
+        now, model = self.clock(), self.model
+        LINK_ITEMS[type(item)](model, item, now)
+        reason = model.take_resync()
+        if reason is not None:
+            model.note(now, "link", f"reading the table again: {reason}")
+            self.link.resync()
+
+    def _hold(self, item) -> None:
+        """Paused: keep what comes, in order, for the resume; past MAX_HELD let events go (a gap: resync)."""
+        if isinstance(item, Events):
+            self._held_events += len(item.events)
+            if self._held_events > MAX_HELD:
+                return
+        elif isinstance(item, Status) and self._held and isinstance(self._held[-1], Status):
+            self._held[-1] = item
+            return
+        self._held.append(item)
+
+    # -- the screen update ------------------------------------------------------------------------
+
+    def refresh_view(self, force: bool = False) -> None:
+        """Hand the model's changes to the widgets (a few times a second, and at once after a key).
+
+        Nothing changed and the same second (ages and idles show seconds): nothing to do.
+        """
+        started = time.perf_counter()
+        now, model = self.clock(), self.model
+        self._update_header(now)
+        if self.paused and not force:         # paused: the model holds still, the user may still sort
+            return
+        second = int(now)
+        if model.status is not self._shown_status:
+            self._shown_status = model.status
+            self.rates_panel.update_view(model.rates)
+        if not force and model.version == self._shown_version and second == self._shown_second:
+            return
+        self._shown_version, self._shown_second = model.version, second
+        changes = model.take_changes()
+        nat = self.nat_table
+        if self.nat_view.update(model.sessions, changes, now):
+            nat.set_rows(self.nat_view.rows)
+        else:
+            nat.refresh()
+        vpn = self.vpn_table
+        if changes.reset or changes.added or changes.removed:
+            rows: list = []
+            for name in schema.VPNS:
+                rows.append(name)
+                rows.extend(sorted(model.flow_ids.get(name, ())))
+            vpn.set_rows(rows)
+        else:
+            vpn.refresh()
+        self._update_titles()
+        entries = model.take_log()
+        if entries:
+            self.event_log.add(entries)
+        if isinstance(self.screen, DetailsScreen):
+            self.screen.update_view(model.sessions.get(self.screen.session_id), now)
+        self.update_times.append(time.perf_counter() - started)
+
+    def _update_header(self, now: float) -> None:
+        model = self.model
+        self.header.update_view(
+            socket=self.socket_path, connected=model.connected, detail=model.link_detail,
+            uptime=fmt.uptime(model.router_uptime(now)), sessions=model.nat_count if model.synced else None,
+            flows=sum(model.flow_counts.values()), paused=self.paused)
+        self.switch_bar.update_view(model.switches, model.pending, model.flow_counts)
+
+    def _update_titles(self) -> None:
+        view = self.nat_view
+        title = f"NAT sessions {len(view.rows):,} of {self.model.nat_count:,}"
+        title += f"  sort {view.sort} {'▼' if view.reverse else '▲'}"
+        if view.filter:
+            title += f"  filter: {view.filter.text}"
+        self.nat_pane.border_title = title
+
+    def _nat_cells(self, key: int):
+        session = self.model.sessions.get(key)
+        if session is None:
+            return (str(key), "", "(closed)", "", "", "", "", "", "")
+        return fmt.nat_cells(session, self.clock())
+
+    def _vpn_cells(self, key):
+        if isinstance(key, str):
+            return fmt.vpn_title(key, len(self.model.flow_ids.get(key, ())))
+        session = self.model.sessions.get(key)
+        if session is None:
+            return (str(key), "", "", "(closed)", "", "", "", "", "", "")
+        return fmt.vpn_cells(session, self.clock())
+
+    # -- selection --------------------------------------------------------------------------------
+
+    def on_descendant_focus(self, event) -> None:
+        if isinstance(event.widget, KeyedTable):
+            self._active_table = event.widget
+
+    def selected(self) -> Session | None:
+        """The session under the cursor of the focused table (or of the table focused last)."""
+        table = self._active_table or self.nat_table
+        key = table.cursor_key
+        session = self.model.sessions.get(key) if isinstance(key, int) else None
+        if session is None:
+            self.notify("no session selected", severity="warning")
+        return session
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    def action_switch(self, name: str) -> None:
+        state = self.model.switches.get(name)
+        if not self.model.connected or state is None:
+            self._failed("set_passthrough", f"{fmt.VPN_TITLES[name]}: not connected to the router")
+            return
+        self.model.pending.add(name)
+        self._update_header(self.clock())
+        self._request("set_passthrough", name, not state)
+
+    def action_filter(self) -> None:
+        bar = self.filter_bar
+        bar.add_class("-visible")
+        bar.input.focus()
+
+    def action_clear_filter(self) -> None:
+        bar = self.filter_bar
+        bar.input.value = ""
+        bar.remove_class("-visible")
+        self._set_filter("")
+        self.nat_table.focus()
+
+    @on(Input.Changed, "#filter-input")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self._set_filter(event.value)
+
+    @on(Input.Submitted, "#filter-input")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            self.filter_bar.remove_class("-visible")
+        self.nat_table.focus()
+
+    def _set_filter(self, text: str) -> None:
+        bar = self.filter_bar
+        try:
+            self.nat_view.set_filter(text)
+        except FilterError as exc:
+            bar.show_note(str(exc), error=True)
+            return
+        self.refresh_view(force=True)
+        bar.show_note(f"{len(self.nat_view.rows):,} match" if text.strip() else "")
+
+    def action_sort(self, step: int) -> None:
+        view = self.nat_view
+        if step < 0:
+            view.set_sort(view.sort, not view.reverse)
+        else:
+            view.set_sort(SORT_ORDER[(SORT_ORDER.index(view.sort) + 1) % len(SORT_ORDER)], False)
+        self.nat_table.set_sort(view.sort, view.reverse)
+        self.refresh_view(force=True)
+
+    @on(KeyedTable.HeaderClicked, "#nat")
+    def _header_clicked(self, event: KeyedTable.HeaderClicked) -> None:
+        if event.column in SORT_KEYS:
+            self.nat_view.set_sort(event.column)
+            self.nat_table.set_sort(self.nat_view.sort, self.nat_view.reverse)
+            self.refresh_view(force=True)
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        if not self.paused:
+            held, self._held = self._held, []
+            lost, self._held_events = self._held_events > MAX_HELD, 0
+            for item in held:
+                self._apply(item)
+            if lost:
+                self.model.note(self.clock(), "link", "events let go while paused: reading the table again")
+                self.link.resync()
+        self.refresh_view(force=True)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(KEYS))
+
+    def action_close_session(self) -> None:
+        session = self.selected()
+        if session is None:
+            return
+        sid = session.id
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._request("close_session", sid)
+
+        self.push_screen(ConfirmScreen(f"Close {describe(session)}?"), answered)
+
+    def action_details(self) -> None:
+        session = self.selected()
+        if session is None:
+            return
+        note = f"capturing up to {self.details_frames} frames for {self.details_seconds:g} s"
+        screen = DetailsScreen(session, self.clock(), note)
+        self.push_screen(screen)
+        self.run_worker(self._details_capture(screen, session.id), group="details", exit_on_error=False)
+
+    def action_capture(self) -> None:
+        session = self.selected()
+        if session is None:
+            return
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.wallclock()))
+        path = self.capture_dir / f"vpnrouter-{session.id}-{stamp}.pcap"
+        self.notify(f"capturing session {session.id} to {path} "
+                    f"({self.capture_frames} frames or {self.capture_seconds:g} s)", title="capture")
+        self.run_worker(self._capture_to_file(session.id, path), group="captures", exit_on_error=False)
+
+    async def action_quit(self) -> None:
+        self.link.stop()
+        self.exit(0)
+
+
+LINK_ITEMS = {
+    Events: lambda model, item, now: model.apply_events(item.events, now),
+    Status: lambda model, item, now: model.apply_status(item.status, now),
+    Snapshot: lambda model, item, now: model.load_snapshot(item.sessions, now),
+    Subscribed: lambda model, item, now: model.subscribed(item.seq, now),
+    LinkUp: lambda model, item, now: model.link_up(now),
+    LinkDown: lambda model, item, now: model.link_down(item.reason, now),
+    Dropped: lambda model, item, now: model.note(now, "error", f"the router dropped this dashboard: {item.reason}"),
+}
+"""What each thing the link says does to the model."""
+
+
+def describe(session: Session) -> str:
+    if session.flow:
+        return f"{fmt.VPN_TITLES.get(session.vpn, session.vpn)} {session.id} ({fmt.protocol_ids(session)})"
+    return f"session {session.id} ({session.proto} {session.inside} -> {session.remote})"
+
+
+def run(socket_path: str = schema.DEFAULT_SOCKET) -> int:
+    """Run the dashboard until q; the exit status for ``vpnrouter tui``."""
+    app = DashboardApp(socket_path)
+    result = app.run()
+    return result if isinstance(result, int) else (app.return_code or 0)

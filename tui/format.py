@@ -1,0 +1,142 @@
+"""How the dashboard writes numbers, durations and each table's cells (pure: strings in, strings out)."""
+
+from __future__ import annotations
+
+from .model import VPN_TITLES, Session
+
+VPN_FLOW_NAMES = {"pptp": ("call", "calls"), "l2tp": ("tunnel", "tunnels"), "ipsec": ("SA", "SAs")}
+"""What one flow of each VPN is called on screen: a PPTP call, an L2TP tunnel, an IPsec association."""
+VPN_ID_LEGENDS = {
+    "pptp": "Call ID client>translated<>server",
+    "l2tp": "Tunnel ID client>translated<>LNS, sessions client<>LNS",
+    "ipsec": "NAT-T or raw, ESP SPIs out/in, IKE SPIs i/r",
+}
+
+
+def human(n: float | None) -> str:
+    """A count in at most five characters: 999, 1.23k, 45.6M."""
+    if n is None:
+        return "-"
+    n = float(n)
+    if n < 1000:
+        return f"{n:.0f}" if n == int(n) or n >= 10 else f"{n:.1f}"
+    for unit in ("k", "M", "G", "T", "P"):
+        n /= 1000.0
+        if n < 999.5:
+            return f"{n:.3g}{unit}" if n < 100 else f"{n:.0f}{unit}"
+    return f"{n:.0f}E"
+
+
+def rate(n: float | None, unit: str) -> str:
+    return "-" if n is None else f"{human(n)} {unit}"
+
+
+def duration(seconds: float | None) -> str:
+    """5s, 3m05, 2h03, 4d02: at most five characters."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}"
+
+
+def uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    text = f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{days}d {text}" if days else text
+
+
+def pair(a: int, b: int) -> str:
+    return f"{human(a)}/{human(b)}"
+
+
+# -- the NAT table ----------------------------------------------------------------------------------
+
+def nat_cells(s: Session, now: float) -> tuple[str, ...]:
+    """id, proto, inside, outside, remote, state, idle, packets in/out, bytes in/out."""
+    return (str(s.id), s.proto, s.inside, s.outside, s.remote, s.state, duration(s.idle(now)),
+            pair(s.packets_in, s.packets_out), pair(s.bytes_in, s.bytes_out))
+
+
+# -- the VPN pane -----------------------------------------------------------------------------------
+
+def vpn_cells(s: Session, now: float) -> tuple[str, ...]:
+    """id, client, server, protocol IDs, state, mark, age, idle, packets in/out, bytes in/out."""
+    f = s.fields
+    peer = f.get("server") or f.get("lns") or f.get("gateway") or s.remote
+    mark = "!" if f.get("ambiguous") else ""
+    return (str(s.id), str(f.get("client") or s.inside), str(peer), protocol_ids(s), s.state, mark,
+            duration(s.age(now)), duration(s.idle(now)), pair(s.packets_in, s.packets_out),
+            pair(s.bytes_in, s.bytes_out))
+
+
+def protocol_ids(s: Session) -> str:
+    f = s.fields
+    if s.vpn == "pptp":
+        return f"call {_id(f.get('call_id'))}>{_id(f.get('translated_call_id'))}<>{_id(f.get('peer_call_id'))}"
+    if s.vpn == "l2tp":
+        text = (f"tun {_id(f.get('tunnel_id'))}>{_id(f.get('translated_tunnel_id'))}"
+                f"<>{_id(f.get('peer_tunnel_id'))}")
+        sessions = f.get("sessions") or []
+        if sessions:
+            text += " ses " + ",".join(f"{_id(x.get('session_id'))}<>{_id(x.get('peer_session_id'))}"
+                                       for x in sessions if isinstance(x, dict))
+        return text
+    if s.vpn == "ipsec":
+        esp = f"ESP {_spi(f.get('esp_spi_out'))}/{_spi(f.get('esp_spi_in'))}"
+        ike = f"IKE {_spi(f.get('ike_spi_i'))}/{_spi(f.get('ike_spi_r'))}"
+        return f"{'NAT-T' if f.get('natt') else 'raw'} {esp} {ike}"
+    return ""
+
+
+def _id(value) -> str:
+    return "?" if value is None else str(value)
+
+
+def _spi(value, width: int = 8) -> str:
+    """An SPI in hex, cut to ``width`` digits (details show them whole); several joined by commas."""
+    if value is None or value == []:
+        return "?"
+    if isinstance(value, list):
+        return ",".join(_spi(v, width) for v in value)
+    text = str(value)
+    return text if len(text) <= width else text[:width] + "…"
+
+
+def vpn_title(vpn: str, count: int) -> str:
+    one, many = VPN_FLOW_NAMES.get(vpn, ("flow", "flows"))
+    return f"{VPN_TITLES.get(vpn, vpn)}  {count} {one if count == 1 else many}  ({VPN_ID_LEGENDS.get(vpn, '')})"
+
+
+# -- details ----------------------------------------------------------------------------------------
+
+def detail_lines(s: Session, now: float) -> list[tuple[str, str]]:
+    """(name, value) for every field of a session or flow, protocol fields whole."""
+    rows = [("id", str(s.id)), ("proto", s.proto)]
+    if s.vpn:
+        rows.append(("vpn", s.vpn))
+    rows += [("inside", s.inside), ("outside", s.outside), ("remote", s.remote), ("state", s.state),
+             ("age", duration(s.age(now))), ("idle", duration(s.idle(now))),
+             ("packets in/out", f"{s.packets_in} / {s.packets_out}"),
+             ("bytes in/out", f"{s.bytes_in} / {s.bytes_out}")]
+    for name, value in s.fields.items():
+        rows.append((name, _field(value)))
+    return rows
+
+
+def _field(value) -> str:
+    if isinstance(value, list):
+        return "; ".join(_field(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_field(v)}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "-" if value is None else str(value)

@@ -1,0 +1,405 @@
+"""The dashboard's picture of the router, kept from one snapshot and the events that follow it.
+
+Pure: no Textual, no sockets, no clock.  Every method that needs the time takes
+``now`` (the dashboard's monotonic seconds), so a test can move time in one line.
+
+Theory of operation (control protocol v2, ``router.control.schema``)
+-------------------------------------------------------------------
+The link subscribes, then reads the table.  ``subscribed(seq)`` records the
+seq the next event carries; ``load_snapshot(sessions)`` replaces the table;
+``apply_events(events)`` applies events in the order they came.  The stream is
+ordered (one socket), so an event read before the snapshot's answer is already
+in the snapshot and one read after it is newer: applying both is safe because
+every event is applied idempotently.
+
+Rules, in the order they are checked for each event:
+
+1. ``seq < expected``: stale (a duplicate, or older than the subscription); skipped.
+2. ``seq > expected``: events were lost.  The event is applied, ``expected``
+   moves past it, and a resync is requested: the link reads ``sessions`` and
+   ``status`` again, and the new snapshot replaces the table.
+3. Counters only grow: a late value never lowers packets or bytes.
+4. A closed id is remembered for ``CLOSED_MEMORY`` seconds: a late
+   ``sessions_updated`` never brings it back.
+5. An id in ``sessions_updated`` that the model never saw is a session it
+   missed: a resync is requested, at most once every ``UNKNOWN_RESYNC_INTERVAL``.
+   (Today's router announces NAT sessions with ``session_opened`` but not the
+   VPN flows, so a new call, tunnel or association is learned this way.)
+6. A ``vpn`` event naming a known flow by ``id`` updates its protocol fields
+   (an L2TP ``session_up``/``session_down`` its session list); a PPTP
+   ``call_down`` or an L2TP ``tunnel_down`` ends the flow it names.
+
+The views (tables, counts) read ``sessions`` and the change sets that
+``take_changes()`` hands over once per screen update.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from router.control import schema
+
+from .rates import Rates
+
+CLOSED_MEMORY = 60.0
+"""Seconds a closed session's id is remembered (rule 4)."""
+UNKNOWN_RESYNC_INTERVAL = 5.0
+"""Least seconds between two resyncs asked for because of unknown ids (rule 5)."""
+LOG_LENGTH = 2000
+"""Entries the event log keeps."""
+BASE_FIELDS = frozenset(schema.SESSION_FIELDS) | {"vpn"}
+VPN_TITLES = {"pptp": "PPTP", "l2tp": "L2TP", "ipsec": "IPsec"}
+
+
+class Session:
+    """One NAT session or VPN flow.  Age and idle are kept as times, so they grow without events."""
+
+    __slots__ = ("id", "proto", "inside", "outside", "remote", "state", "vpn", "packets_in", "packets_out",
+                 "bytes_in", "bytes_out", "created", "last_seen", "fields", "flow")
+
+    def __init__(self, data: dict, now: float):
+        self.id = data["id"]
+        self.created = now - float(data.get("age") or 0.0)
+        self.packets_in = self.packets_out = self.bytes_in = self.bytes_out = 0
+        self.fields: dict = {}
+        self.update(data, now)
+
+    def update(self, data: dict, now: float) -> None:
+        """Take a full session dict (snapshot, opened): every field, counters never lowered."""
+        self.proto = data.get("proto", "?")
+        self.inside, self.outside, self.remote = data.get("inside", ""), data.get("outside", ""), data.get("remote", "")
+        self.vpn = data.get("vpn")
+        self.fields = {k: v for k, v in data.items() if k not in BASE_FIELDS}
+        self.flow = schema.is_vpn_flow(data)
+        self.update_counters(data, now)
+
+    def update_counters(self, data: dict, now: float) -> None:
+        """Take what ``sessions_updated`` says (state, idle and counters)."""
+        self.state = data.get("state", getattr(self, "state", "?"))
+        self.packets_in = max(self.packets_in, data.get("packets_in", 0))
+        self.packets_out = max(self.packets_out, data.get("packets_out", 0))
+        self.bytes_in = max(self.bytes_in, data.get("bytes_in", 0))
+        self.bytes_out = max(self.bytes_out, data.get("bytes_out", 0))
+        self.last_seen = now - float(data.get("idle") or 0.0)
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.created)
+
+    def idle(self, now: float) -> float:
+        return max(0.0, now - self.last_seen)
+
+    @property
+    def packets(self) -> int:
+        return self.packets_in + self.packets_out
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_in + self.bytes_out
+
+    def get(self, name: str, default=None):
+        """A field by its wire name, base or protocol field."""
+        if name in BASE_FIELDS and name not in ("age", "idle"):
+            return getattr(self, name)
+        return self.fields.get(name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """A line of the event log: when (dashboard time), a kind that picks its colour, and the text."""
+    time: float
+    kind: str
+    """opened, closed, switch, drop, vpn, link, error"""
+    text: str
+
+
+@dataclass(slots=True)
+class Changes:
+    """What changed since the last screen update, by id; ``reset`` if the whole table was replaced."""
+    added: set = field(default_factory=set)
+    removed: set = field(default_factory=set)
+    changed: set = field(default_factory=set)
+    """State, idle or counters changed (``sessions_updated``)."""
+    replaced: set = field(default_factory=set)
+    """Any field may have changed (opened again, a VPN event's fields)."""
+    reset: bool = False
+
+    def __bool__(self) -> bool:
+        return self.reset or bool(self.added or self.removed or self.changed or self.replaced)
+
+
+class Model:
+    def __init__(self) -> None:
+        self.sessions: dict[int, Session] = {}
+        self.switches: dict[str, bool | None] = {name: None for name in schema.VPNS}
+        """Each switch as the router last confirmed it; None before the first status."""
+        self.pending: set[str] = set()
+        """Switches asked for and not yet confirmed."""
+        self.flow_ids: dict[str, set[int]] = {name: set() for name in schema.VPNS}
+        """The ids of each VPN's own flows (calls, tunnels, associations)."""
+        self.connected = False
+        self.link_detail = "connecting"
+        self.uptime: float | None = None
+        self._uptime_at = 0.0
+        self.status: dict = {}
+        self.rates = Rates()
+        self.expected: int | None = None
+        """The seq the next event should carry; None before subscribing."""
+        self.synced = False
+        """A snapshot has been loaded on this connection."""
+        self.events_applied = 0
+        self.log: deque[LogEntry] = deque(maxlen=LOG_LENGTH)
+        self._new_log: list[LogEntry] = []
+        self._closed: dict[int, float] = {}
+        self._changes = Changes(reset=True)
+        self._resync: str | None = None
+        self._unknown_resync_at = float("-inf")
+        self.version = 0
+        """Grows on every change a screen update should show."""
+
+    # -- the link ---------------------------------------------------------------------------------
+
+    def link_up(self, now: float) -> None:
+        self.connected, self.link_detail = True, "connected"
+        self.note(now, "link", "connected")
+
+    def link_down(self, reason: str, now: float) -> None:
+        was = self.connected
+        self.connected, self.synced, self.expected = False, False, None
+        self.link_detail = reason
+        self.pending.clear()
+        if was:
+            self.note(now, "link", f"disconnected: {reason}")
+        self.version += 1
+
+    def subscribed(self, seq: int, now: float) -> None:
+        self.expected, self.synced = seq, False
+
+    def load_snapshot(self, sessions: list[dict], now: float) -> None:
+        """Replace the table with the router's (after subscribing, after a gap, after a reconnect)."""
+        self.sessions = {data["id"]: Session(data, now) for data in sessions}
+        self._recount()
+        self._changes = Changes(reset=True)
+        self.synced = True
+        self.version += 1
+
+    def take_resync(self) -> str | None:
+        """Why the table should be read again, once; None if it need not be."""
+        reason, self._resync = self._resync, None
+        return reason
+
+    def take_changes(self) -> Changes:
+        changes, self._changes = self._changes, Changes()
+        return changes
+
+    def take_log(self) -> list[LogEntry]:
+        entries, self._new_log = self._new_log, []
+        return entries
+
+    def note(self, now: float, kind: str, text: str) -> None:
+        entry = LogEntry(now, kind, text)
+        self.log.append(entry)
+        self._new_log.append(entry)
+        if len(self._new_log) > LOG_LENGTH:
+            del self._new_log[:-LOG_LENGTH]
+        self.version += 1
+
+    # -- status and switches ----------------------------------------------------------------------
+
+    def apply_status(self, status: dict, now: float) -> None:
+        self.status = status
+        if "uptime" in status:
+            self.uptime, self._uptime_at = float(status["uptime"]), now
+        if isinstance(status.get("passthrough"), dict):
+            self.set_switches(status["passthrough"], quiet=True)
+        self.rates.sample(status.get("counters") or {}, self.uptime)
+
+    def router_uptime(self, now: float) -> float | None:
+        """The router's uptime, carried forward from the last status while connected."""
+        if self.uptime is None:
+            return None
+        return self.uptime + (now - self._uptime_at if self.connected else 0.0)
+
+    def set_switches(self, switches: dict, quiet: bool = False) -> None:
+        """The switches as the router confirms them (a ``set_passthrough`` answer or a status)."""
+        for name in schema.VPNS:
+            if name in switches:
+                self.switches[name] = bool(switches[name])
+                if not quiet:
+                    self.pending.discard(name)
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def apply_events(self, events: list[dict], now: float) -> None:
+        for event in events:
+            seq = event.get("seq")
+            if isinstance(seq, int) and self.expected is not None:
+                if seq < self.expected:
+                    continue                                            # rule 1
+                if seq > self.expected:                                 # rule 2
+                    self._ask_resync(f"events {self.expected} to {seq - 1} lost")
+                self.expected = seq + 1
+            handler = EVENT_HANDLERS.get(event.get("type"))
+            if handler is not None:
+                handler(self, event, now)
+            self.events_applied += 1
+        self._forget_closed(now)
+
+    def _ask_resync(self, reason: str) -> None:
+        if self._resync is None:
+            self._resync = reason
+
+    def _opened(self, event: dict, now: float) -> None:
+        data = event.get("session") or {}
+        if "id" not in data:
+            return
+        self._closed.pop(data["id"], None)
+        self._upsert(data, now)
+        self.note(now, "opened", f"opened {_session_text(data)}")
+
+    def _closed_event(self, event: dict, now: float) -> None:
+        data = event.get("session") or {}
+        reason = event.get("reason", "")
+        if "id" in data:
+            self._remove(data["id"], now)
+        self.note(now, "closed", f"closed {_session_text(data)}  {reason}".rstrip())
+
+    def _switch(self, event: dict, now: float) -> None:
+        name = event.get("name")
+        if name in self.switches:
+            self.switches[name] = bool(event.get("on"))
+            self.pending.discard(name)
+            self.version += 1
+        self.note(now, "switch", f"{VPN_TITLES.get(name, name)} passthrough {'on' if event.get('on') else 'off'}")
+
+    def _dropped(self, event: dict, now: float) -> None:
+        suppressed = event.get("suppressed") or 0
+        more = f"  (+{suppressed} not shown)" if suppressed else ""
+        self.note(now, "drop", f"drop {event.get('reason')} on {event.get('port')}: {event.get('summary', '')}{more}")
+
+    def _vpn(self, event: dict, now: float) -> None:
+        """A helper's event: merge what it says of a known flow; end a PPTP call or an L2TP tunnel it ends."""
+        vpn, kind, flow_id = event.get("vpn"), event.get("event", ""), event.get("id")
+        flow = self.sessions.get(flow_id) if isinstance(flow_id, int) else None
+        if flow is not None and flow.vpn == vpn:
+            if kind in FLOW_ENDING_EVENTS.get(vpn, ()):
+                self._remove(flow_id, now)
+            else:
+                known = set(schema.VPN_FIELDS.get(vpn, ())) - {"sessions", "ports"}
+                merged = {k: v for k, v in event.items() if k in known}
+                if vpn == "l2tp" and kind in ("session_up", "session_down"):
+                    merged["sessions"] = _l2tp_sessions(flow.fields.get("sessions") or [], event,
+                                                        up=kind == "session_up")
+                if merged:
+                    flow.fields.update(merged)
+                    self._changes.replaced.add(flow_id)
+        rest = " ".join(f"{k}={_short(v)}" for k, v in event.items()
+                        if k not in ("type", "time", "seq", "vpn", "event"))
+        self.note(now, "vpn", f"{VPN_TITLES.get(vpn, vpn)} {kind} {rest}".rstrip())
+
+    def _updated(self, event: dict, now: float) -> None:
+        sessions, changed = self.sessions, self._changes.changed
+        unknown = None
+        for data in event.get("sessions") or ():
+            sid = data.get("id")
+            session = sessions.get(sid)
+            if session is not None:
+                session.update_counters(data, now)
+                changed.add(sid)
+            elif sid not in self._closed and unknown is None:
+                unknown = sid
+        if unknown is not None and self.synced and now - self._unknown_resync_at >= UNKNOWN_RESYNC_INTERVAL:
+            self._unknown_resync_at = now
+            self._ask_resync(f"session {unknown} was never announced")
+        self.version += 1
+
+    def confirm_closed(self, sid: int, now: float) -> None:
+        """The router answered ``close_session`` with success: the session or flow is gone."""
+        if sid in self.sessions:
+            self._remove(sid, now)
+
+    # -- the table --------------------------------------------------------------------------------
+
+    def _upsert(self, data: dict, now: float) -> None:
+        sid = data["id"]
+        session = self.sessions.get(sid)
+        if session is None:
+            session = self.sessions[sid] = Session(data, now)
+            if session.flow:
+                self.flow_ids.setdefault(session.vpn, set()).add(sid)
+            self._changes.added.add(sid)
+            self._changes.removed.discard(sid)
+        else:
+            was_flow = session.flow
+            session.update(data, now)
+            if was_flow != session.flow:
+                self._recount()
+            self._changes.replaced.add(sid)
+        self.version += 1
+
+    def _remove(self, sid: int, now: float) -> None:
+        self._closed[sid] = now
+        session = self.sessions.pop(sid, None)
+        if session is None:
+            return
+        if session.flow:
+            self.flow_ids[session.vpn].discard(sid)
+        self._changes.removed.add(sid)
+        self._changes.added.discard(sid)
+        self._changes.changed.discard(sid)
+        self._changes.replaced.discard(sid)
+        self.version += 1
+
+    def _recount(self) -> None:
+        flow_ids = {name: set() for name in schema.VPNS}
+        for session in self.sessions.values():
+            if session.flow:
+                flow_ids.setdefault(session.vpn, set()).add(session.id)
+        self.flow_ids = flow_ids
+
+    @property
+    def flow_counts(self) -> dict[str, int]:
+        """How many flows each VPN has: the switches' live counts."""
+        return {name: len(ids) for name, ids in self.flow_ids.items()}
+
+    @property
+    def nat_count(self) -> int:
+        return len(self.sessions) - sum(len(ids) for ids in self.flow_ids.values())
+
+    def _forget_closed(self, now: float) -> None:
+        if len(self._closed) > 1000 or (self._closed and now - next(iter(self._closed.values())) > CLOSED_MEMORY):
+            self._closed = {sid: t for sid, t in self._closed.items() if now - t <= CLOSED_MEMORY}
+
+
+EVENT_HANDLERS = {
+    "session_opened": Model._opened,
+    "session_closed": Model._closed_event,
+    "switch_changed": Model._switch,
+    "packet_dropped": Model._dropped,
+    "vpn": Model._vpn,
+    "sessions_updated": Model._updated,
+}
+"""Event types (``schema.EVENT_TYPES``) to what they do to the model."""
+
+FLOW_ENDING_EVENTS = {"pptp": ("call_down",), "l2tp": ("tunnel_down",)}
+"""Helper events after which the flow they name is gone (IPsec associations end with session_closed only)."""
+
+
+def _session_text(data: dict) -> str:
+    vpn = f" [{data['vpn']}]" if data.get("vpn") else ""
+    return (f"#{data.get('id')} {data.get('proto', '?')} {data.get('inside', '')} -> {data.get('outside', '')} "
+            f"-> {data.get('remote', '')}{vpn}")
+
+
+def _l2tp_sessions(sessions: list, event: dict, up: bool) -> list:
+    """A tunnel's session list after an L2TP session_up or session_down event (RFC 2661 §5.1: by Session ID)."""
+    kept = [s for s in sessions if s.get("session_id") != event.get("session_id")]
+    if up:
+        kept.append({k: event.get(k) for k in ("session_id", "peer_session_id", "state")})
+    return kept
+
+
+def _short(value) -> str:
+    if isinstance(value, list):
+        return ",".join(_short(v) for v in value)
+    return str(value)
