@@ -104,6 +104,12 @@ L2TP_PORT = ("preserve", "translate")
 
 
 @dataclass(frozen=True)
+class L2tpConfig:
+    port: str = "preserve"
+    """"preserve": every LAC keeps UDP 1701 outside, demultiplexed by Tunnel ID; "translate": plain NAPT."""
+
+
+@dataclass(frozen=True)
 class IpsecConfig:
     ike_port: str = "preserve"
     """"preserve": every client's IKE leaves from UDP 500, demultiplexed by IKE SPIs; "translate": plain NAPT."""
@@ -122,8 +128,7 @@ class Config:
     filtering: str = "address-dependent"
     """RFC 4787 REQ-8: which inbound packets a mapping lets in; mapping is always endpoint-independent."""
     ipsec: IpsecConfig = IpsecConfig()
-    l2tp_port: str = "preserve"
-    """[l2tp] port: "preserve": every LAC keeps UDP 1701 outside, demultiplexed by Tunnel ID; "translate": NAPT."""
+    l2tp: L2tpConfig = L2tpConfig()
 
 
 def default_mac(port_index: int, address: int) -> bytes:
@@ -187,7 +192,7 @@ def parse(data: dict) -> Config:
         forwards=_forwards(data.get("forward", []), lan),
         filtering=filtering,
         ipsec=IpsecConfig(ike_port=ike_port),
-        l2tp_port=l2tp_port,
+        l2tp=L2tpConfig(port=l2tp_port),
     )
 
 

@@ -166,7 +166,7 @@ class L2tpHelper(Helper):
 
     def __init__(self, config=None) -> None:
         super().__init__(config)
-        self.preserve = config is None or config.l2tp_port == "preserve"
+        self.preserve = config is None or config.l2tp.port == "preserve"
         self.by_translated: dict[tuple[int, int], Tunnel] = {}
         """(remote address, translated Tunnel ID) -> tunnel: the header Tunnel ID of messages from the WAN."""
         self.by_peer: dict[tuple[int, int, int], Tunnel] = {}
