@@ -46,3 +46,4 @@ $(STAMP): pyproject.toml
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+include images/image.mk
