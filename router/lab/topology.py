@@ -161,7 +161,7 @@ class Lab:
 
     # -- the router ------------------------------------------------------------------------------
 
-    def start_router(self, extra_config: str = "", log_path: Path | None = None, wait: float = 10.0) -> subprocess.Popen:
+    def start_router(self, extra_config: str = "", log_path: Path | None = None, wait: float = 60.0) -> subprocess.Popen:
         if extra_config:
             self.config_path.write_text(self.router_config() + "\n" + extra_config)
         log = open(log_path or self.state_dir / "router.log", "w")
