@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pptp import STANDIN, pppd_wrapper, ppp_frames
+from .pptp import PRIVATE_MOUNTS, STANDIN, pppd_wrapper, ppp_frames
 from .topology import Lab, LabError
 
 __all__ = ["Xl2tpd", "start_lns", "start_lac", "ppp_frames", "STANDIN"]
@@ -46,13 +46,6 @@ LAC_NAME = "lab"
 LNS_LOCAL_IP = "10.98.0.1"
 LNS_RANGE = "10.98.0.100-10.98.0.199"
 
-PRIVATE_MOUNTS = """set -e
-mount -t tmpfs tmpfs /run
-mkdir -p /run/xl2tpd /run/lock
-mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
-mount --bind /dev/pts/ptmx /dev/ptmx
-mount --bind {pppd} /usr/sbin/pppd
-"""
 
 LNS_CONF = """[global]
 port = 1701
@@ -204,7 +197,7 @@ def _start(lab: Lab, ns: str, directory: Path, conf: str, role: str, name: str,
     (directory / "xl2tpd.conf").write_text(conf)
     for stale in directory.glob("ppp-*.log"):
         stale.unlink()
-    script = PRIVATE_MOUNTS.format(pppd=shlex.quote(str(pppd_wrapper(directory))))
+    script = PRIVATE_MOUNTS.format(rundir="xl2tpd", pppd=shlex.quote(str(pppd_wrapper(directory))))
     if entropy is not None:
         script += f"mount --bind {shlex.quote(str(entropy))} /dev/urandom\n"
     d = lambda p: shlex.quote(str(directory / p))  # noqa: E731

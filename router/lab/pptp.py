@@ -20,7 +20,7 @@ from .topology import Lab
 STANDIN = Path(__file__).with_name("pppd_standin.py")
 PRIVATE_MOUNTS = """set -e
 mount -t tmpfs tmpfs /run
-mkdir -p /run/pptp /run/lock
+mkdir -p /run/{rundir} /run/lock
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount --bind /dev/pts/ptmx /dev/ptmx
 mount --bind {pppd} /usr/sbin/pppd
@@ -37,7 +37,8 @@ def pppd_wrapper(directory: Path) -> Path:
 
 
 def _private(lab: Lab, ns: str, directory: Path, command: str, log_name: str) -> subprocess.Popen:
-    script = PRIVATE_MOUNTS.format(pppd=shlex.quote(str(pppd_wrapper(directory)))) + f"exec {command}\n"
+    script = PRIVATE_MOUNTS.format(rundir="pptp", pppd=shlex.quote(str(pppd_wrapper(directory))))
+    script += f"exec {command}\n"
     log = open(directory / log_name, "w")
     return lab.popen_in(ns, "unshare", "-m", "--propagation", "private", "sh", "-c", script,
                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
