@@ -13,8 +13,9 @@ DEBS := python3 python3-venv python3-dev gcc iproute2 nftables iperf3 iputils-pi
 demo: deps
 	$(VENV)/bin/vpnrouter lab demo
 
-test: deps
-	$(PY) -m pytest tests/unit tests/tui tests/integration $(PYTEST_ARGS)
+# Every test: the appliance's last (it builds the image, cached, boots it under QEMU and runs `vagrant up`).
+test: deps image-deps
+	$(PY) -m pytest tests/unit tests/tui tests/integration tests/appliance $(PYTEST_ARGS)
 
 unit: deps
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

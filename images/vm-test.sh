@@ -6,7 +6,8 @@
 #
 # Environment: VM_TEST_TIMEOUT (seconds, default 900), VM_TEST_LAB=0 to boot without vpnrouter-lab.service,
 # VM_TEST_MEMORY (MiB, default 1536), VM_TEST_CMDLINE (more kernel arguments).
-# QEMU's serial console goes to images/out/vm-test-console.log.
+# QEMU's serial console goes to images/out/vm-test-console.log, what the script wrote to results/ in the share to
+# images/out/vm-test-results/.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -14,6 +15,7 @@ OUT=${IMAGE_OUT:-$HERE/out}
 SCRIPT=${1:-$HERE/vm-test/guest.sh}
 TIMEOUT=${VM_TEST_TIMEOUT:-900}
 CONSOLE=$OUT/vm-test-console.log
+RESULTS=$OUT/vm-test-results     # what the script left in results/ of the share
 START=$SECONDS
 
 say() { printf '[vm-test %4ds] %s\n' $((SECONDS - START)) "$*"; }
@@ -87,6 +89,11 @@ QEMU_PID=""
 say "VM powered off"
 
 status=$(cat "$SHARE/status" 2>/dev/null || true)
+rm -rf "$RESULTS"
+if [ -d "$SHARE/results" ]; then
+    cp -a "$SHARE/results" "$RESULTS"
+    say "the guest's results: $RESULTS"
+fi
 if [ -f "$SHARE/output" ]; then
     echo "----- output of $(basename "$SCRIPT") in the VM -----"
     cat "$SHARE/output"

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from .kernel import CHOICES as PEER_CHOICES, Peers
 from .topology import STATE_DIR, Lab, LabError, is_router_process
 from .vpns import PROTOCOLS, VpnLab
 
@@ -27,6 +28,7 @@ def add_lab_parser(sub) -> None:
     lab.add_argument("--servers", type=int, help=f"WAN servers (default {DEFAULT_SERVERS}, or as the lab was made)")
     actions = lab.add_subparsers(title="actions", metavar="ACTION")
     up = actions.add_parser("up", help="build the lab, start the router and the VPN servers in the background")
+    _add_peers_option(up)
     up.set_defaults(func=cmd_up)
     down = actions.add_parser("down", help="stop everything the lab started and remove it (safe to run twice)")
     down.set_defaults(func=cmd_down)
@@ -40,6 +42,14 @@ def add_lab_parser(sub) -> None:
     connect.add_argument("proto", choices=PROTOCOLS)
     connect.add_argument("server", nargs="?", default="s1", help="s1, s2, ... or its address (default s1)")
     connect.set_defaults(func=cmd_connect)
+    ping = actions.add_parser("ping", help="ping through a client's VPN tunnel",
+                              description="Ping the server's end of a client's tunnel through it: the PPP peer over "
+                                          "the client's PPP interface (real pppd only), or the IPsec gateway's inner "
+                                          "address from the client's virtual IP. Exits with ping's status.")
+    ping.add_argument("client")
+    ping.add_argument("proto", choices=PROTOCOLS)
+    ping.add_argument("-c", "--count", type=int, default=3, help="echo requests (default 3)")
+    ping.set_defaults(func=cmd_ping)
     disconnect = actions.add_parser("disconnect", help="end a client's VPN session")
     disconnect.add_argument("client")
     disconnect.add_argument("proto", choices=PROTOCOLS)
@@ -47,10 +57,19 @@ def add_lab_parser(sub) -> None:
     demo = actions.add_parser("demo", help="lab up, a PPTP, an L2TP and an IPsec session, then the dashboard",
                               description="Bring the lab up, connect c1 (PPTP) and c2 (L2TP) to s1 and c3 (IPsec) "
                                           "to s2, open the dashboard; on quitting, ask whether to leave it up.")
+    _add_peers_option(demo)
     demo.set_defaults(func=cmd_demo)
     run = actions.add_parser("run", help="build the lab, run the router in the foreground until Ctrl-C, tear down")
+    _add_peers_option(run)
     run.set_defaults(func=cmd_run)
     lab.set_defaults(func=lambda a: (lab.print_help(), 2)[1])
+
+
+def _add_peers_option(parser) -> None:
+    parser.add_argument("--peers", choices=PEER_CHOICES, default=None,
+                        help="VPN peers: the real pppd (MPPE, kernel L2TP) and kernel ESP where the kernel has them "
+                             "(auto, the default; or $VPNROUTER_LAB_PEERS), insist on them (kernel), or the pppd "
+                             "stand-in and kernel-libipsec (userspace)")
 
 
 def _lab(args) -> Lab:
@@ -74,14 +93,14 @@ def _say(message: str) -> None:
     print(message if message == "." else f"lab: {message}...", end=end, flush=True)
 
 
-def _up(lab: Lab) -> VpnLab:
+def _up(lab: Lab, peers: str | None = None) -> VpnLab:
     lab.up(progress=_say)
     (lab.state_dir / "lab.json").write_text(json.dumps({"clients": lab.clients, "servers": lab.servers}))
     _say("starting the router")
     lab.start_router()
     lab.router_proc = None     # it runs on by itself; `lab down` stops it
     vpns = VpnLab(lab)
-    vpns.start_servers(progress=_say)
+    vpns.start_servers(progress=_say, peers=peers)
     return vpns
 
 
@@ -111,7 +130,7 @@ def _howto(lab: Lab) -> str:
 def cmd_up(args) -> int:
     lab = _lab(args)
     try:
-        _up(lab)
+        _up(lab, args.peers)
     except LabError as exc:
         print(f"vpnrouter lab: {exc}", file=sys.stderr)
         lab.down()
@@ -138,6 +157,8 @@ def cmd_status(args) -> int:
     router = status["router"]
     print(f"lab {lab.prefix}: {len(status['namespaces'])} namespaces; router "
           f"{'running (pid %d)' % router['pid'] if router['running'] else 'NOT running'}, socket {router['socket']}")
+    if status["servers"]:
+        print(f"  VPN peers: {Peers.from_dict(status['peers']).describe()}")
     for name, server in status["servers"].items():
         daemons = ", ".join(f"{p} {'up' if server[p] else 'DOWN'}" for p in PROTOCOLS)
         print(f"  {name} {server['address']}: {daemons}")
@@ -160,6 +181,17 @@ def cmd_connect(args) -> int:
     return 0
 
 
+def cmd_ping(args) -> int:
+    try:
+        result = VpnLab(_lab(args)).ping(args.client, args.proto, count=args.count)
+    except LabError as exc:
+        print(f"vpnrouter lab: {exc}", file=sys.stderr)
+        return 1
+    print(result.stdout, end="")
+    print(result.stderr, end="", file=sys.stderr)
+    return result.returncode
+
+
 def cmd_disconnect(args) -> int:
     try:
         VpnLab(_lab(args)).disconnect(args.client, args.proto)
@@ -173,7 +205,7 @@ def cmd_disconnect(args) -> int:
 def cmd_demo(args) -> int:
     lab = _lab(args)
     try:
-        vpns = _up(lab)
+        vpns = _up(lab, args.peers)
         for client, proto, server in DEMO:
             session = vpns.connect(client, proto, server, progress=_say)
             print(f"\nlab: {proto} up from {client} to {server}: session {session['id']}", flush=True)
@@ -209,7 +241,7 @@ def cmd_run(args) -> int:
     lab = _lab(args)
     signal.signal(signal.SIGTERM, _interrupt)   # tear down on SIGTERM as on Ctrl-C
     try:
-        _up(lab)
+        _up(lab, args.peers)
         print(_howto(lab) + "\nPress Ctrl-C to stop the router and remove the lab.", flush=True)
         pid = lab.router_pid()
         while pid is not None and is_router_process(pid):

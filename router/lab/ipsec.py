@@ -1,9 +1,11 @@
 """Real IPsec peers in the lab: strongSwan (charon) gateways and clients, IKEv2 with PSK and NAT-T.
 
-The kernel here has no ESP, so every charon runs with ``kernel-libipsec``
-(ESP in userspace over a TUN device ``ipsec0``), listed before
-``kernel-netlink`` in ``charon.load`` (../shared/REFERENCE.md, "Real peers
-on this machine").  Each instance has a directory of its own holding its
+Where the kernel has ESP (``kernel_esp=True``, see ``kernel.py``), charon
+installs its SAs and policies in the kernel (``kernel-netlink``, XFRM).  The
+build machines' kernel has none, so there every charon runs with
+``kernel-libipsec`` (ESP in userspace over a TUN device ``ipsec0``), listed
+before ``kernel-netlink`` in ``charon.load`` (../shared/REFERENCE.md, "Real
+peers on this machine").  Each instance has a directory of its own holding its
 ``strongswan.conf`` (passed in ``STRONGSWAN_CONF``), its ``swanctl.conf``,
 its vici socket and its log, and runs in its host's network namespace and a
 private mount namespace with a tmpfs ``/run`` (so that several charons never
@@ -36,6 +38,7 @@ IKE_PROPOSALS = "aes128-sha256-modp2048"
 ESP_PROPOSALS = "aes128-sha256"
 PLUGINS = ("random nonce openssl aes sha1 sha2 hmac gmp pem pkcs1 x509 pubkey curve25519 kdf "
            "kernel-libipsec kernel-netlink socket-default vici")
+KERNEL_ESP_PLUGINS = PLUGINS.replace("kernel-libipsec ", "")
 
 PRIVATE_MOUNTS = """set -e
 mount -t tmpfs tmpfs /run
@@ -213,10 +216,11 @@ def parse_raw(text: str) -> dict:
     return tree
 
 
-def _write_conf(directory: Path, tries: int) -> Path:
+def _write_conf(directory: Path, tries: int, kernel_esp: bool) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "strongswan.conf"
-    conf.write_text(STRONGSWAN_CONF.format(plugins=PLUGINS, tries=tries, log=directory / "charon.log",
+    plugins = KERNEL_ESP_PLUGINS if kernel_esp else PLUGINS
+    conf.write_text(STRONGSWAN_CONF.format(plugins=plugins, tries=tries, log=directory / "charon.log",
                                            vici=directory / "charon.vici"))
     return conf
 
@@ -243,12 +247,12 @@ def _start_charon(lab: Lab, ns: str, directory: Path, role: str, name: str, wait
 
 
 def start_gateway(lab: Lab, ns: str, directory: Path, *, address: str, pool: str = POOL, inner: str = INNER,
-                  psk: str = PSK, name: str = "gw", tries: int = 3) -> Charon:
+                  psk: str = PSK, name: str = "gw", tries: int = 3, kernel_esp: bool = False) -> Charon:
     """A strongSwan responder on ``address`` in ``ns``: any client with the PSK gets a virtual IP from
     ``pool`` and a tunnel to ``inner``/32 (added to the namespace's ``lo``)."""
     directory.mkdir(parents=True, exist_ok=True)
     lab.run_in(ns, "ip", "addr", "replace", f"{inner}/32", "dev", "lo")
-    _write_conf(directory, tries)
+    _write_conf(directory, tries, kernel_esp)
     (directory / "swanctl.conf").write_text(f"""connections {{
   {name} {{
     version = 2
@@ -292,10 +296,11 @@ secrets {{
 
 
 def start_client(lab: Lab, ns: str, directory: Path, *, gateway: str, identity: str, inner: str = INNER,
-                 psk: str = PSK, name: str = "vpn", gateway_id: str = "gw", tries: int = 3) -> Charon:
+                 psk: str = PSK, name: str = "vpn", gateway_id: str = "gw", tries: int = 3,
+                 kernel_esp: bool = False) -> Charon:
     """A strongSwan initiator in ``ns`` for the gateway at ``gateway`` (loaded, not yet initiated):
     it asks for a virtual IP and a tunnel to ``inner``/32."""
-    _write_conf(directory, tries)
+    _write_conf(directory, tries, kernel_esp)
     (directory / "swanctl.conf").write_text(f"""connections {{
   {name} {{
     version = 2

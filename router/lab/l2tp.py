@@ -1,12 +1,16 @@
-"""Real L2TP peers in the lab: xl2tpd as LNS (server) and as LAC (client), with the pppd stand-in.
+"""Real L2TP peers in the lab: xl2tpd as LNS (server) and as LAC (client), with pppd or its stand-in.
 
-The kernel here has no PPP or L2TP devices, so every xl2tpd runs with
+With ``real_ppp=True`` (a kernel with ``/dev/ppp`` and ``l2tp_ppp``, see
+``kernel.py``) xl2tpd hands each call to the kernel's L2TP and the real
+pppd (``pppol2tp.so``; a LAC's PPP interface is ``vpn-l2tp``).  Without,
+the kernel has no PPP or L2TP devices, so xl2tpd runs with
 ``force userspace = yes``: it gives each call's PPP to ``/usr/sbin/pppd`` on
 a pty in async HDLC and carries it in L2TP data messages itself
 (../shared/REFERENCE.md, "Real peers on this machine").  Each instance runs in
 its host's network namespace and a private mount namespace of its own: a tmpfs
 ``/run``, a fresh devpts for the ptys, and the stand-in
-(``pppd_standin.py``) bind-mounted over ``/usr/sbin/pppd``.  Its
+(``pppd_standin.py``) bind-mounted over ``/usr/sbin/pppd`` (or pppd's own
+files: ``pptp.ppp_mounts``).  Its
 configuration, control pipe (``-C``), pid file, log (``-D``: in the
 foreground, logging to stderr) and the stand-ins' PPP logs live in a directory
 of its own.
@@ -37,7 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pptp import PRIVATE_MOUNTS, STANDIN, pppd_wrapper, ppp_frames
+from .pptp import PRIVATE_MOUNTS, STANDIN, ppp_frames, ppp_mounts, pppd_options
 from .topology import Lab, LabError
 
 __all__ = ["Xl2tpd", "start_lns", "start_lac", "ppp_frames", "STANDIN"]
@@ -45,11 +49,13 @@ __all__ = ["Xl2tpd", "start_lns", "start_lac", "ppp_frames", "STANDIN"]
 LAC_NAME = "lab"
 LNS_LOCAL_IP = "10.98.0.1"
 LNS_RANGE = "10.98.0.100-10.98.0.199"
+L2TP_INTERFACE = "vpn-l2tp"
+"""The PPP interface of a LAC's call under the real pppd, in the client's namespace."""
 
 
 LNS_CONF = """[global]
 port = 1701
-force userspace = yes
+force userspace = {userspace}
 access control = no
 debug tunnel = yes
 debug state = yes
@@ -68,7 +74,7 @@ length bit = yes
 
 LAC_CONF = """[global]
 port = 1701
-force userspace = yes
+force userspace = {userspace}
 access control = no
 debug tunnel = yes
 debug state = yes
@@ -186,18 +192,19 @@ def _fixed_entropy(directory: Path, value: int) -> Path:
 
 
 def _start(lab: Lab, ns: str, directory: Path, conf: str, role: str, name: str,
-           entropy: Path | None = None) -> Xl2tpd:
+           entropy: Path | None = None, real_ppp: bool = False) -> Xl2tpd:
     directory = directory.resolve()
     if directory == Path("/run") or Path("/run") in directory.parents:
         raise LabError(f"{directory}: xl2tpd's directory cannot be under /run (a tmpfs of its own hides it)")
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ppp-options").write_text("noauth\n")
+    lac_only = (f"ifname {L2TP_INTERFACE}",) if role == "lac" else ()
+    (directory / "ppp-options").write_text(pppd_options(directory, "noauth", *lac_only) if real_ppp else "noauth\n")
     (directory / "l2tp-secrets").write_text("")
     (directory / "l2tp-secrets").chmod(0o600)
     (directory / "xl2tpd.conf").write_text(conf)
     for stale in directory.glob("ppp-*.log"):
         stale.unlink()
-    script = PRIVATE_MOUNTS.format(rundir="xl2tpd", pppd=shlex.quote(str(pppd_wrapper(directory))))
+    script = PRIVATE_MOUNTS.format(rundir="xl2tpd") + ppp_mounts(directory, real_ppp)
     if entropy is not None:
         script += f"mount --bind {shlex.quote(str(entropy))} /dev/urandom\n"
     d = lambda p: shlex.quote(str(directory / p))  # noqa: E731
@@ -223,23 +230,29 @@ def _wait_listening(daemon: Xl2tpd, wait: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def start_lns(lab: Lab, ns: str, directory: Path) -> Xl2tpd:
-    """An xl2tpd LNS on UDP 1701 that accepts any LAC and gives each call to the stand-in."""
+def start_lns(lab: Lab, ns: str, directory: Path, real_ppp: bool = False) -> Xl2tpd:
+    """An xl2tpd LNS on UDP 1701 that accepts any LAC and gives each call to pppd or to the stand-in."""
     directory.mkdir(parents=True, exist_ok=True)
-    conf = LNS_CONF.format(range=LNS_RANGE, local_ip=LNS_LOCAL_IP, options=directory / "ppp-options")
-    return _start(lab, ns, directory, conf, "lns", "default")
+    conf = LNS_CONF.format(range=LNS_RANGE, local_ip=LNS_LOCAL_IP, options=directory / "ppp-options",
+                           userspace=_userspace(real_ppp))
+    return _start(lab, ns, directory, conf, "lns", "default", real_ppp=real_ppp)
+
+
+def _userspace(real_ppp: bool) -> str:
+    return "no" if real_ppp else "yes"
 
 
 def start_lac(lab: Lab, ns: str, lns: str, directory: Path, tunnel_id: int | None = None,
-              host: str | None = None, connect: bool = False) -> Xl2tpd:
+              host: str | None = None, connect: bool = False, real_ppp: bool = False) -> Xl2tpd:
     """An xl2tpd LAC (``[lac lab]``) on UDP 1701 towards ``lns``; ``connect()`` brings its tunnel and call up.
 
     With ``tunnel_id`` the LAC assigns that Tunnel ID (and Session ID) to everything it opens.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    conf = LAC_CONF.format(name=LAC_NAME, lns=lns, host=host or ns, options=directory / "ppp-options")
+    conf = LAC_CONF.format(name=LAC_NAME, lns=lns, host=host or ns, options=directory / "ppp-options",
+                           userspace=_userspace(real_ppp))
     entropy = _fixed_entropy(directory, tunnel_id) if tunnel_id is not None else None
-    daemon = _start(lab, ns, directory, conf, "lac", LAC_NAME, entropy)
+    daemon = _start(lab, ns, directory, conf, "lac", LAC_NAME, entropy, real_ppp)
     if connect:
         daemon.connect()
     return daemon

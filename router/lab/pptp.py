@@ -1,10 +1,16 @@
-"""Real PPTP peers in the lab: pptpd (server) and pptp-linux (client), with the pppd stand-in.
+"""Real PPTP peers in the lab: pptpd (server) and pptp-linux (client), with pppd or its stand-in.
 
 Each daemon runs in its host's network namespace and in a private mount
 namespace of its own (../shared/REFERENCE.md, "Real peers on this machine"):
 a tmpfs ``/run`` so that several instances of one program do not share
-their sockets and pid files, a fresh devpts for the ptys pptpd gives pppd,
-and the stand-in (``pppd_standin.py``) bind-mounted over ``/usr/sbin/pppd``.
+their sockets and pid files, and a fresh devpts for the ptys pptpd gives
+pppd.  Then either:
+
+* ``real_ppp=True`` (a kernel with ``/dev/ppp``, see ``kernel.py``): the real
+  pppd, with MS-CHAPv2 and 128-bit MPPE required on both sides (RFC 3078,
+  RFC 2759), its own ``/etc/ppp/options`` and ``chap-secrets`` bind-mounted
+  from the daemon's directory, its log in ``pppd.log`` there; or
+* the stand-in (``pppd_standin.py``) bind-mounted over ``/usr/sbin/pppd``.
 """
 
 from __future__ import annotations
@@ -23,8 +29,15 @@ mount -t tmpfs tmpfs /run
 mkdir -p /run/{rundir} /run/lock
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount --bind /dev/pts/ptmx /dev/ptmx
-mount --bind {pppd} /usr/sbin/pppd
 """
+PPP_SECRET = "vpnrouter-lab"
+"""Every lab PPP peer's MS-CHAPv2 secret (``chap-secrets``: any client, any server)."""
+PPTP_SERVER_NAME = "pptpd"
+PPTP_INTERFACE = "vpn-pptp"
+"""The PPP interface of a client's PPTP call (pppd's ``ifname``), in the client's namespace."""
+PPTPD_LOCAL_IP = "10.99.0.1"
+MPPE_OPTIONS = ("require-mppe-128", "refuse-pap", "refuse-chap", "refuse-mschap", "refuse-eap",
+                "nobsdcomp", "nodeflate", "novj")
 
 
 def pppd_wrapper(directory: Path) -> Path:
@@ -36,8 +49,29 @@ def pppd_wrapper(directory: Path) -> Path:
     return path
 
 
-def _private(lab: Lab, ns: str, directory: Path, command: str, log_name: str) -> subprocess.Popen:
-    script = PRIVATE_MOUNTS.format(rundir="pptp", pppd=shlex.quote(str(pppd_wrapper(directory))))
+def ppp_mounts(directory: Path, real_ppp: bool) -> str:
+    """Shell lines for a daemon's private mount namespace: the stand-in over ``/usr/sbin/pppd``, or, for the
+    real pppd, this directory's ``/etc/ppp/options`` (nothing system-wide) and ``chap-secrets``."""
+    if not real_ppp:
+        return f"mount --bind {shlex.quote(str(pppd_wrapper(directory)))} /usr/sbin/pppd\n"
+    options, secrets = directory / "etc-ppp-options", directory / "chap-secrets"
+    options.write_text("# the lab's pppd: no system-wide options (vpnrouter, router/lab/pptp.py)\n")
+    secrets.write_text(f'* * "{PPP_SECRET}" *\n')
+    secrets.chmod(0o600)
+    return (f"mount --bind {shlex.quote(str(options))} /etc/ppp/options\n"
+            f"mount --bind {shlex.quote(str(secrets))} /etc/ppp/chap-secrets\n")
+
+
+def pppd_options(directory: Path, *options: str) -> str:
+    """Lines of a pppd options file: ``options``, then debugging to ``pppd.log`` in ``directory``."""
+    common = ("nodefaultroute", "noipv6", "lcp-echo-interval 10", "lcp-echo-failure 6", "debug",
+              f"logfile {directory / 'pppd.log'}")
+    return "".join(f"{line}\n" for line in (*options, *common))
+
+
+def _private(lab: Lab, ns: str, directory: Path, command: str, log_name: str,
+             real_ppp: bool = False) -> subprocess.Popen:
+    script = PRIVATE_MOUNTS.format(rundir="pptp") + ppp_mounts(directory, real_ppp)
     script += f"exec {command}\n"
     log = open(directory / log_name, "w")
     return lab.popen_in(ns, "unshare", "-m", "--propagation", "private", "sh", "-c", script,
@@ -46,21 +80,31 @@ def _private(lab: Lab, ns: str, directory: Path, command: str, log_name: str) ->
                                                                    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 
 
-def start_pptpd(lab: Lab, ns: str, directory: Path) -> subprocess.Popen:
-    """pptpd in the foreground, handing each call to the stand-in."""
+def start_pptpd(lab: Lab, ns: str, directory: Path, real_ppp: bool = False) -> subprocess.Popen:
+    """pptpd in the foreground, handing each call to pppd (MPPE required) or to the stand-in."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "pptpd-options").write_text("name pptpd\n")
-    (directory / "pptpd.conf").write_text(f"option {directory / 'pptpd-options'}\nlocalip 10.99.0.1\n"
+    options = (f"name {PPTP_SERVER_NAME}\n" if not real_ppp else
+               pppd_options(directory, f"name {PPTP_SERVER_NAME}", "require-mschap-v2", *MPPE_OPTIONS))
+    (directory / "pptpd-options").write_text(options)
+    (directory / "pptpd.conf").write_text(f"option {directory / 'pptpd-options'}\nlocalip {PPTPD_LOCAL_IP}\n"
                                           "remoteip 10.99.0.100-199\nconnections 100\n")
-    return _private(lab, ns, directory, f"pptpd --fg -c {directory / 'pptpd.conf'}", "pptpd.out")
+    return _private(lab, ns, directory, f"pptpd --fg -c {directory / 'pptpd.conf'}", "pptpd.out", real_ppp)
 
 
-def start_pptp_client(lab: Lab, ns: str, server: str, directory: Path) -> subprocess.Popen:
-    """pptp-linux with the stand-in on its line (``--nolaunchpppd``)."""
+def start_pptp_client(lab: Lab, ns: str, server: str, directory: Path, real_ppp: bool = False,
+                      name: str | None = None) -> subprocess.Popen:
+    """pptp-linux (``--nolaunchpppd``) on the line of pppd (``pty``; MPPE, interface ``vpn-pptp``) or of
+    the stand-in."""
     directory.mkdir(parents=True, exist_ok=True)
-    command = (f"{shlex.quote(sys.executable)} {shlex.quote(str(STANDIN))} --spawn "
-               f"pptp {server} --nolaunchpppd --nohostroute --nobuffer")
-    return _private(lab, ns, directory, command, "pptp.out")
+    pptp = f"pptp {server} --nolaunchpppd --nohostroute"
+    if not real_ppp:
+        command = f"{shlex.quote(sys.executable)} {shlex.quote(str(STANDIN))} --spawn {pptp} --nobuffer"
+        return _private(lab, ns, directory, command, "pptp.out")
+    (directory / "pppd-options").write_text(pppd_options(
+        directory, f"name {name or ns}", f"remotename {PPTP_SERVER_NAME}", "noauth", f"ifname {PPTP_INTERFACE}",
+        *MPPE_OPTIONS))
+    command = f"pppd nodetach pty {shlex.quote(pptp)} file {shlex.quote(str(directory / 'pppd-options'))}"
+    return _private(lab, ns, directory, command, "pptp.out", real_ppp)
 
 
 def ppp_frames(directory: Path) -> list[dict]:

@@ -3,7 +3,10 @@
 Every server namespace runs pptpd, an xl2tpd LNS and a strongSwan gateway;
 ``connect CLIENT PROTO [SERVER]`` starts pptp-linux, an xl2tpd LAC or a
 strongSwan client in that client's namespace and waits until the router
-shows the session up.  Each daemon runs in its own mount namespace (see
+shows the session up, and, where the peers carry IP (the real pppd, or
+IPsec), until a ping crosses the tunnel.  Which peers run (the real pppd and
+kernel ESP, or the stand-in and kernel-libipsec) is chosen once, when the
+servers start (``kernel.py``).  Each daemon runs in its own mount namespace (see
 ``pptp.py``, ``l2tp.py``, ``ipsec.py``) and in a session of its own, so it
 outlives the command that started it.  What runs where is written to
 ``vpn.json`` in the lab's state directory; ``lab down`` needs none of it: it
@@ -15,11 +18,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 from ..control.client import Client, ControlError
 from . import ipsec, l2tp, pptp
+from .kernel import Peers, detect
 from .topology import Lab, LabError, is_router_process
 
 PROTOCOLS = ("pptp", "l2tp", "ipsec")
@@ -50,16 +55,24 @@ class VpnLab:
 
     # -- servers ---------------------------------------------------------------------------------
 
-    def start_servers(self, progress=lambda msg: None) -> None:
-        """pptpd, an xl2tpd LNS and a strongSwan gateway in every server namespace."""
+    def peers(self, state: dict | None = None) -> Peers:
+        return Peers.from_dict((state or self.load()).get("peers"))
+
+    def start_servers(self, progress=lambda msg: None, peers: str | None = None) -> None:
+        """pptpd, an xl2tpd LNS and a strongSwan gateway in every server namespace; ``peers`` is "auto"
+        (default), "kernel" or "userspace" (``kernel.detect``)."""
         state = self.load()
+        chosen = detect(peers)
+        state["peers"] = chosen.to_dict()
+        progress(f"VPN peers: {chosen.describe()}")
+        real, esp = chosen.real_ppp, chosen.kernel_esp
         for j in range(1, self.lab.servers + 1):
             name, ns, address = f"s{j}", self.lab.server(j), self.lab.server_ip(j)
             progress(f"{name}: pptpd, xl2tpd LNS, strongSwan gateway")
-            procs = {"pptp": pptp.start_pptpd(self.lab, ns, self.directory(name, "pptp")).pid,
-                     "l2tp": l2tp.start_lns(self.lab, ns, self.directory(name, "l2tp")).proc.pid,
+            procs = {"pptp": pptp.start_pptpd(self.lab, ns, self.directory(name, "pptp"), real).pid,
+                     "l2tp": l2tp.start_lns(self.lab, ns, self.directory(name, "l2tp"), real).proc.pid,
                      "ipsec": ipsec.start_gateway(self.lab, ns, self.directory(name, "ipsec"),
-                                                  address=address).proc.pid}
+                                                  address=address, kernel_esp=esp).proc.pid}
             state["servers"][name] = {"address": address, "pids": procs}
             self.save(state)
 
@@ -98,22 +111,62 @@ class VpnLab:
             raise LabError(f"{name} already holds a {proto} session (to {mine[proto]['server']}): "
                            f"disconnect it first")
         directory = self.directory(name, proto)
+        peers = self.peers(state)
         progress(f"{name}: {proto} to {sname} ({server_ip})")
         if proto == "pptp":
-            pid = pptp.start_pptp_client(self.lab, ns, server_ip, directory).pid
+            pid = pptp.start_pptp_client(self.lab, ns, server_ip, directory, peers.real_ppp, name=name).pid
         elif proto == "l2tp":
-            lac = l2tp.start_lac(self.lab, ns, server_ip, directory)
+            lac = l2tp.start_lac(self.lab, ns, server_ip, directory, host=name, real_ppp=peers.real_ppp)
             lac.connect()
             pid = lac.proc.pid
         else:
-            charon = ipsec.start_client(self.lab, ns, directory, gateway=server_ip, identity=name)
+            charon = ipsec.start_client(self.lab, ns, directory, gateway=server_ip, identity=name,
+                                        kernel_esp=peers.kernel_esp)
             pid = charon.proc.pid
         mine[proto] = {"pid": pid, "server": sname, "server_ip": server_ip}
         self.save(state)
         if proto == "ipsec":
             ipsec.connect(charon)
-            ipsec.ping(self.lab, charon, count=2)    # ESP both ways, so the association shows both SPIs
+        if proto == "ipsec" or peers.real_ppp:     # ESP both ways, so the association shows both SPIs
+            self._wait_traffic(name, proto, progress)
         return self._wait_up(proto, address, server_ip, progress)
+
+    def ping(self, client: str, proto: str, count: int = 3) -> subprocess.CompletedProcess:
+        """Ping the server's end of a client's tunnel through it: the PPP peer (10.99.0.1 for PPTP, 10.98.0.1
+        for L2TP) over the client's PPP interface, or the IPsec gateway's inner address from the virtual IP."""
+        name, ns, _ = self.client(client)
+        state = self.load()
+        if proto not in state["clients"].get(name, {}):
+            raise LabError(f"{name} holds no {proto} session: `vpnrouter lab connect {name} {proto}` first")
+        directory = self.directory(name, proto)
+        if proto == "ipsec":
+            charon = ipsec.Charon(self.lab, ns, directory, "client", "vpn", proc=None)
+            return ipsec.ping(self.lab, charon, count=count)
+        if not self.peers(state).real_ppp:
+            frames = len(pptp.ppp_frames(directory))
+            raise LabError(f"{name}'s {proto} call runs the pppd stand-in (this kernel has no /dev/ppp): it carries "
+                           f"PPP frames, not IP ({frames} frames received so far, logged under {directory})")
+        interface, peer = ((pptp.PPTP_INTERFACE, pptp.PPTPD_LOCAL_IP) if proto == "pptp"
+                           else (l2tp.L2TP_INTERFACE, l2tp.LNS_LOCAL_IP))
+        return self.lab.run_in(ns, "ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", "-I", interface, peer,
+                               check=False, timeout=30)
+
+    def _wait_traffic(self, client: str, proto: str, progress) -> None:
+        """Until a ping crosses the new tunnel (PPP's IPCP, or the child SA, may take a few seconds)."""
+        deadline = time.monotonic() + CONNECT_WAIT
+        while True:
+            try:
+                result = self.ping(client, proto, count=1)
+            except LabError as exc:        # no virtual IP yet
+                result = subprocess.CompletedProcess([], 1, "", str(exc))
+            if result.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"no ping crossed {client}'s {proto} tunnel in {CONNECT_WAIT:.0f} s: "
+                               f"{(result.stdout + result.stderr).strip()[-500:]} "
+                               f"(see the logs under {self.lab.peers_dir})")
+            progress(".")
+            time.sleep(0.5)
 
     def _wait_up(self, proto: str, client_ip: str, server_ip: str, progress) -> dict:
         deadline = time.monotonic() + CONNECT_WAIT
@@ -151,6 +204,7 @@ class VpnLab:
         router = self.lab.router_pid()
         return {
             "prefix": self.lab.prefix,
+            "peers": self.peers(state).to_dict(),
             "namespaces": sorted(existing),
             "router": {"pid": router, "running": router is not None and is_router_process(router),
                        "socket": str(self.lab.socket_path)},

@@ -61,12 +61,34 @@ def test_rebuild_reuses_the_cache(image):
 
 
 def test_vm_boots_and_passes_the_guest_checks(image):
-    """`make vm-test`: the image boots under QEMU (TCG), its test unit runs images/vm-test/guest.sh from the 9p
-    share (kernel modules, /dev/ppp, vpnrouter --help, sshd, sudo) and powers off; the results come back."""
+    """`make vm-test`: the image boots under QEMU (TCG), vpnrouter-lab.service brings the lab up with the kernel's
+    peers, and the test unit runs images/vm-test/guest.sh from the 9p share: kernel modules, /dev/ppp, sshd, sudo,
+    then a second client per protocol to the same server and 20 pings through each of the six tunnels (PPTP with
+    MPPE, L2TP on the kernel's L2TP, IPsec on the kernel's ESP). The router's sessions come back in the share."""
     need("qemu-system-x86_64")
     result = make("vm-test", timeout=VM_TEST_TIMEOUT)
     if result.returncode != 0:
         console = image / "vm-test-console.log"
-        pytest.fail(f"make vm-test failed:\n{tail(result.stdout, 60)}\n--- console ---\n"
+        pytest.fail(f"make vm-test failed:\n{tail(result.stdout, 80)}\n--- console ---\n"
                     f"{tail(console.read_text(errors='replace')) if console.exists() else '(none)'}")
     assert "guest: " in result.stdout and " 0 failed" in result.stdout
+    for check in ("c1 pptp carries traffic", "c2 pptp carries traffic", "c2 l2tp carries traffic",
+                  "c3 l2tp carries traffic", "c3 ipsec carries traffic", "c1 ipsec carries traffic",
+                  "c1's PPTP call has 128-bit MPPE", "c3's xl2tpd uses the kernel's L2TP",
+                  "c1's ESP SAs are in the kernel"):
+        assert f"ok    {check}" in result.stdout, f"the guest did not report: {check}"
+
+    sessions = json.loads((image / "vm-test-results" / "sessions.json").read_text())
+    flows = [s for s in sessions if s.get("vpn") and s["proto"] in ("gre", "l2tp", "esp")]
+    by_vpn = {vpn: [f for f in flows if f["vpn"] == vpn] for vpn in ("pptp", "l2tp", "ipsec")}
+    s1, s2 = "198.51.100.10", "198.51.100.20"
+    expected = {"pptp": ({"192.168.77.11", "192.168.77.12"}, "server", s1),
+                "l2tp": ({"192.168.77.12", "192.168.77.13"}, "lns", None),   # c2 to s1, c3 to s2 (guest.sh)
+                "ipsec": ({"192.168.77.11", "192.168.77.13"}, "gateway", s2)}
+    for vpn, (clients, server_field, server) in expected.items():
+        mine = by_vpn[vpn]
+        assert {f["client"] for f in mine} == clients, f"{vpn}: {mine}"
+        assert all(f[server_field] == (server or {"192.168.77.12": s1, "192.168.77.13": s2}[f["client"]])
+                   and f["state"] == "established" for f in mine), f"{vpn}: {mine}"
+        assert all(f["packets_in"] >= 20 and f["packets_out"] >= 20 for f in mine), \
+            f"{vpn}: each tunnel carried 20 pings both ways through the router: {mine}"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from router.lab.kernel import has_esp, has_ppp
 from router.lab.topology import PEERS_DIR, STATE_DIR
 from tests.integration.conftest import ROOT, require_root
 
@@ -93,12 +94,27 @@ def test_connect_each_vpn_and_see_it(lab_up):
     assert flows["ipsec"]["gateway"] == "198.51.100.20" and flows["ipsec"]["state"] == "established"
     status = json.loads(lab("status", "--json").stdout)
     assert status["router"]["running"] and len(status["vpn_sessions"]) == 3
+    assert status["peers"] == {"ppp": "pppd" if has_ppp() else "stand-in", "esp": "kernel" if has_esp() else "libipsec"}
     assert all(all(status["servers"][s][p] for p in ("pptp", "l2tp", "ipsec")) for s in ("s1", "s2"))
     # a second connect of the same kind from the same client is refused with the reason
     again = lab("connect", "c1", "pptp", check=False)
     assert again.returncode == 1 and "already holds a pptp session" in again.stderr
     bad = lab("connect", "c9", "pptp", check=False)
     assert bad.returncode == 1 and "no client 'c9'" in bad.stderr
+
+
+def test_ping_through_each_tunnel(lab_up):
+    """`lab ping` crosses the IPsec tunnel (ESP through the router); PPTP and L2TP carry IP only with the real pppd:
+    under the stand-in it says why it cannot, with the PPP frames seen so far."""
+    ipsec = lab("ping", "c3", "ipsec", "-c", "2")
+    assert "2 received" in ipsec.stdout
+    for client, proto in (("c1", "pptp"), ("c2", "l2tp")):
+        result = lab("ping", client, proto, "-c", "2", check=False)
+        if has_ppp():
+            assert result.returncode == 0 and "2 received" in result.stdout
+        else:
+            assert result.returncode == 1 and "pppd stand-in" in result.stderr and "frames received" in result.stderr
+    assert "holds no pptp session" in lab("ping", "c2", "pptp", check=False).stderr
 
 
 def test_disconnect_ends_the_session(lab_up):

@@ -1,0 +1,54 @@
+"""Which VPN peers the lab runs (router/lab/kernel.py): the choice, and what the kernel offers."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.lab import kernel
+from router.lab.kernel import Peers, detect
+from router.lab.topology import LabError
+
+
+def test_userspace_is_the_stand_in_and_libipsec_whatever_the_kernel_has(monkeypatch):
+    monkeypatch.setattr(kernel, "has_ppp", lambda: True)
+    monkeypatch.setattr(kernel, "has_esp", lambda: True)
+    assert detect("userspace") == Peers("stand-in", "libipsec")
+    monkeypatch.setenv("VPNROUTER_LAB_PEERS", "userspace")
+    assert detect() == Peers("stand-in", "libipsec")
+    assert detect("auto") == Peers("pppd", "kernel")          # an explicit choice wins over the environment
+
+
+@pytest.mark.parametrize("ppp,esp", [(True, True), (True, False), (False, True), (False, False)])
+def test_auto_takes_what_the_kernel_has(monkeypatch, ppp, esp):
+    monkeypatch.delenv("VPNROUTER_LAB_PEERS", raising=False)
+    monkeypatch.setattr(kernel, "has_ppp", lambda: ppp)
+    monkeypatch.setattr(kernel, "has_esp", lambda: esp)
+    peers = detect()
+    assert peers.real_ppp is ppp and peers.kernel_esp is esp
+    if ppp and esp:
+        assert detect("kernel") == peers
+    else:
+        with pytest.raises(LabError, match="lacks"):
+            detect("kernel")
+
+
+def test_a_bad_choice_is_named(monkeypatch):
+    monkeypatch.setenv("VPNROUTER_LAB_PEERS", "fast")
+    with pytest.raises(LabError, match="'fast': one of auto, kernel, userspace"):
+        detect()
+
+
+def test_saved_state_round_trips_and_an_older_lab_ran_the_userspace_peers():
+    peers = Peers("pppd", "kernel")
+    assert Peers.from_dict(peers.to_dict()) == peers
+    assert Peers.from_dict(None) == Peers("stand-in", "libipsec")
+    assert "MPPE" in peers.describe() and "stand-in" in Peers.from_dict({}).describe()
+
+
+def test_no_ppp_where_dev_ppp_does_not_open(monkeypatch):
+    """/dev/ppp may exist as a node without the driver behind it (ENODEV): that is no PPP."""
+    def refuse(path, flags):
+        raise OSError(19, "No such device", path)
+    monkeypatch.setattr(kernel, "_modprobe", lambda *modules: None)
+    monkeypatch.setattr(kernel.os, "open", refuse)
+    assert kernel.has_ppp() is False
