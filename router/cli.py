@@ -9,6 +9,7 @@ import sys
 
 from . import config as config_mod
 from .control.client import Client, ControlError
+from .control.schema import PROFILES
 
 DEFAULT_SOCKET = "/run/vpnrouter/control.sock"
 EXIT_USAGE = 2
@@ -61,10 +62,36 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--count", type=int, default=100, help="stop after this many frames (default 100)")
     capture.add_argument("--seconds", type=float, default=10.0, help="stop after this many seconds (default 10)")
     capture.set_defaults(func=cmd_capture)
-    passthrough = ctl_sub.add_parser("passthrough", help="turn a protocol's passthrough on or off")
+    passthrough = ctl_sub.add_parser("passthrough", help="a protocol's passthrough: on, off, single or multi",
+                                     description="Turn a protocol's passthrough on or off (off ends its sessions), "
+                                                 "or choose single (one LAN client at a time, as a basic home router) "
+                                                 "or multi (any number). On brings back the mode it had.")
     passthrough.add_argument("name", choices=config_mod.PASSTHROUGH_NAMES)
-    passthrough.add_argument("state", choices=("on", "off"))
+    passthrough.add_argument("state", choices=("on", "off", "single", "multi"))
     passthrough.set_defaults(func=cmd_passthrough)
+    profile = ctl_sub.add_parser("profile", help="behave like another router: apply a named profile",
+                                 description="Apply a named profile (NAT mapping, filtering, port assignment, "
+                                             "hairpinning, port set, passthrough modes) to new sessions; sessions "
+                                             "already up keep what they were made with.")
+    profile.add_argument("name", choices=PROFILES)
+    profile.add_argument("--json", action="store_true", help="print the NAT behaviour now in force as JSON")
+    profile.set_defaults(func=cmd_profile)
+    rules = ctl_sub.add_parser("rules", help="the VPN access rules: list, add, delete",
+                               description="The access rules ([[passthrough.rule]]): the first rule whose vpn, "
+                                           "client and server match decides; with none, the default action.")
+    rules.add_argument("--json", action="store_true", help="print JSON")
+    rules.set_defaults(func=cmd_rules)
+    rules_sub = rules.add_subparsers(title="changes", metavar="CHANGE")
+    add = rules_sub.add_parser("add", help="add a rule (last, or at --position)")
+    add.add_argument("action", choices=("allow", "deny"))
+    add.add_argument("--vpn", choices=("pptp", "l2tp", "ipsec", "any"), default="any", help="default any")
+    add.add_argument("--client", default="0.0.0.0/0", help="LAN address or prefix (default: any)")
+    add.add_argument("--server", default="0.0.0.0/0", help="WAN address or prefix (default: any)")
+    add.add_argument("--position", type=int, help="1 puts it first (default: last)")
+    add.set_defaults(func=cmd_rules_add)
+    delete = rules_sub.add_parser("del", help="delete rule N (as `ctl rules` numbers them)")
+    delete.add_argument("index", type=int)
+    delete.set_defaults(func=cmd_rules_del)
     events = ctl_sub.add_parser("events", help="stream events (sessions, switches, drops) as JSON lines")
     events.add_argument("--count", type=int, default=0, help="stop after this many events (default: never)")
     events.set_defaults(func=cmd_events)
@@ -118,7 +145,11 @@ def cmd_status(args) -> int:
         print(json.dumps(status, indent=2))
         return 0
     print(f"uptime      {status['uptime']:.0f} s")
-    print("passthrough " + "  ".join(f"{k} {'on' if v else 'off'}" for k, v in status["passthrough"].items()))
+    print("passthrough " + "  ".join(_switch_text(status, name) for name in status["passthrough"]))
+    if "nat" in status:
+        print(f"nat         {_nat_line(status['nat'])}")
+        rules = status["rules"]
+        print(f"rules       {rules['count']}, default {rules['default_action']}")
     for name, port in status["ports"].items():
         print(f"{name:<11} {port['address']}  mac {port['mac']}  tap {port['tap']}")
     print(f"sessions    {status['sessions']}  (limit {status['limits']['sessions']})")
@@ -230,9 +261,63 @@ def cmd_tui(args) -> int:
 
 
 def cmd_passthrough(args) -> int:
-    switches = _call(args, "set_passthrough", args.name, args.state == "on")
-    print(f"{args.name} passthrough {'on' if switches[args.name] else 'off'}")
+    _call(args, "set_passthrough", args.name, args.state)
+    print(f"{args.name} passthrough " + _switch_text(_call(args, "status"), args.name).split(" ", 1)[1])
     return 0
+
+
+def _switch_text(status: dict, name: str) -> str:
+    """"pptp on" (multi), "l2tp on (single, held by 192.168.77.11)", "ipsec off"."""
+    if not status["passthrough"][name]:
+        return f"{name} off"
+    if status.get("passthrough_mode", {}).get(name, "multi") == "multi":
+        return f"{name} on"
+    holder = status.get("passthrough_holder", {}).get(name)
+    return f"{name} on (single{f', held by {holder}' if holder else ''})"
+
+
+def _nat_line(nat: dict) -> str:
+    profile = nat["profile"] + (f" (changed: {', '.join(nat['overrides'])})" if nat.get("overrides") else "")
+    port_set = nat["port_set"]
+    ports = (f", port set {port_set['size']} ports (offset {port_set['offset']}, PSID {port_set['psid']}/"
+             f"{port_set['psid_length']} bits)" if port_set else "")
+    return (f"profile {profile}: {nat['mapping']} mapping, {nat['filtering']} filtering, "
+            f"{nat['port_assignment']} ports, hairpinning {'on' if nat['hairpinning'] else 'off'}{ports}")
+
+
+def cmd_profile(args) -> int:
+    nat = _call(args, "set_profile", args.name)
+    if args.json:
+        print(json.dumps(nat, indent=2))
+    else:
+        print(_nat_line(nat))
+        print("new sessions get it; sessions already up keep what they were made with")
+    return 0
+
+
+def _print_rules(view: dict, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(view, indent=2))
+        return 0
+    for rule in view["rules"]:
+        print(f"{rule['index']:>3}  {rule['action']:<5}  {rule['vpn']:<5}  client {rule['client']:<18}  "
+              f"server {rule['server']:<18}  hits {rule['hits']}")
+    print(f"  otherwise {view['default_action']}" + ("" if view["rules"] else " (no rules)"))
+    return 0
+
+
+def cmd_rules(args) -> int:
+    return _print_rules(_call(args, "rules"), args.json)
+
+
+def cmd_rules_add(args) -> int:
+    rule = {"vpn": args.vpn, "client": args.client, "server": args.server, "action": args.action}
+    params = (rule,) if args.position is None else (rule, args.position)
+    return _print_rules(_call(args, "add_rule", *params), args.json)
+
+
+def cmd_rules_del(args) -> int:
+    return _print_rules(_call(args, "del_rule", args.index), args.json)
 
 
 def cmd_events(args) -> int:

@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .behaviour import PROFILES, NatBehaviour, Rule, nat_behaviour, parse_rule, passthrough_mode
 from .packet.frame import ip_int, parse_mac
 
 PASSTHROUGH_NAMES = ("pptp", "l2tp", "ipsec")
@@ -98,7 +99,6 @@ class Forward:
     inside_port: int
 
 
-FILTERING = ("address-dependent", "endpoint-independent")
 IKE_PORT = ("preserve", "translate")
 L2TP_PORT = ("preserve", "translate")
 
@@ -121,12 +121,17 @@ class Config:
     wan: PortConfig
     control_socket: str = "/run/vpnrouter/control.sock"
     control_mode: int = 0o600
-    passthrough: dict = field(default_factory=lambda: dict.fromkeys(PASSTHROUGH_NAMES, True))
+    passthrough: dict = field(default_factory=lambda: dict.fromkeys(PASSTHROUGH_NAMES, "multi"))
+    """vpn -> "off" | "single" | "multi"."""
     timeouts: Timeouts = Timeouts()
     limits: Limits = Limits()
     forwards: tuple[Forward, ...] = ()
-    filtering: str = "address-dependent"
-    """RFC 4787 REQ-8: which inbound packets a mapping lets in; mapping is always endpoint-independent."""
+    nat: NatBehaviour = NatBehaviour()
+    """RFC 4787 mapping, filtering, port assignment, hairpinning; an RFC 7597 port set; the profile."""
+    rules: tuple[Rule, ...] = ()
+    """``[[passthrough.rule]]``, in order: the first match decides."""
+    default_action: str = "allow"
+    """What a VPN attempt no rule matches gets."""
     ipsec: IpsecConfig = IpsecConfig()
     l2tp: L2tpConfig = L2tpConfig()
 
@@ -161,12 +166,21 @@ def parse(data: dict) -> Config:
     control = _table(data, "control")
     _known(control, "control", {"socket", "mode"})
     passthrough = _table(data, "passthrough")
-    _known(passthrough, "passthrough", set(PASSTHROUGH_NAMES))
-    nat = _table(data, "nat")
-    _known(nat, "nat", {"filtering"})
-    filtering = _typed(nat, "nat", "filtering", str, "address-dependent")
-    if filtering not in FILTERING:
-        raise ConfigError(f"nat.filtering: must be one of {', '.join(FILTERING)}")
+    _known(passthrough, "passthrough", {*PASSTHROUGH_NAMES, "rule", "default_action"})
+    try:
+        nat = nat_behaviour(_table(data, "nat"))
+        modes = dict(PROFILES[nat.profile].passthrough)
+        modes.update({name: passthrough_mode(passthrough[name], f"passthrough.{name}")
+                      for name in PASSTHROUGH_NAMES if name in passthrough})
+        rules = passthrough.get("rule", [])
+        if not isinstance(rules, list):
+            raise ValueError("passthrough.rule: must be an array of tables [[passthrough.rule]]")
+        rules = tuple(parse_rule(entry, f"passthrough.rule[{i}]") for i, entry in enumerate(rules))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    default_action = _typed(passthrough, "passthrough", "default_action", str, "allow")
+    if default_action not in ("allow", "deny"):
+        raise ConfigError("passthrough.default_action: must be \"allow\" or \"deny\"")
     ipsec = _table(data, "ipsec")
     _known(ipsec, "ipsec", {"ike_port"})
     ike_port = _typed(ipsec, "ipsec", "ike_port", str, "preserve")
@@ -186,11 +200,11 @@ def parse(data: dict) -> Config:
         lan=lan, wan=wan,
         control_socket=_typed(control, "control", "socket", str, "/run/vpnrouter/control.sock"),
         control_mode=mode,
-        passthrough={name: _typed(passthrough, "passthrough", name, bool, True) for name in PASSTHROUGH_NAMES},
+        passthrough=modes,
         timeouts=_numbers(Timeouts, _table(data, "timeouts"), "timeouts", float),
         limits=_numbers(Limits, _table(data, "limits"), "limits", int),
         forwards=_forwards(data.get("forward", []), lan),
-        filtering=filtering,
+        nat=nat, rules=rules, default_action=default_action,
         ipsec=IpsecConfig(ike_port=ike_port),
         l2tp=L2tpConfig(port=l2tp_port),
     )

@@ -5,8 +5,9 @@
     notification  [2, method, params]
 
 Methods: ``version``, ``status``, ``sessions``, ``set_passthrough`` (params
-[name, on]), ``subscribe`` (answers {"seq": the next event's seq, "protocol"}),
-``unsubscribe``, ``close_session`` [id] and ``capture`` [id, count, seconds].
+[name, on | "on" | "off" | "single" | "multi"]), ``subscribe`` (answers {"seq": the next event's seq,
+"protocol"}), ``unsubscribe``, ``close_session`` [id], ``capture`` [id, count, seconds], ``set_profile``
+[name], ``rules``, ``add_rule`` [rule, position?] and ``del_rule`` [index] (see ``schema``).
 A subscribed client receives ``[2, "event", [event]]`` for each event, each
 with a consecutive ``seq``; ``sessions_updated`` events carry the counters of
 the sessions that changed.  ``router.control.schema`` names the fields.
@@ -27,7 +28,7 @@ MAX_MESSAGE = 1 << 20
 MAX_ANSWER = 1 << 30
 """Largest message a client accepts (a session table of a million sessions fits)."""
 METHODS = ("version", "status", "sessions", "set_passthrough", "subscribe", "unsubscribe", "close_session",
-           "capture")
+           "capture", "set_profile", "rules", "add_rule", "del_rule")
 
 
 class ProtocolError(Exception):

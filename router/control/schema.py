@@ -7,9 +7,9 @@ meaning; fields and methods are only ever added.
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """1: the first control socket; 2: chunked session reads, event seq numbers, sessions_updated, close_session,
-capture, version."""
+capture, version; 3: passthrough modes, NAT behaviour and profiles, access rules (below)."""
 
 DEFAULT_SOCKET = "/run/vpnrouter/control.sock"
 
@@ -34,8 +34,37 @@ VPN_FLOW_PROTOS = {"pptp": "gre", "l2tp": "l2tp", "ipsec": "esp"}
 UPDATE_FIELDS = ("id", "state", "idle", "packets_in", "packets_out", "bytes_in", "bytes_out")
 """What a ``sessions_updated`` event says of each session that changed."""
 
-EVENT_TYPES = ("session_opened", "session_closed", "switch_changed", "packet_dropped", "vpn", "sessions_updated")
-"""``session_opened`` and ``session_closed`` tell VPN flows (calls, tunnels, associations) as well as NAT sessions."""
+EVENT_TYPES = ("session_opened", "session_closed", "switch_changed", "packet_dropped", "vpn", "sessions_updated",
+               "profile_changed")
+"""``session_opened`` and ``session_closed`` tell VPN flows (calls, tunnels, associations) as well as NAT sessions.
+``switch_changed``: ``{"name", "on", "mode"}``. ``profile_changed``: ``{"name", "nat"}`` (``nat`` as in status).
+``vpn`` events of every protocol include ``refused_single`` (``client``, ``server``, ``holder``: a second client
+while one holds a protocol in single mode) and ``denied`` (``client``, ``server``, ``rule``: the 1-based index of
+the rule that denied it, or null for the default action)."""
+
+# -- version 3: behaviour (issue 10) ------------------------------------------------------------------------
+
+PASSTHROUGH_MODES = ("off", "single", "multi")
+"""``status()["passthrough_mode"][vpn]``. ``status()["passthrough"][vpn]`` stays a boolean: false only when off.
+``set_passthrough [vpn, value]`` takes a boolean or "on" | "off" | "single" | "multi" ("on" brings back the mode
+the switch had before it went off, "multi" at first) and answers ``{vpn: bool}``.
+``status()["passthrough_holder"][vpn]``: in single mode the client address holding it, else null."""
+
+NAT_MAPPINGS = ("endpoint-independent", "address-dependent", "address-and-port-dependent")
+NAT_FILTERINGS = NAT_MAPPINGS
+PORT_ASSIGNMENTS = ("preserve", "sequential", "random")
+PROFILES = ("default", "basic-home", "strict", "linux", "map-e")
+"""``status()["nat"]``: ``{"profile": name, "overrides": [keys set explicitly over it], "mapping", "filtering", "port_assignment", "hairpinning": bool,
+"port_set": null | {"offset", "psid_length", "psid", "size", "ranges": [[first, last], ...]}}``.
+``set_profile [name]`` applies a profile to new sessions and answers the new ``nat`` dict."""
+
+RULE_VPNS = ("pptp", "l2tp", "ipsec", "any")
+RULE_ACTIONS = ("allow", "deny")
+RULE_FIELDS = ("index", "vpn", "client", "server", "action", "hits")
+"""``rules []`` answers ``{"default_action", "rules": [rule, ...]}``, each rule with these fields (``index`` from 1,
+``client``/``server`` as prefixes such as "192.168.77.11/32", ``hits`` the attempts it decided).
+``add_rule [{"vpn", "client", "server", "action"}, position?]`` (position from 1; default: last) and
+``del_rule [index]`` answer the same. ``status()["rules"]``: ``{"default_action", "count"}``."""
 
 NOTIFY_EVENT = "event"
 NOTIFY_DROPPED = "dropped"

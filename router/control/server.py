@@ -252,13 +252,40 @@ class ControlServer:
         return status
 
     def _set_passthrough(self, params, conn):
-        if len(params) != 2 or not isinstance(params[0], str) or not isinstance(params[1], bool):
-            raise ValueError("params: [name, on] with name pptp, l2tp or ipsec and on a boolean")
+        if len(params) != 2 or not isinstance(params[0], str) or not (
+                isinstance(params[1], bool) or params[1] in ("on", *schema.PASSTHROUGH_MODES)):
+            raise ValueError("params: [name, value] with name pptp, l2tp or ipsec and value a boolean or "
+                             "\"on\", \"off\", \"single\" or \"multi\"")
         if params[0] not in self.router.switches:
             raise ValueError(f"unknown passthrough {params[0]!r}: pptp, l2tp or ipsec")
         self.router.set_passthrough(params[0], params[1], self.clock())
         self.on_change()
         return dict(self.router.switches)
+
+    def _set_profile(self, params, conn):
+        if len(params) != 1 or not isinstance(params[0], str):
+            raise ValueError(f"params: [name] with name one of {', '.join(schema.PROFILES)}")
+        nat = self.router.set_profile(params[0], self.clock())
+        self.on_change()
+        return nat
+
+    def _rules(self, params, conn):
+        return self.router.admission.view()
+
+    def _add_rule(self, params, conn):
+        if len(params) not in (1, 2) or not isinstance(params[0], dict) or (
+                len(params) == 2 and not (isinstance(params[1], int) and not isinstance(params[1], bool))):
+            raise ValueError("params: [{vpn, client, server, action}, position?] with position from 1")
+        view = self.router.add_rule(params[0], params[1] if len(params) == 2 else None, self.clock())
+        self.on_change()
+        return view
+
+    def _del_rule(self, params, conn):
+        if len(params) != 1 or not isinstance(params[0], int) or isinstance(params[0], bool):
+            raise ValueError("params: [index] with the rule's index, as `ctl rules` shows it")
+        view = self.router.delete_rule(params[0], self.clock())
+        self.on_change()
+        return view
 
     def _subscribe(self, params, conn):
         if conn.queue is None:
@@ -307,6 +334,10 @@ HANDLERS = {
     "unsubscribe": ControlServer._unsubscribe,
     "close_session": ControlServer._close_session,
     "capture": ControlServer._capture,
+    "set_profile": ControlServer._set_profile,
+    "rules": ControlServer._rules,
+    "add_rule": ControlServer._add_rule,
+    "del_rule": ControlServer._del_rule,
 }
 """RPC methods to handlers (``sessions`` is streamed, so it is handled apart)."""
 

@@ -40,6 +40,10 @@ class DropReason(str, Enum):
     HELPER = "helper"                            # a protocol helper refused the packet
     PASSTHROUGH_OFF = "passthrough_off"          # the protocol's passthrough switch is off
     SHARED_PORT_UNMATCHED = "shared_port_unmatched"  # to a shared outside port; no helper could pick a host
+    HAIRPIN_OFF = "hairpin_off"                  # to the WAN address from the LAN, with hairpinning off
+    PORTLESS_UNDER_PORT_SET = "portless_under_port_set"  # GRE or raw ESP: no port to share an address by
+    REFUSED_SINGLE = "refused_single"            # single passthrough: another client holds the protocol
+    DENIED_BY_RULE = "denied_by_rule"            # a [[passthrough.rule]] (or the default action) denied it
     # Helpers add reasons of their own (``Helper.drop_reasons``), as plain strings.
 
 
@@ -90,6 +94,16 @@ class SwitchChanged:
     time: float
     name: str
     on: bool
+    mode: str = "multi"
+    """"off", "single" or "multi"."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileChanged:
+    time: float
+    name: str
+    nat: tuple[tuple[str, object], ...]
+    """The NAT behaviour now applied to new sessions, as ``status()["nat"]``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,20 +126,23 @@ class VpnEvent:
     details: tuple[tuple[str, object], ...] = ()
 
 
-Event = SessionOpened | SessionClosed | SwitchChanged | PacketDropped | VpnEvent
+Event = SessionOpened | SessionClosed | SwitchChanged | PacketDropped | VpnEvent | ProfileChanged
 
 
 def event_to_dict(event: Event) -> dict:
     """The wire form of an event for the control socket."""
     kind = {SessionOpened: "session_opened", SessionClosed: "session_closed",
-            SwitchChanged: "switch_changed", PacketDropped: "packet_dropped", VpnEvent: "vpn"}[type(event)]
+            SwitchChanged: "switch_changed", PacketDropped: "packet_dropped", VpnEvent: "vpn",
+            ProfileChanged: "profile_changed"}[type(event)]
     data = {"type": kind, "time": event.time}
     if isinstance(event, (SessionOpened, SessionClosed)):
         data["session"] = event.session.to_dict()
         if isinstance(event, SessionClosed):
             data["reason"] = event.reason
     elif isinstance(event, SwitchChanged):
-        data.update(name=event.name, on=event.on)
+        data.update(name=event.name, on=event.on, mode=event.mode)
+    elif isinstance(event, ProfileChanged):
+        data.update(name=event.name, nat=dict(event.nat))
     elif isinstance(event, VpnEvent):
         data.update(dict(event.details))
         data.update(vpn=event.vpn, event=event.kind)

@@ -19,7 +19,7 @@ from ..packet.frame import (IP_OFFSET, IpProto, PORTS, TCP_ACK, TCP_RST, TCP_SYN
                             VNET_F_NEEDS_CSUM, ip_str)
 from ..packet.ipv4 import ERROR_TYPES, QUERY_REPLIES, QUERY_REQUESTS, IcmpType, Unreachable
 from ..helpers.base import Verdict
-from .events import DropReason
+from .events import DropReason, VpnEvent
 from .icmp import embedded_flow, rewrite_embedded, rewrite_outer
 from .tcpstate import TcpState, next_state
 
@@ -30,6 +30,7 @@ MIN_L4 = {TCP: 20, UDP: 8, ICMP: 8}
 """Smallest transport header per protocol with ports (or ICMP identifiers)."""
 TTL_INCREMENT = (~TTL_DECREMENT) & 0xFFFF
 ESTABLISHED = TcpState.ESTABLISHED
+PROTO_NAMES = {int(IpProto.GRE): "GRE", int(IpProto.ESP): "ESP"}
 
 
 def _flow(src: int, sport: int, dst: int, dport: int) -> str:
@@ -106,17 +107,33 @@ class Forwarding:
     def _open_out(self, frame, l4, proto, src, sport, dst, dport, now):
         if proto == TCP and (frame[l4 + 13] & (TCP_SYN | TCP_RST | TCP_ACK)) != TCP_SYN:
             return self.drop(LAN, DropReason.TCP_NO_SESSION, now, _flow(src, sport, dst, dport))
+        if dst == self.wan_ip and not self.nat.behaviour.hairpinning:
+            return self.drop(LAN, DropReason.HAIRPIN_OFF, now, _flow(src, sport, dst, dport))
         helper = self._helper_for(proto, sport, dport)
-        if helper is not None and not self.switches[helper.name]:
-            return self.drop(LAN, DropReason.PASSTHROUGH_OFF, now, _flow(src, sport, dst, dport))
+        if helper is not None:
+            if not self.switches[helper.name]:
+                return self.drop(LAN, DropReason.PASSTHROUGH_OFF, now, _flow(src, sport, dst, dport))
+            if not self.admit(helper.name, src, dst, now, LAN):
+                return None
         share = helper is not None and helper.shares_port(proto, sport, dport)
         result = self.nat.open_outbound(proto, src, sport, dst, dport, now, share)
         if isinstance(result, DropReason):
-            if result is DropReason.SESSION_LIMIT:  # RFC 5508, RFC 4787 §7: tell the host
-                return self._icmp_error(LAN, frame, IcmpType.DEST_UNREACHABLE, Unreachable.ADMIN_PROHIBITED,
-                                        now, result)
-            return self.drop(LAN, result, now, _flow(src, sport, dst, dport))
+            # RFC 5508, RFC 4787 §7: tell the host (a full table, or a port set with no port left)
+            return self._icmp_error(LAN, frame, IcmpType.DEST_UNREACHABLE, Unreachable.ADMIN_PROHIBITED,
+                                    now, result)
+        if share and not result.mapping.shared:
+            self._translated_under_port_set(helper, result, now)
         return self._opened(result, helper, SYN_OUT, now)
+
+    def _translated_under_port_set(self, helper, session, now):
+        """A helper's preserved port (IKE 500, L2TP 1701) lies outside the port set: translated instead, told."""
+        key = ("port_set_translated", helper.name, session.inside_ip)
+        suppressed = self.events.allow(key, now)
+        if suppressed is not None:
+            self.events.push(VpnEvent(now, helper.name, "port_set_translated", (
+                ("client", ip_str(session.inside_ip)), ("port", session.inside_port),
+                ("outside_port", session.outside_port), ("suppressed", suppressed),
+                ("summary", f"port {session.inside_port} is outside the port set: translated, as plain NAPT"))))
 
     def _helper_for(self, proto, inside_port, remote_port):
         """The helper that wants a new flow with these ports, if any (cold path: new flows only)."""
@@ -128,6 +145,7 @@ class Forwarding:
     def _opened(self, session, helper, tcp_state, now):
         if helper is not None:
             session.helper = helper
+            self.admission.held(helper.name, session.inside_ip)
             timeout = helper.timeout(session)
             if timeout is not None:
                 session.timeout = timeout
@@ -244,6 +262,8 @@ class Forwarding:
                 return self.drop(port, DropReason.PASSTHROUGH_OFF, now, _flow(src, sport, self.wan_ip, dport))
             if helper.filters_by_address and not mapping.static and src not in mapping.remotes:
                 return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
+            if not self.admit(helper.name, mapping.inside_ip, src, now, port):
+                return None
         session = None if proto == ICMP else self.nat.open_inbound(proto, src, sport, dport, now)
         if session is None:
             return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
@@ -257,6 +277,8 @@ class Forwarding:
         helper = known[0].helper
         if helper is not None and not self.switches[helper.name]:
             return self.drop(port, DropReason.PASSTHROUGH_OFF, now, _flow(src, sport, self.wan_ip, dport))
+        if not self.nat.admits(known[0].mapping, src):     # address-and-port-dependent filtering: no new port
+            return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
         chosen = self._demux(known, frame, l4, port, src, sport, dport, now)
         if chosen is None:
             return None
@@ -308,6 +330,8 @@ class Forwarding:
             return self.drop(LAN, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} from {ip_str(src)}")
         if not self.switches[helper.name]:
             return self.drop(LAN, DropReason.PASSTHROUGH_OFF, now, f"protocol {proto} from {ip_str(src)}")
+        if self.nat.port_set is not None:
+            return self._portless_under_port_set(LAN, proto, src, now)
         flow = helper.flow_out(proto, frame, IP + ihl, tot_len - ihl, src, dst, now)
         if flow is None:
             return None
@@ -324,6 +348,12 @@ class Forwarding:
         self.send(WAN, dst, frame, now)
         return flow
 
+    def _portless_under_port_set(self, port, proto, src, now):
+        """RFC 7597 §5.1: an address shared by port sets can carry only what has ports; a MAP-E CE drops the rest."""
+        name = PROTO_NAMES.get(proto, f"protocol {proto}")
+        return self.drop(port, DropReason.PORTLESS_UNDER_PORT_SET, now,
+                         f"{name} from {ip_str(src)}: it has no port, and this address is shared by port sets")
+
     def _portless_in(self, frame, ihl, tot_len, frag, proto, src, now):
         """A GRE or ESP datagram from the WAN: its helper finds the flow (restoring any payload ID)."""
         helper = self.ip_handlers.get(proto)
@@ -331,6 +361,8 @@ class Forwarding:
             return self.drop(WAN, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} from {ip_str(src)}")
         if not self.switches[helper.name]:
             return self.drop(WAN, DropReason.PASSTHROUGH_OFF, now, f"protocol {proto} from {ip_str(src)}")
+        if self.nat.port_set is not None:
+            return self._portless_under_port_set(WAN, proto, src, now)
         flow = helper.flow_in(proto, frame, IP + ihl, tot_len - ihl, src, now)
         if flow is None:
             return None

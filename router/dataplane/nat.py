@@ -3,8 +3,15 @@
 Theory of operation
 -------------------
 A *mapping* binds an inside (address, port) to an outside port on the WAN
-address, per protocol, whatever the destination: endpoint-independent mapping
-(RFC 4787 REQ-1, RFC 5382 REQ-1).  A *session* is one flow through a mapping,
+address, per protocol.  By default whatever the destination: endpoint-
+independent mapping (RFC 4787 REQ-1, RFC 5382 REQ-1); ``[nat] mapping`` may
+make it per destination address or per destination address and port
+(RFC 4787 §4.1), which only changes the mapping's key.  Each mapping keeps the
+filtering it was made with (RFC 4787 §5), so a behaviour changed at run time
+(``ctl profile``) applies to new mappings only.  Outside ports come from the
+configured port set if there is one (RFC 7597 §5.1), by the configured
+assignment: the inside port if free, the next free one, or a random one
+(RFC 6056 §3.3.1).  A *session* is one flow through a mapping,
 one remote endpoint; it carries the state, the counters and the checksum
 deltas that make forwarding one in-place rewrite.  Sessions are found by the
 exact addresses of a packet as it arrives: ``out_sessions`` by what the LAN
@@ -33,6 +40,7 @@ import heapq
 import random
 from itertools import count
 
+from ..behaviour import NatBehaviour
 from ..config import Forward, Limits, Timeouts
 from ..packet import checksum
 from ..packet.frame import IpProto, ip_str
@@ -41,14 +49,22 @@ from .tcpstate import ESTABLISHED_LIFETIME, TcpState
 
 PROTO_NAMES = {IpProto.ICMP: "icmp", IpProto.TCP: "tcp", IpProto.UDP: "udp",
                IpProto.GRE: "gre", IpProto.ESP: "esp"}
+ENDPOINT_INDEPENDENT, ADDRESS_DEPENDENT, ADDRESS_AND_PORT_DEPENDENT = 0, 1, 2
+DEPENDENCE = {"endpoint-independent": ENDPOINT_INDEPENDENT, "address-dependent": ADDRESS_DEPENDENT,
+              "address-and-port-dependent": ADDRESS_AND_PORT_DEPENDENT}
 
 
 class Mapping:
     """An inside endpoint's outside port (RFC 4787 §4.1)."""
-    __slots__ = ("proto", "inside_ip", "inside_port", "outside_port", "static", "shared", "sessions", "remotes")
+    __slots__ = ("proto", "inside_ip", "inside_port", "outside_port", "static", "shared", "sessions", "remotes",
+                 "key", "filtering")
 
     def __init__(self, proto: int, inside_ip: int, inside_port: int, outside_port: int, static: bool = False,
-                 shared: bool = False):
+                 shared: bool = False, key: tuple | None = None, filtering: int = ADDRESS_DEPENDENT):
+        self.key = key or (proto, inside_ip, inside_port)
+        """Its key in ``NatTable.mappings``: the inside endpoint, and the destination under dependent mapping."""
+        self.filtering = filtering
+        """RFC 4787 §5, as it was when the mapping was made."""
         self.proto = proto
         self.inside_ip = inside_ip
         self.inside_port = inside_port
@@ -142,13 +158,15 @@ class Session:
 class NatTable:
     """Mappings and sessions of one WAN address."""
 
-    def __init__(self, wan_ip: int, timeouts: Timeouts, limits: Limits, filtering: str,
+    def __init__(self, wan_ip: int, timeouts: Timeouts, limits: Limits, behaviour: NatBehaviour,
                  forwards: tuple[Forward, ...] = (), rng: random.Random | None = None, ids=None):
         self.wan_ip = wan_ip
         self.timeouts = timeouts
         self.limits = limits
-        self.endpoint_independent_filtering = filtering == "endpoint-independent"
         self.rng = rng or random.Random()
+        self._next_port: dict[int, int] = {}
+        """Per protocol: where a sequential assignment looks next (an index into the pool)."""
+        self.set_behaviour(behaviour)
         self.out_sessions: dict[tuple, Session] = {}
         self.in_sessions: dict[tuple, Session] = {}
         self.mappings: dict[tuple, Mapping] = {}
@@ -172,6 +190,27 @@ class NatTable:
     def __len__(self) -> int:
         return len(self.out_sessions)
 
+    def set_behaviour(self, behaviour: NatBehaviour) -> None:
+        """Mapping, filtering, port assignment and port set for the mappings made from now on."""
+        self.behaviour = behaviour
+        self.mapping_dependence = DEPENDENCE[behaviour.mapping]
+        self.filtering = DEPENDENCE[behaviour.filtering]
+        self.port_set = behaviour.port_set
+        self._set_ports = behaviour.port_set.ports() if behaviour.port_set else ()
+        self._next_port.clear()
+
+    def port_allowed(self, port: int) -> bool:
+        """Whether ``port`` may be an outside port (always, unless a port set rules it out)."""
+        return self.port_set is None or port in self.port_set
+
+    def _mapping_key(self, proto: int, src: int, sport: int, dst: int, dport: int) -> tuple:
+        dependence = self.mapping_dependence
+        if dependence == ENDPOINT_INDEPENDENT:
+            return (proto, src, sport)
+        if dependence == ADDRESS_DEPENDENT or proto == IpProto.ICMP:
+            return (proto, src, sport, dst)
+        return (proto, src, sport, dst, dport)
+
     # -- creating sessions (cold path) -------------------------------------------------
 
     def open_outbound(self, proto: int, src: int, sport: int, dst: int, dport: int,
@@ -179,40 +218,53 @@ class NatTable:
         """A new flow from the LAN: find or make its mapping, then a session (RFC 4787 REQ-1).
 
         With ``share`` a new mapping keeps ``sport`` outside even where other
-        hosts' shared mappings hold it, unless an ordinary mapping does.
+        hosts' shared mappings hold it, unless an ordinary mapping does or a
+        port set excludes it (then it is translated like any other).  Shared
+        mappings are endpoint-independent: the helper tells their flows apart.
         """
         limit = self._check_limits(src)
         if limit is not None:
             return limit
-        mapping = self.mappings.get((proto, src, sport))
+        share = share and self.port_allowed(sport)
+        key = (proto, src, sport) if share else self._mapping_key(proto, src, sport, dst, dport)
+        mapping = self.mappings.get(key)
+        if mapping is None and len(key) > 3:      # a port forward maps its inside endpoint whatever the destination
+            static = self.mappings.get((proto, src, sport))
+            mapping = static if static is not None and static.static else None
         if mapping is None:
             if share and (proto, sport) not in self.by_outside:
-                mapping = Mapping(proto, src, sport, sport, shared=True)
+                mapping = Mapping(proto, src, sport, sport, shared=True, key=key, filtering=self.filtering)
                 self.shared_ports[(proto, sport)] = self.shared_ports.get((proto, sport), 0) + 1
             else:
                 outside = self._allocate(proto, sport)
                 if outside is None:
                     return DropReason.PORTS_EXHAUSTED
-                mapping = Mapping(proto, src, sport, outside)
+                mapping = Mapping(proto, src, sport, outside, key=key, filtering=self.filtering)
                 self.by_outside[(proto, outside)] = mapping
-            self.mappings[(proto, src, sport)] = mapping
+            self.mappings[key] = mapping
         return self._add(mapping, dst, dport, now)
 
     def open_inbound(self, proto: int, src: int, sport: int, dport: int, now: float) -> Session | None:
         """A new flow from the WAN to a mapping, if the filter lets it in (RFC 4787 REQ-8).
 
-        Port forwards accept anyone; other mappings accept, by the configured
-        filtering, anyone (endpoint-independent) or the remote addresses they
-        already have sessions with (address-dependent).
+        Port forwards accept anyone; other mappings accept, by the filtering
+        they were made with, anyone (endpoint-independent), the remote
+        addresses they already have sessions with (address-dependent), or no
+        one new (address-and-port-dependent: a known remote endpoint's packets
+        match its session before they get here).
         """
         mapping = self.by_outside.get((proto, dport))
-        if mapping is None:
-            return None
-        if not (mapping.static or self.endpoint_independent_filtering or src in mapping.remotes):
+        if mapping is None or not (mapping.static or self.admits(mapping, src)):
             return None
         if self._check_limits(mapping.inside_ip) is not None:
             return None
         return self._add(mapping, src, sport, now)
+
+    @staticmethod
+    def admits(mapping: Mapping, remote_ip: int) -> bool:
+        """Whether a new remote endpoint at ``remote_ip`` passes the mapping's filter (RFC 4787 §5)."""
+        filtering = mapping.filtering
+        return filtering == ENDPOINT_INDEPENDENT or (filtering == ADDRESS_DEPENDENT and remote_ip in mapping.remotes)
 
     def shared_sessions(self, proto: int, remote_ip: int, outside_port: int) -> list[Session]:
         """Sessions of shared mappings on ``outside_port`` with ``remote_ip``, whatever its port (cold path)."""
@@ -247,31 +299,46 @@ class NatTable:
         return session
 
     def _allocate(self, proto: int, wanted: int) -> int | None:
-        """Keep the inside port if it is free, else a random free one of the same range.
+        """An outside port by the configured assignment, from the port set if there is one; None if none is free.
 
-        RFC 4787 REQ-3 (do not mix 0-1023 with 1024-65535), RFC 6056 §3.3.1
-        (random choice).  ICMP identifiers may be any 16-bit value.
+        "preserve" keeps the inside port if it is free, else draws at random;
+        "random" always draws (RFC 6056 §3.3.1); "sequential" takes the next
+        free port after the last one it gave.  Without a port set, RFC 4787
+        REQ-3 holds: 0-1023 and 1024-65535 are not mixed; ICMP identifiers may
+        be any 16-bit value.
         """
         taken = self._taken
-        if wanted and not taken(proto, wanted):
+        assignment = self.behaviour.port_assignment
+        if assignment == "preserve" and wanted and self.port_allowed(wanted) and not taken(proto, wanted):
             return wanted
-        if proto == IpProto.ICMP:
-            low, high = 1, 65535
-        elif wanted < 1024:
-            low, high = 1, 1023
-        else:
-            low, high = 1024, 65535
+        pool = self._pool(proto, wanted)
+        span = len(pool)
+        if assignment == "sequential":
+            start = self._next_port.get(proto, 0)
+            for i in range(span):
+                port = pool[(start + i) % span]
+                if not taken(proto, port):
+                    self._next_port[proto] = (start + i + 1) % span
+                    return port
+            return None
         for _ in range(32):
-            port = self.rng.randint(low, high)
+            port = pool[self.rng.randrange(span)]
             if not taken(proto, port):
                 return port
-        start = self.rng.randint(low, high)
-        span = high - low + 1
+        start = self.rng.randrange(span)
         for i in range(span):
-            port = low + (start - low + i) % span
+            port = pool[(start + i) % span]
             if not taken(proto, port):
                 return port
         return None
+
+    def _pool(self, proto: int, wanted: int):
+        """The ports a new mapping may take: the port set, or the range ``wanted`` belongs to."""
+        if self._set_ports:
+            return self._set_ports
+        if proto == IpProto.ICMP:
+            return range(1, 65536)
+        return range(1, 1024) if wanted < 1024 else range(1024, 65536)
 
     def _taken(self, proto: int, port: int) -> bool:
         return (proto, port) in self.by_outside or (proto, port) in self.shared_ports
@@ -339,7 +406,7 @@ class NatTable:
         else:
             del self.per_host[session.inside_ip]
         if mapping.sessions == 0 and not mapping.static:
-            del self.mappings[(mapping.proto, mapping.inside_ip, mapping.inside_port)]
+            del self.mappings[mapping.key]
             key = (mapping.proto, mapping.outside_port)
             if not mapping.shared:
                 del self.by_outside[key]

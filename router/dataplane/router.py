@@ -35,8 +35,10 @@ from ..packet.frame import ETH_OFFSET, EtherType, IP_DF, IP_MF, IP_OFFSET, IPV4,
 from ..packet.ipv4 import IcmpType, Unreachable, fragment
 from .arp import ArpTable, parse_arp
 from ..helpers.base import Flow, Helper, HelperContext
-from .events import (Counters, DropReason, EventQueue, SessionClosed, SessionInfo, SessionOpened, SwitchChanged,
-                     VpnEvent)
+from ..behaviour import PROFILES, parse_rule
+from .admission import Admission
+from .events import (Counters, DropReason, EventQueue, ProfileChanged, SessionClosed, SessionInfo, SessionOpened,
+                     SwitchChanged, VpnEvent)
 from .forward import Forwarding
 from .fragments import FragmentTracker
 from .icmp import echo_reply, error_datagram, is_unicast
@@ -71,13 +73,18 @@ class Router(Forwarding):
                                   limits.arp_pending) for p in self.ports)
         self.ids = count(1)
         """Session ids, shared by NAT sessions and helper flows so that each is unique."""
-        self.nat = NatTable(wan.address, t, limits, config.filtering, config.forwards, rng, self.ids)
+        self.nat = NatTable(wan.address, t, limits, config.nat, config.forwards, rng, self.ids)
         self.fragments = FragmentTracker(t.fragment, limits.fragments)
         self.helpers: tuple[Helper, ...] = tuple(helpers)
         self.counters = Counters(sum((h.counters for h in self.helpers), ()),
                                  sum((h.drop_reasons for h in self.helpers), ()))
         self.events = EventQueue()
-        self.switches = dict(config.passthrough)
+        self.modes: dict[str, str] = dict(config.passthrough)
+        """vpn -> "off" | "single" | "multi"."""
+        self.switches = {name: mode != "off" for name, mode in self.modes.items()}
+        """vpn -> on: what the per-frame path reads."""
+        self._mode_when_on = {name: mode if mode != "off" else "multi" for name, mode in self.modes.items()}
+        self.admission = Admission(self.modes, config.rules, config.default_action)
         self.ip_handlers: dict[int, Helper] = {}
         """IP protocol without ports -> the helper that finds its flows."""
         for helper in self.helpers:
@@ -143,13 +150,26 @@ class Router(Forwarding):
         frames, self.outbox[port][:] = list(self.outbox[port]), []
         return frames
 
-    def set_passthrough(self, name: str, on: bool, now: float) -> None:
-        """Turn a protocol's passthrough on or off; off also tears down its live sessions."""
+    def set_passthrough(self, name: str, value: bool | str, now: float) -> None:
+        """A protocol's passthrough: True or "on" (the mode it had before it went off), False or "off" (which
+        tears down its live sessions), "single" or "multi". Sessions already up stay up in single mode."""
         if name not in self.switches:
             raise KeyError(name)
-        if self.switches[name] != on:
+        if value is True or value == "on":
+            mode = self._mode_when_on[name]
+        elif value is False or value == "off":
+            mode = "off"
+        elif value in ("single", "multi"):
+            mode = value
+        else:
+            raise ValueError(f"passthrough {name}: on, off, single or multi, not {value!r}")
+        on = mode != "off"
+        if on:
+            self._mode_when_on[name] = mode
+        if self.modes[name] != mode:
+            self.modes[name] = mode
             self.switches[name] = on
-            self.events.push(SwitchChanged(now, name, on))
+            self.events.push(SwitchChanged(now, name, on, mode))
         if not on:
             for session in self.nat.sessions():
                 if session.helper is not None and session.helper.name == name:
@@ -158,6 +178,42 @@ class Router(Forwarding):
             for helper in self.helpers:
                 if helper.name == name:
                     helper.switched_off(now)
+
+    def set_profile(self, name: str, now: float) -> dict:
+        """Apply a named profile to new sessions: its NAT behaviour and passthrough modes (existing sessions keep
+        the behaviour they were made with)."""
+        profile = PROFILES.get(name)
+        if profile is None:
+            raise LookupError(f"no profile {name!r} (known: {', '.join(PROFILES)})")
+        self.nat.set_behaviour(profile.nat)
+        for vpn, mode in profile.passthrough:
+            if vpn in self.switches:
+                self.set_passthrough(vpn, mode, now)
+        nat = profile.nat.to_dict()
+        self.events.push(ProfileChanged(now, name, tuple(nat.items())))
+        return nat
+
+    def add_rule(self, entry: dict, position: int | None, now: float) -> dict:
+        """A ``[[passthrough.rule]]`` at run time (``ValueError`` naming what is wrong)."""
+        self.admission.add_rule(parse_rule(entry, "rule"), position)
+        return self.admission.view()
+
+    def delete_rule(self, index: int, now: float) -> dict:
+        self.admission.delete_rule(index)
+        return self.admission.view()
+
+    def admit(self, vpn: str, client: int, server: int, now: float, port: int | str = LAN) -> bool:
+        """Whether a VPN attempt from LAN ``client`` to WAN ``server`` may pass (rules, single passthrough);
+        a refusal is counted, and told as a ``vpn`` event (rate limited per client)."""
+        refusal = self.admission.decide(vpn, client, server)
+        if refusal is None:
+            return True
+        details = refusal.details
+        self.drop(port, refusal.drop_reason, now, f"{vpn} {details['client']} -> {details['server']}")
+        suppressed = self.events.allow((refusal.kind, vpn, client), now)
+        if suppressed is not None:
+            self.events.push(VpnEvent(now, vpn, refusal.kind, tuple({**details, "suppressed": suppressed}.items())))
+        return False
 
     def close_session(self, session_id: int, now: float) -> bool:
         """End a NAT session or a helper's flow by its id; False if there is none."""
@@ -188,6 +244,7 @@ class Router(Forwarding):
             session, reason = closed.pop(0)
             if session.helper is not None:
                 session.helper.closed(session, now)
+                self.admission.released(session.helper.name, session.inside_ip)
             self.counters["sessions_closed"] += 1
             self.events.push(SessionClosed(now, session.info(now, self.wan_ip), reason))
 
@@ -370,6 +427,11 @@ class Router(Forwarding):
         self.counters["events_lost"] = self.events.lost
         return {
             "passthrough": dict(self.switches),
+            "passthrough_mode": dict(self.modes),
+            "passthrough_holder": {vpn: ip_str(h) if (h := self.admission.holder(vpn)) is not None
+                                   and self.modes[vpn] == "single" else None for vpn in self.modes},
+            "nat": self.nat.behaviour.to_dict(),
+            "rules": {"default_action": self.admission.default_action, "count": len(self.admission.rules)},
             "counters": dict(self.counters),
             "uptime": round(now - self.started, 3) if self.started is not None else 0.0,
             "sessions": len(self.nat),
@@ -424,9 +486,13 @@ class Router(Forwarding):
             vpn, self.wan_ip, self.nat.rng, self.config.timeouts, lambda: next(self.ids), bump,
             lambda now, v, kind, details: events.push(VpnEvent(now, v, kind, tuple(details.items()))),
             events.allow, lambda reason, summary, now: self.drop(vpn, reason, now, summary), self._close,
-            self._flow_event)
+            self._flow_event, lambda v, client, server, now: self.admit(v, client, server, now, vpn))
 
     def _flow_event(self, flow: Flow, reason: str | None, now: float) -> None:
+        if reason is None:
+            self.admission.held(flow.vpn, flow.inside_ip)
+        else:
+            self.admission.released(flow.vpn, flow.inside_ip)
         info = self.flow_info(flow, now)
         self.events.push(SessionOpened(now, info) if reason is None else SessionClosed(now, info, reason))
 

@@ -117,7 +117,7 @@ class Lab:
             sh("ip", "link", "set", br, "up", ns=sw)
         if self.kernel:
             progress("kernel NAT")
-            self._kernel_router()
+            self.kernel_nat()
         else:
             for tap, br in (("lan0", "br-lan"), ("wan0", "br-wan")):
                 sh("ip", "tuntap", "add", "dev", tap, "mode", "tap", ns=sw)
@@ -139,9 +139,14 @@ class Lab:
         if gateway:
             sh("ip", "route", "add", "default", "via", gateway, ns=ns)
 
-    def _kernel_router(self) -> None:
+    def kernel_nat(self, lan_ip: str = ROUTER_LAN, wan_ip: str = ROUTER_WAN) -> None:
+        """Linux's NAT (nftables masquerade, conntrack) in ``<prefix>-kr`` on both bridges: in place of vpnrouter
+        (``kernel=True``), or beside it on addresses of its own."""
         kr, sw = self.kernel_router, self.switch
-        for side, br, addr in (("lan", "br-lan", f"{ROUTER_LAN}/24"), ("wan", "br-wan", f"{ROUTER_WAN}/24")):
+        if kr not in self.existing_namespaces():
+            sh("ip", "netns", "add", kr)
+            sh("ip", "link", "set", "lo", "up", ns=kr)
+        for side, br, addr in (("lan", "br-lan", f"{lan_ip}/24"), ("wan", "br-wan", f"{wan_ip}/24")):
             sh("ip", "link", "add", f"k-{side}", "type", "veth", "peer", "name", side, "netns", kr, ns=sw)
             sh("ip", "link", "set", f"k-{side}", "master", br, "up", ns=sw)
             sh("ip", "addr", "add", addr, "dev", side, ns=kr)
@@ -152,12 +157,13 @@ class Lab:
         sh("nft", "-f", "-", ns=kr, input=rules)
 
     def router_config(self) -> str:
+        """The lab router's configuration: passthrough and NAT behaviour as the defaults (or a profile in
+        ``extra_config``) make them."""
         forwards = "".join(f'\n[[forward]]\nproto = "{f["proto"]}"\nport = {f["port"]}\nto = "{f["to"]}"\n'
                            for f in self.forwards)
         return (f'[lan]\ntap = "lan0"\naddress = "{ROUTER_LAN}/24"\n\n'
                 f'[wan]\ntap = "wan0"\naddress = "{ROUTER_WAN}/24"\n\n'
-                f'[control]\nsocket = "{self.socket_path}"\n\n'
-                f'[passthrough]\npptp = true\nl2tp = true\nipsec = true\n{forwards}')
+                f'[control]\nsocket = "{self.socket_path}"\n{forwards}')
 
     # -- the router ------------------------------------------------------------------------------
 

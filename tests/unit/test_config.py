@@ -47,7 +47,7 @@ def test_missing_table():
 def test_defaults():
     cfg = parse(config())
     assert cfg.timeouts.udp == 300 and cfg.timeouts.tcp_established == 7440 and cfg.timeouts.icmp == 60
-    assert cfg.passthrough == {"pptp": True, "l2tp": True, "ipsec": True}
+    assert cfg.passthrough == {"pptp": "multi", "l2tp": "multi", "ipsec": "multi"}
     assert cfg.ipsec.ike_port == "preserve" and cfg.timeouts.natt == 600 and cfg.timeouts.esp == 600
     assert cfg.lan.mac == bytes([0x02, 0x76, 0x72, 0, 77, 1]) and cfg.wan.mac == bytes([0x02, 0x76, 0x72, 1, 100, 1])
 

@@ -11,6 +11,7 @@ from frames import C1, C2, LAN, S1, from_lan, make_router, wire
 from router.control import protocol
 from router.control.client import Client, ControlError
 from router.control.server import ControlServer
+from router.control import schema
 from router.dataplane.events import SwitchChanged
 from scapy.layers.inet import UDP
 
@@ -63,14 +64,14 @@ def test_socket_mode_is_0600(served):
 def test_set_passthrough_and_event_stream(served):
     router, _, path, loop = served
     with Client(path) as watcher, Client(path) as client:
-        assert watcher.call("subscribe") == {"seq": 0, "protocol": 2}
+        assert watcher.call("subscribe") == {"seq": 0, "protocol": schema.PROTOCOL_VERSION}
         assert client.call("set_passthrough", "pptp", False) == {"pptp": False, "l2tp": True, "ipsec": True}
         loop.call_soon_threadsafe(lambda: [served[1].publish(e) for e in iter(router.next_event, None)])
         events = watcher.events()
         event = next(events)
         while event["type"] != "switch_changed":
             event = next(events)
-        assert event["name"] == "pptp" and event["on"] is False
+        assert event["name"] == "pptp" and event["on"] is False and event["mode"] == "off"
 
 
 def test_unknown_method_and_bad_params_are_errors(served):
@@ -134,8 +135,8 @@ def publish_pending(router, server):
 def test_version_and_protocol_in_status(served):
     _, _, path, _ = served
     with Client(path) as client:
-        assert client.call("version")["protocol"] == 2
-        assert client.call("status")["protocol"] == 2
+        assert client.call("version")["protocol"] == 3
+        assert client.call("status")["protocol"] == 3
 
 
 def test_a_large_table_is_one_answer_written_in_chunks(served):
