@@ -30,6 +30,8 @@ MIN_L4 = {TCP: 20, UDP: 8, ICMP: 8}
 """Smallest transport header per protocol with ports (or ICMP identifiers)."""
 TTL_INCREMENT = (~TTL_DECREMENT) & 0xFFFF
 ESTABLISHED = TcpState.ESTABLISHED
+ENDED = frozenset({TcpState.FIN_BOTH, TcpState.TRANS})
+"""TCP states after both FINs or a RST: the connection is over, though its session waits out its timeout."""
 PROTO_NAMES = {int(IpProto.GRE): "GRE", int(IpProto.ESP): "ESP"}
 
 
@@ -145,7 +147,7 @@ class Forwarding:
     def _opened(self, session, helper, tcp_state, now):
         if helper is not None:
             session.helper = helper
-            self.admission.held(helper.name, session.inside_ip)
+            self.hold(session, True)
             timeout = helper.timeout(session)
             if timeout is not None:
                 session.timeout = timeout
@@ -159,6 +161,8 @@ class Forwarding:
         state = next_state(session.state, flags, outbound)
         if state is not session.state:
             self.nat.set_tcp_state(session, state, now)
+            if session.helper is not None:     # a VPN's control connection that ended holds the VPN no more
+                self.hold(session, state not in ENDED)
 
     def _hairpin(self, frame, ihl, tot_len, frag, proto, dst, now):
         """RFC 4787 REQ-9, RFC 5382 REQ-8: a LAN host reached through the WAN address.

@@ -83,7 +83,7 @@ class Session:
                  "packets_in", "packets_out", "bytes_in", "bytes_out", "out_key", "in_key",
                  "out_addr_delta", "out_ip_delta", "out_l4_delta",
                  "in_addr_delta", "in_ip_delta", "in_l4_delta", "closed", "helper", "helper_state",
-                 "inside_ip_bytes", "tap")
+                 "inside_ip_bytes", "tap", "holds")
 
     def __init__(self, sid: int, mapping: Mapping, remote_ip: int, remote_port: int, wan_ip: int, now: float):
         proto = mapping.proto
@@ -107,6 +107,8 @@ class Session:
         self.helper_state = None
         self.tap = None
         """A callable that gets each forwarded frame, while a capture runs (``ctl capture``)."""
+        self.holds = False
+        """It counts towards its client holding its helper's VPN (single passthrough): a live VPN session."""
         if proto == IpProto.ICMP:
             self.out_key = (proto, self.inside_ip, self.inside_port, remote_ip, 0)
             self.in_key = (proto, remote_ip, 0, wan_ip, self.outside_port)

@@ -202,6 +202,12 @@ class Router(Forwarding):
         self.admission.delete_rule(index)
         return self.admission.view()
 
+    def hold(self, session, holds: bool) -> None:
+        """Count a helper's NAT session towards its client holding the VPN (single passthrough), or stop."""
+        if session.holds != holds:
+            session.holds = holds
+            (self.admission.held if holds else self.admission.released)(session.helper.name, session.inside_ip)
+
     def admit(self, vpn: str, client: int, server: int, now: float, port: int | str = LAN) -> bool:
         """Whether a VPN attempt from LAN ``client`` to WAN ``server`` may pass (rules, single passthrough);
         a refusal is counted, and told as a ``vpn`` event (rate limited per client)."""
@@ -244,7 +250,7 @@ class Router(Forwarding):
             session, reason = closed.pop(0)
             if session.helper is not None:
                 session.helper.closed(session, now)
-                self.admission.released(session.helper.name, session.inside_ip)
+                self.hold(session, False)
             self.counters["sessions_closed"] += 1
             self.events.push(SessionClosed(now, session.info(now, self.wan_ip), reason))
 

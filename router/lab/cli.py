@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+from ..control.client import ControlError
 from .kernel import CHOICES as PEER_CHOICES, Peers
 from .topology import STATE_DIR, Lab, LabError, is_router_process
-from .vpns import PROTOCOLS, VpnLab
+from ..control.schema import PROFILES
+from .vpns import CONNECT_WAIT, PROTOCOLS, VpnLab
 
 DEFAULT_CLIENTS, DEFAULT_SERVERS = 3, 2
 DEMO = (("c1", "pptp", "s1"), ("c2", "l2tp", "s1"), ("c3", "ipsec", "s2"))
@@ -41,6 +43,8 @@ def add_lab_parser(sub) -> None:
     connect.add_argument("client", help="c1, c2, ... (or 1, 2, ...)")
     connect.add_argument("proto", choices=PROTOCOLS)
     connect.add_argument("server", nargs="?", default="s1", help="s1, s2, ... or its address (default s1)")
+    connect.add_argument("--wait", type=float, default=CONNECT_WAIT, metavar="SECONDS",
+                         help=f"give up (and stop the client) after this long (default {CONNECT_WAIT:.0f})")
     connect.set_defaults(func=cmd_connect)
     ping = actions.add_parser("ping", help="ping through a client's VPN tunnel",
                               description="Ping the server's end of a client's tunnel through it: the PPP peer over "
@@ -54,6 +58,19 @@ def add_lab_parser(sub) -> None:
     disconnect.add_argument("client")
     disconnect.add_argument("proto", choices=PROTOCOLS)
     disconnect.set_defaults(func=cmd_disconnect)
+    check = actions.add_parser("check", help="measure which VPNs work, for one and for two clients, per profile",
+                               description="The compatibility matrix, measured: for each profile, connect one "
+                                           "client, then a second one to the same server, for PPTP, L2TP, IPsec "
+                                           "NAT-T and raw ESP (synthetic), and print protocol x profile with the "
+                                           "router's reason for each failure. Needs the lab up; ends the sessions "
+                                           "it makes and puts the router's profile back.")
+    which = check.add_mutually_exclusive_group()
+    which.add_argument("--profile", choices=PROFILES, help="this profile (default: the one in force)")
+    which.add_argument("--all-profiles", action="store_true", help="every profile")
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                       help="how long a connect may take before it counts as failed (default 10)")
+    check.set_defaults(func=cmd_check)
     demo = actions.add_parser("demo", help="lab up, a PPTP, an L2TP and an IPsec session, then the dashboard",
                               description="Bring the lab up, connect c1 (PPTP) and c2 (L2TP) to s1 and c3 (IPsec) "
                                           "to s2, open the dashboard; on quitting, ask whether to leave it up.")
@@ -173,7 +190,7 @@ def cmd_status(args) -> int:
 def cmd_connect(args) -> int:
     vpns = VpnLab(_lab(args))
     try:
-        session = vpns.connect(args.client, args.proto, args.server, progress=_say)
+        session = vpns.connect(args.client, args.proto, args.server, progress=_say, wait=args.wait)
     except LabError as exc:
         print(f"\nvpnrouter lab: {exc}", file=sys.stderr)
         return 1
@@ -199,6 +216,23 @@ def cmd_disconnect(args) -> int:
         print(f"vpnrouter lab: {exc}", file=sys.stderr)
         return 1
     print(f"lab: {args.client} {args.proto} disconnected")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .check import Check, table
+    vpns = VpnLab(_lab(args))
+    if not vpns.load()["servers"]:
+        print("vpnrouter lab: the lab is not up (vpnrouter lab up)", file=sys.stderr)
+        return 1
+    try:
+        profiles = list(PROFILES) if args.all_profiles else [args.profile or vpns.profile()]
+        progress = (lambda msg: print(f"lab check: {msg}...", file=sys.stderr, flush=True))
+        results = Check(vpns, wait=args.wait, progress=progress).run(profiles)
+    except (LabError, ControlError) as exc:
+        print(f"vpnrouter lab: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(results, indent=2) if args.json else table(results))
     return 0
 
 

@@ -97,8 +97,12 @@ class VpnLab:
         i = int(index)
         return f"{letter}{i}", ns_of(i), ip_of(i)
 
-    def connect(self, client: str, proto: str, server: str = "s1", progress=lambda msg: None) -> dict:
-        """Bring a VPN session up from a client to a server; the router's view of it once it is up."""
+    def connect(self, client: str, proto: str, server: str = "s1", progress=lambda msg: None,
+                wait: float = CONNECT_WAIT) -> dict:
+        """Bring a VPN session up from a client to a server; the router's view of it once it is up.
+
+        If it is not up within ``wait`` seconds, the client is stopped again (its logs stay) and LabError says
+        so: the router may have refused it (single passthrough, a rule, a port set: see its events)."""
         if proto not in PROTOCOLS:
             raise LabError(f"unknown VPN {proto!r}: {', '.join(PROTOCOLS)}")
         name, ns, address = self.client(client)
@@ -125,11 +129,15 @@ class VpnLab:
             pid = charon.proc.pid
         mine[proto] = {"pid": pid, "server": sname, "server_ip": server_ip}
         self.save(state)
-        if proto == "ipsec":
-            ipsec.connect(charon)
-        if proto == "ipsec" or peers.real_ppp:     # ESP both ways, so the association shows both SPIs
-            self._wait_traffic(name, proto, progress)
-        return self._wait_up(proto, address, server_ip, progress)
+        try:
+            if proto == "ipsec":
+                ipsec.connect(charon, timeout=max(1, int(wait)))
+            if proto == "ipsec" or peers.real_ppp:     # ESP both ways, so the association shows both SPIs
+                self._wait_traffic(name, proto, progress, wait)
+            return self._wait_up(proto, address, server_ip, progress, wait)
+        except LabError:
+            self.disconnect(name, proto)
+            raise
 
     def ping(self, client: str, proto: str, count: int = 3) -> subprocess.CompletedProcess:
         """Ping the server's end of a client's tunnel through it: the PPP peer (10.99.0.1 for PPTP, 10.98.0.1
@@ -151,9 +159,9 @@ class VpnLab:
         return self.lab.run_in(ns, "ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", "-I", interface, peer,
                                check=False, timeout=30)
 
-    def _wait_traffic(self, client: str, proto: str, progress) -> None:
+    def _wait_traffic(self, client: str, proto: str, progress, wait: float) -> None:
         """Until a ping crosses the new tunnel (PPP's IPCP, or the child SA, may take a few seconds)."""
-        deadline = time.monotonic() + CONNECT_WAIT
+        deadline = time.monotonic() + wait
         while True:
             try:
                 result = self.ping(client, proto, count=1)
@@ -162,21 +170,21 @@ class VpnLab:
             if result.returncode == 0:
                 return
             if time.monotonic() > deadline:
-                raise LabError(f"no ping crossed {client}'s {proto} tunnel in {CONNECT_WAIT:.0f} s: "
+                raise LabError(f"no ping crossed {client}'s {proto} tunnel in {wait:.0f} s: "
                                f"{(result.stdout + result.stderr).strip()[-500:]} "
                                f"(see the logs under {self.lab.peers_dir})")
             progress(".")
             time.sleep(0.5)
 
-    def _wait_up(self, proto: str, client_ip: str, server_ip: str, progress) -> dict:
-        deadline = time.monotonic() + CONNECT_WAIT
+    def _wait_up(self, proto: str, client_ip: str, server_ip: str, progress, wait: float) -> dict:
+        deadline = time.monotonic() + wait
         while True:
             found = [s for s in self.sessions() if _is_up(s, proto, client_ip, server_ip)]
             if found:
                 return found[0]
             if time.monotonic() > deadline:
                 raise LabError(f"the {proto} session from {client_ip} to {server_ip} did not come up in "
-                               f"{CONNECT_WAIT:.0f} s (see the logs under {self.lab.peers_dir})")
+                               f"{wait:.0f} s (see the logs under {self.lab.peers_dir} and the router's events)")
             progress(".")
             time.sleep(0.5)
 
@@ -197,6 +205,11 @@ class VpnLab:
                 return client.call("sessions")
         except ControlError:
             return []
+
+    def profile(self) -> str:
+        """The router's profile now."""
+        with Client(str(self.lab.socket_path)) as client:
+            return client.call("status")["nat"]["profile"]
 
     def status(self) -> dict:
         state = self.load()
@@ -222,13 +235,20 @@ def _is_flow(session: dict) -> bool:
     return session["proto"] in ("gre", "l2tp", "esp")
 
 
+def is_vpn_flow_of(session: dict, proto: str, client_ip: str) -> bool:
+    """A VPN's own flow (call, tunnel, association) of ``proto`` from ``client_ip``."""
+    return session.get("vpn") == proto and _is_flow(session) and session.get("client") == client_ip
+
+
 def _is_up(session: dict, proto: str, client_ip: str, server_ip: str) -> bool:
-    if session.get("vpn") != proto or not _is_flow(session) or session.get("client") != client_ip:
+    """Up as the router sees it: established, and for PPP (the stand-in's LCP too) frames both ways."""
+    if not is_vpn_flow_of(session, proto, client_ip):
         return False
+    both_ways = session["packets_in"] > 0 and session["packets_out"] > 0
     if proto == "pptp":
-        return session.get("server") == server_ip and session.get("call_state") == "established"
+        return session.get("server") == server_ip and session.get("call_state") == "established" and both_ways
     if proto == "l2tp":
-        return session.get("lns") == server_ip and session["state"] == "established" and any(
+        return session.get("lns") == server_ip and session["state"] == "established" and both_ways and any(
             s["state"] == "established" for s in session.get("sessions", []))
     return session.get("gateway") == server_ip and session.get("ike_spi_r") is not None
 

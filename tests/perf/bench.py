@@ -201,12 +201,14 @@ def table_read_rtt(lab: Lab, progress, sessions: int = TABLE_SESSIONS, reads: in
             "table_read_s": round(per_read, 3)}
 
 
-BEHAVIOURS = (("port_set", 'profile = "map-e"', "a MAP-E port set (240 ports)"),
+BEHAVIOURS = (("default", 'profile = "default"', "the default behaviour, restarted likewise"),
+              ("port_set", 'profile = "map-e"', "a MAP-E port set (240 ports)"),
               ("apdm", 'mapping = "address-and-port-dependent"', "address-and-port-dependent mapping"))
 
 
 def behaviour_udp_pps(lab: Lab, seconds: int, progress) -> dict:
-    """The UDP 64 B rate with the router restarted under other NAT behaviours (issue 10: at least 0.9 x)."""
+    """The UDP 64 B rate with the router restarted under other NAT behaviours (issue 10: at least 0.9 x), each
+    measured the same way: a restart, a few pings, one iperf3 run; the default first, as their baseline."""
     result = {}
     for key, nat, label in BEHAVIOURS:
         progress(f"UDP 64 B with {label}")
@@ -316,10 +318,11 @@ def main() -> int:
         pps, cpu = v[key + "_pps"], v.get(key + "_router_cpu")
         print(f"{label:<32}{pps:>10}{pps / v['udp64_pps']:>7.2f}{v[key + '_sent_pps']:>10}"
               f"{'' if cpu is None else f'{cpu:.0%}':>12}{'' if not cpu else round(pps / cpu):>9}")
+    base = v["udp64_default_pps"]
     for key, _, label in BEHAVIOURS:
         pps = v[f"udp64_{key}_pps"]
-        print(f"vpnrouter, same run: plain UDP 64 B with {label}: {pps} pps "
-              f"(ratio to the default {pps / v['udp64_pps']:.2f}; goal at least 0.90)")
+        print(f"vpnrouter, same run: plain UDP 64 B with {label}: {pps} pps"
+              + ("" if key == "default" else f" (ratio to the default {pps / base:.2f}; goal at least 0.90)"))
     print(f"\nvpnrouter, same run: a ping every 5 ms, largest RTT {v['ping_max_ms_quiet']} ms alone, "
           f"{v['ping_max_ms_reading']} ms while {v['table_sessions']} sessions were read 3 times "
           f"(`ctl sessions --json`, {v['table_read_s']} s a read; goal: under 50 ms)")

@@ -281,6 +281,21 @@ def test_single_lets_one_client_through_until_its_sessions_end(vpn):
     assert r.status(3.0)["passthrough_holder"][vpn] == C2
 
 
+def test_single_hands_over_when_the_holders_control_connection_closes():
+    """Both FINs (or a RST) end a PPTP control connection: its session waits out its timeout, but holds no more."""
+    r = make_router(passthrough={"pptp": "single"})
+    (syn,) = pptp_syn(r, C1)[WAN]
+    port = syn[TCP].sport
+    step(r, WAN, from_wan(S1, TCP(sport=1723, dport=port, flags="SA", seq=100, ack=syn[TCP].seq + 1)))
+    step(r, LAN, from_lan(C1, S1, TCP(sport=40000, dport=1723, flags="A", seq=syn[TCP].seq + 1, ack=101)))
+    assert pptp_syn(r, C2, sport=40001)[WAN] == []
+    step(r, LAN, from_lan(C1, S1, TCP(sport=40000, dport=1723, flags="FA", seq=syn[TCP].seq + 1, ack=101)))
+    assert pptp_syn(r, C2, sport=40002)[WAN] == []            # half closed: still held
+    step(r, WAN, from_wan(S1, TCP(sport=1723, dport=port, flags="FA", seq=101, ack=syn[TCP].seq + 2)))
+    assert pptp_syn(r, C2, sport=40003)[WAN]
+    assert r.status(1.0)["passthrough_holder"]["pptp"] == C2
+
+
 def test_single_refuses_raw_esp_from_another_client():
     r = make_router(passthrough={"ipsec": "single"})
     assert ike_out(r, C1)[WAN]

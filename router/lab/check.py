@@ -1,0 +1,186 @@
+"""``vpnrouter lab check``: the compatibility matrix, measured on the lab's peers.
+
+For each profile (applied to the running router with ``set_profile``), and
+for each of PPTP, L2TP, IPsec (strongSwan, NAT-T behind the router) and raw
+ESP (synthetic, ``esp.py``: no real client here sends it through a NAT), it
+connects one client to s1, then a second one to the same server while the
+first stays up.  The outcome is ``"two"`` (works for two at once), ``"one"``
+(works for one client only) or ``"fails"``, with the reason the router gave in
+its events: refused by single passthrough, denied by a rule, portless under a
+port set, passthrough off.  A session counts as working when the router shows
+it up with traffic both ways (PPP frames, pings through the tunnel, ESP
+answers).  Between attempts every session of the protocol is ended, so that
+each starts from nothing; at the end the router gets back the profile it had.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+from ..control.client import Client, ControlError
+from .topology import LabError
+from .vpns import VpnLab, is_vpn_flow_of
+
+KINDS = ("pptp", "l2tp", "ipsec", "esp")
+LABELS = {"pptp": "PPTP", "l2tp": "L2TP", "ipsec": "IPsec NAT-T", "esp": "raw ESP"}
+VPN_OF = {"pptp": "pptp", "l2tp": "l2tp", "ipsec": "ipsec", "esp": "ipsec"}
+CLIENT_SPIS = {"c1": 0x1000, "c2": 0x2000}
+ESP_PACKETS = 10
+OUTCOMES = {"two": "works for two at once", "one": "works for one client only", "fails": "fails"}
+
+
+class EventLog:
+    """The router's events, collected by a thread from the moment it starts."""
+
+    def __init__(self, socket_path: str):
+        self.client = Client(socket_path, timeout=None)
+        self.events: list[dict] = []
+        self.thread = threading.Thread(target=self._collect, daemon=True)
+        self.thread.start()
+
+    def _collect(self) -> None:
+        try:
+            for event in self.client.events():
+                self.events.append(event)
+        except (ControlError, OSError, ValueError):
+            pass
+
+    def mark(self) -> int:
+        return len(self.events)
+
+    def reason_since(self, mark: int) -> str | None:
+        """Why the router refused something since ``mark``, in words, from its events."""
+        for event in self.events[mark:]:       # the vpn events name the holder or the rule; drops the rest
+            kind = {"vpn": event.get("event"), "packet_dropped": event.get("reason")}.get(event.get("type"))
+            if event.get("type") == "packet_dropped" and kind in ("refused_single", "denied_by_rule"):
+                continue
+            if kind == "refused_single":
+                return f"refused by single passthrough (held by {event.get('holder')})"
+            if kind == "denied":
+                rule = event.get("rule")
+                return f"denied by rule {rule}" if rule else "denied by the default action"
+            if kind == "portless_under_port_set":
+                return "portless under a port set (GRE and raw ESP have no port to share an address by)"
+            if kind == "passthrough_off":
+                return "passthrough off"
+        return None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class Check:
+    def __init__(self, vpns: VpnLab, wait: float = 10.0, progress=lambda msg: None):
+        self.vpns, self.lab = vpns, vpns.lab
+        self.wait = wait
+        self.progress = progress
+        self.socket = str(self.lab.socket_path)
+        self.responder: subprocess.Popen | None = None
+
+    def call(self, method: str, *params):
+        with Client(self.socket) as client:
+            return client.call(method, *params)
+
+    def run(self, profiles: list[str]) -> dict:
+        """{profile: {kind: {"result", "reason", "one", "two"}}}."""
+        original = self.call("status")["nat"]["profile"]
+        events = EventLog(self.socket)
+        try:
+            results = {}
+            for profile in profiles:
+                self.call("set_profile", profile)
+                results[profile] = {}
+                for kind in KINDS:
+                    self.progress(f"{profile}: {LABELS[kind]}")
+                    results[profile][kind] = self.kind(kind, events)
+            return results
+        finally:
+            self.call("set_profile", original)
+            events.close()
+            if self.responder is not None:
+                self.responder.kill()
+                self.responder.wait()
+
+    def kind(self, kind: str, events: EventLog) -> dict:
+        self.reset(kind)
+        try:
+            one, why = self.attempt(kind, ["c1"], events)
+            two = False
+            if one:
+                two, why = self.attempt(kind, ["c2"] if kind != "esp" else ["c1", "c2"], events)
+                if two and kind != "esp" and not self.still_up(kind, "c1"):
+                    two, why = False, "the first client's session broke when the second came"
+        finally:
+            self.reset(kind)
+        result = "two" if two else "one" if one else "fails"
+        return {"result": result, "reason": None if two else why, "one": one, "two": two}
+
+    def attempt(self, kind: str, clients: list[str], events: EventLog) -> tuple[bool, str | None]:
+        mark = events.mark()
+        if kind == "esp":
+            ok, detail = self.raw_esp(clients)
+        else:
+            try:
+                self.vpns.connect(clients[0], kind, "s1", wait=self.wait)
+                ok, detail = True, None
+            except LabError as exc:
+                ok, detail = False, str(exc).splitlines()[0][:200]
+        time.sleep(0.3)        # events of the attempt reach the log
+        return ok, None if ok else events.reason_since(mark) or detail
+
+    def raw_esp(self, clients: list[str]) -> tuple[bool, str]:
+        """Synthetic ESP from each client (at once) to s1, which answers each packet; all must be answered."""
+        server = self.lab.server(1)
+        if self.responder is None:
+            self.responder = self.lab.popen_in(server, sys.executable, "-m", "router.lab.esp", "responder",
+                                               stdout=subprocess.PIPE, text=True)
+            self.responder.stdout.readline()
+        runs = {name: self.lab.popen_in(self.vpns.client(name)[1], sys.executable, "-m", "router.lab.esp",
+                                        "client", self.lab.server_ip(1), hex(CLIENT_SPIS[name]), str(ESP_PACKETS),
+                                        stdout=subprocess.PIPE, text=True) for name in clients}
+        answers = {name: int(proc.communicate(timeout=30)[0].strip() or 0) for name, proc in runs.items()}
+        ok = all(count == ESP_PACKETS for count in answers.values())
+        return ok, ", ".join(f"{name}: {count} of {ESP_PACKETS} answered" for name, count in answers.items())
+
+    def still_up(self, kind: str, client: str) -> bool:
+        _, _, address = self.vpns.client(client)
+        return any(is_vpn_flow_of(s, kind, address) and s["state"] == "established" for s in self.vpns.sessions())
+
+    def reset(self, kind: str) -> None:
+        """End every client and every router session of this kind, so the next attempt starts from nothing."""
+        if kind != "esp":
+            state = self.vpns.load()
+            for name in ("c1", "c2"):
+                if kind in state["clients"].get(name, {}):
+                    self.vpns.disconnect(name, kind)
+        for session in self.vpns.sessions():
+            if session.get("vpn") == VPN_OF[kind]:
+                try:
+                    self.call("close_session", session["id"])
+                except ControlError:
+                    pass                   # gone with its flow already
+
+
+def table(results: dict) -> str:
+    """Protocol x profile, then the reasons."""
+    profiles = list(results)
+    width = max(12, *(len(p) + 2 for p in profiles))
+    lines = [f"{'':<14}" + "".join(f"{p:>{width}}" for p in profiles)]
+    notes: list[str] = []
+    for kind in KINDS:
+        cells = []
+        for profile in profiles:
+            entry = results[profile][kind]
+            mark = ""
+            if entry["reason"]:
+                notes.append(f"{profile}, {LABELS[kind]}: {entry['reason']}")
+                mark = f" [{len(notes)}]"
+            cells.append(f"{entry['result'] + mark:>{width}}")
+        lines.append(f"{LABELS[kind]:<14}" + "".join(cells))
+    lines.append("")
+    lines.append("two: works for two clients at once to the same server; one: for one client only; fails: not even one")
+    lines += [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
+    return "\n".join(lines)
