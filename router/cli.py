@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile = ctl_sub.add_parser("profile", help="behave like another router: apply a named profile",
                                  description="Apply a named profile (NAT mapping, filtering, port assignment, "
                                              "hairpinning, port set, passthrough modes) to new sessions; sessions "
-                                             "already up keep what they were made with.")
+                                             "already up keep what they were made with (but a passthrough the "
+                                             "profile turns off ends its sessions, as `ctl passthrough NAME off`).")
     profile.add_argument("name", choices=PROFILES)
     profile.add_argument("--json", action="store_true", help="print the NAT behaviour now in force as JSON")
     profile.set_defaults(func=cmd_profile)

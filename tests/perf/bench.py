@@ -206,17 +206,21 @@ BEHAVIOURS = (("default", 'profile = "default"', "the default behaviour, restart
               ("apdm", 'mapping = "address-and-port-dependent"', "address-and-port-dependent mapping"))
 
 
-def behaviour_udp_pps(lab: Lab, seconds: int, progress) -> dict:
+def behaviour_udp_pps(lab: Lab, seconds: int, progress, rounds: int = 2) -> dict:
     """The UDP 64 B rate with the router restarted under other NAT behaviours (issue 10: at least 0.9 x), each
-    measured the same way: a restart, a few pings, one iperf3 run; the default first, as their baseline."""
-    result = {}
-    for key, nat, label in BEHAVIOURS:
-        progress(f"UDP 64 B with {label}")
-        lab.stop_router()
-        lab.start_router(extra_config=f"[nat]\n{nat}\n")
-        ping_ms(lab, 3)
-        received, _ = udp_pps(lab, seconds)
-        result[f"udp64_{key}_pps"] = round(received)
+    measured the same way (a restart, a few pings, one iperf3 run), the default as their baseline, in ``rounds``
+    interleaved rounds: the best of each, since other load on the machine only ever lowers a figure."""
+    runs: dict[str, list[int]] = {key: [] for key, _, _ in BEHAVIOURS}
+    for round_ in range(1, rounds + 1):
+        for key, nat, label in BEHAVIOURS:
+            progress(f"UDP 64 B with {label} (round {round_} of {rounds})")
+            lab.stop_router()
+            lab.start_router(extra_config=f"[nat]\n{nat}\n")
+            ping_ms(lab, 3)
+            received, _ = udp_pps(lab, seconds)
+            runs[key].append(round(received))
+    result = {f"udp64_{key}_pps": max(values) for key, values in runs.items()}
+    result.update({f"udp64_{key}_runs": values for key, values in runs.items()})
     return result
 
 
@@ -321,7 +325,7 @@ def main() -> int:
     base = v["udp64_default_pps"]
     for key, _, label in BEHAVIOURS:
         pps = v[f"udp64_{key}_pps"]
-        print(f"vpnrouter, same run: plain UDP 64 B with {label}: {pps} pps"
+        print(f"vpnrouter, same run: plain UDP 64 B with {label}: {pps} pps (best of {v[f'udp64_{key}_runs']})"
               + ("" if key == "default" else f" (ratio to the default {pps / base:.2f}; goal at least 0.90)"))
     print(f"\nvpnrouter, same run: a ping every 5 ms, largest RTT {v['ping_max_ms_quiet']} ms alone, "
           f"{v['ping_max_ms_reading']} ms while {v['table_sessions']} sessions were read 3 times "

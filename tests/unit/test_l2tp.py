@@ -402,6 +402,18 @@ def test_an_lns_answering_from_another_port_reaches_the_lac(mode):
     assert [t["state"] for t in mine] == ["established"] and mine[0]["peer_tunnel_id"] == LNS_TID
 
 
+@pytest.mark.parametrize("mode", ["preserve", "translate"])
+def test_address_and_port_dependent_filtering_refuses_an_lns_on_another_port(mode):
+    """RFC 4787 §5 holds for the helper's mappings too: under address-and-port-dependent filtering an answer
+    from the LNS's other port is unsolicited, so a LAC whose LNS does that cannot connect (as behind such NATs)."""
+    r = make_router(nat={"filtering": "address-and-port-dependent"}, **(TRANSLATE if mode == "translate" else {}))
+    lac = Lac(r, C1, S1, 7)
+    lac.request()
+    assert lac.reply(LNS_TID, sport=1702) is None
+    assert r.counters["drop_unsolicited"] == 1
+    assert lac.reply(LNS_TID, sport=1701) == sccrp(7, LNS_TID)      # from 1701, the port it was sent to
+
+
 # -- sessions in a tunnel -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cdn_from", ["LAC", "LNS"])
