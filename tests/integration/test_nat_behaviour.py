@@ -115,6 +115,15 @@ def test_hairpinning(nat_lab, hairpinning):
         assert behind_router(nat_lab, "hairpinning").behaviour is hairpinning
 
 
+def test_the_linux_profile_behaves_as_linux_masquerade_measured(nat_lab):
+    """The "linux" profile against the kernel's NAT beside it, by the same discovery (README's profile table)."""
+    linux = {test: discover(test, nat_lab.client(2), STUN, (C2, next(PORTS))).behaviour
+             for test in ("mapping", "filtering", "hairpinning")}
+    with router(nat_lab, profile="linux"):
+        ours = {test: behind_router(nat_lab, test).behaviour for test in ("mapping", "filtering", "hairpinning")}
+    assert ours == linux
+
+
 @pytest.mark.parametrize("assignment", PORT_ASSIGNMENTS)
 def test_port_assignment(nat_lab, assignment):
     """RFC 4787 §4.2.1, RFC 6056: two new mappings from free, non-adjacent client ports; the ports the server sees."""
