@@ -47,7 +47,8 @@ class NatBehaviour:
     """The keys set explicitly that differ from the profile's."""
 
     def to_dict(self) -> dict:
-        return {"profile": self.profile, "overrides": list(self.overrides), "mapping": self.mapping, "filtering": self.filtering,
+        return {"profile": self.profile, "overrides": list(self.overrides), "mapping": self.mapping,
+                "filtering": self.filtering,
                 "port_assignment": self.port_assignment, "hairpinning": self.hairpinning,
                 "port_set": self.port_set.to_dict() if self.port_set else None}
 

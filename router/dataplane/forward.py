@@ -264,7 +264,7 @@ class Forwarding:
         if helper is not None:
             if not self.switches[helper.name]:
                 return self.drop(port, DropReason.PASSTHROUGH_OFF, now, _flow(src, sport, self.wan_ip, dport))
-            if helper.filters_by_address and not mapping.static and src not in mapping.remotes:
+            if helper.filters_by_address and not mapping.static and not mapping.has_remote(src):
                 return self.drop(port, DropReason.UNSOLICITED, now, _flow(src, sport, self.wan_ip, dport))
             if not self.admit(helper.name, mapping.inside_ip, src, now, port):
                 return None

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from functools import lru_cache
 from itertools import count
 
 from ..behaviour import NatBehaviour
@@ -52,12 +53,36 @@ PROTO_NAMES = {IpProto.ICMP: "icmp", IpProto.TCP: "tcp", IpProto.UDP: "udp",
 ENDPOINT_INDEPENDENT, ADDRESS_DEPENDENT, ADDRESS_AND_PORT_DEPENDENT = 0, 1, 2
 DEPENDENCE = {"endpoint-independent": ENDPOINT_INDEPENDENT, "address-dependent": ADDRESS_DEPENDENT,
               "address-and-port-dependent": ADDRESS_AND_PORT_DEPENDENT}
+SIXTEEN_BITS = tuple(range(65536))
+"""Every 16-bit value once: sessions keep their ports and checksum deltas as these shared objects rather than
+ints of their own (28 bytes each), about 250 bytes a session."""
+
+
+@lru_cache(maxsize=4096)
+def address_bytes(address: int) -> bytes:
+    """An address as the 4 bytes the hot path writes: one object for all of a host's sessions."""
+    return address.to_bytes(4, "big")
+
+
+@lru_cache(maxsize=4096)
+def address_deltas(inside: int, wan: int) -> tuple[int, int, int, int]:
+    """RFC 1624 deltas of the address rewrites, out and in, alone and with the TTL decrement: the same for every
+    session of a host."""
+    out_addr, in_addr = checksum.delta(inside, wan, 4), checksum.delta(wan, inside, 4)
+    return (SIXTEEN_BITS[out_addr], SIXTEEN_BITS[in_addr], SIXTEEN_BITS[checksum.add(out_addr, checksum.TTL_DECREMENT)],
+            SIXTEEN_BITS[checksum.add(in_addr, checksum.TTL_DECREMENT)])
+
+
+def _port_delta(old: int, new: int) -> int:
+    """RFC 1624 eq. 3 delta of one 16-bit field (``checksum.delta`` for width 2, without its loop)."""
+    x = (~old & 0xFFFF) + new
+    return (x & 0xFFFF) + (x >> 16)
 
 
 class Mapping:
     """An inside endpoint's outside port (RFC 4787 §4.1)."""
     __slots__ = ("proto", "inside_ip", "inside_port", "outside_port", "static", "shared", "sessions", "remotes",
-                 "key", "filtering")
+                 "first_remote", "key", "filtering")
 
     def __init__(self, proto: int, inside_ip: int, inside_port: int, outside_port: int, static: bool = False,
                  shared: bool = False, key: tuple | None = None, filtering: int = ADDRESS_DEPENDENT):
@@ -67,13 +92,40 @@ class Mapping:
         """RFC 4787 §5, as it was when the mapping was made."""
         self.proto = proto
         self.inside_ip = inside_ip
-        self.inside_port = inside_port
-        self.outside_port = outside_port
+        self.inside_port = SIXTEEN_BITS[inside_port]
+        self.outside_port = SIXTEEN_BITS[outside_port]
         self.static = static
         self.shared = shared
         self.sessions = 0
-        self.remotes: dict[int, int] = {}
-        """Remote address -> sessions to it, for address-dependent filtering (RFC 4787 §5)."""
+        self.first_remote: int | None = None
+        """The remote address of its sessions while they all have one (most mappings: no dict needed)."""
+        self.remotes: dict[int, int] | None = None
+        """Remote address -> sessions to it, once its sessions have several (RFC 4787 §5 filtering)."""
+
+    def has_remote(self, address: int) -> bool:
+        """Whether some session of this mapping talks to ``address``."""
+        return address == self.first_remote if self.remotes is None else address in self.remotes
+
+    def add_remote(self, address: int) -> None:
+        """Count a new session to ``address`` (before ``sessions`` counts it)."""
+        if self.remotes is None:
+            if self.sessions == 0 or address == self.first_remote:
+                self.first_remote = address
+                return
+            self.remotes = {self.first_remote: self.sessions}
+        self.remotes[address] = self.remotes.get(address, 0) + 1
+
+    def remove_remote(self, address: int) -> None:
+        """A session to ``address`` ended (after ``sessions`` stopped counting it)."""
+        if self.remotes is None:
+            if self.sessions == 0:
+                self.first_remote = None
+            return
+        left = self.remotes[address] - 1
+        if left:
+            self.remotes[address] = left
+        else:
+            del self.remotes[address]
 
 
 class Session:
@@ -90,11 +142,11 @@ class Session:
         self.id = sid
         self.proto = proto
         self.inside_ip = mapping.inside_ip
-        self.inside_ip_bytes = mapping.inside_ip.to_bytes(4, "big")
+        self.inside_ip_bytes = address_bytes(mapping.inside_ip)
         self.inside_port = mapping.inside_port
         self.outside_port = mapping.outside_port
         self.remote_ip = remote_ip
-        self.remote_port = remote_port
+        self.remote_port = remote_port = SIXTEEN_BITS[remote_port]
         self.mapping = mapping
         self.state: TcpState | None = None
         self.timeout = 0.0
@@ -119,18 +171,16 @@ class Session:
 
     def _set_deltas(self, wan_ip: int) -> None:
         """Precompute the RFC 1624 deltas of both directions' rewrites."""
-        out_addr = checksum.delta(self.inside_ip, wan_ip, 4)
-        in_addr = checksum.delta(wan_ip, self.inside_ip, 4)
-        out_port = checksum.delta(self.inside_port, self.outside_port, 2)
-        in_port = checksum.delta(self.outside_port, self.inside_port, 2)
+        out_addr, in_addr, self.out_ip_delta, self.in_ip_delta = address_deltas(self.inside_ip, wan_ip)
+        out_port = _port_delta(self.inside_port, self.outside_port)
+        in_port = _port_delta(self.outside_port, self.inside_port)
+        shared = SIXTEEN_BITS
         self.out_addr_delta, self.in_addr_delta = out_addr, in_addr
-        self.out_ip_delta = checksum.add(out_addr, checksum.TTL_DECREMENT)
-        self.in_ip_delta = checksum.add(in_addr, checksum.TTL_DECREMENT)
         if self.proto == IpProto.ICMP:  # no pseudo-header: only the identifier changes
-            self.out_l4_delta, self.in_l4_delta = out_port, in_port
+            self.out_l4_delta, self.in_l4_delta = shared[out_port], shared[in_port]
         else:
-            self.out_l4_delta = checksum.add(out_addr, out_port)
-            self.in_l4_delta = checksum.add(in_addr, in_port)
+            self.out_l4_delta = shared[checksum.add(out_addr, out_port)]
+            self.in_l4_delta = shared[checksum.add(in_addr, in_port)]
 
     def totals(self) -> tuple[int, int, int, int]:
         return self.packets_in, self.packets_out, self.bytes_in, self.bytes_out
@@ -266,7 +316,7 @@ class NatTable:
     def admits(mapping: Mapping, remote_ip: int) -> bool:
         """Whether a new remote endpoint at ``remote_ip`` passes the mapping's filter (RFC 4787 §5)."""
         filtering = mapping.filtering
-        return filtering == ENDPOINT_INDEPENDENT or (filtering == ADDRESS_DEPENDENT and remote_ip in mapping.remotes)
+        return filtering == ENDPOINT_INDEPENDENT or (filtering == ADDRESS_DEPENDENT and mapping.has_remote(remote_ip))
 
     def shared_sessions(self, proto: int, remote_ip: int, outside_port: int) -> list[Session]:
         """Sessions of shared mappings on ``outside_port`` with ``remote_ip``, whatever its port (cold path)."""
@@ -289,8 +339,8 @@ class NatTable:
     def _add(self, mapping: Mapping, remote_ip: int, remote_port: int, now: float) -> Session:
         session = Session(next(self._ids), mapping, remote_ip, remote_port, self.wan_ip, now)
         session.timeout = self.timeouts.icmp if mapping.proto == IpProto.ICMP else self.timeouts.udp
+        mapping.add_remote(remote_ip)
         mapping.sessions += 1
-        mapping.remotes[remote_ip] = mapping.remotes.get(remote_ip, 0) + 1
         self.per_host[mapping.inside_ip] = self.per_host.get(mapping.inside_ip, 0) + 1
         self.out_sessions[session.out_key] = session
         if mapping.shared:
@@ -397,11 +447,7 @@ class NatTable:
         else:
             self.in_sessions.pop(session.in_key, None)
         mapping.sessions -= 1
-        left = mapping.remotes[session.remote_ip] - 1
-        if left:
-            mapping.remotes[session.remote_ip] = left
-        else:
-            del mapping.remotes[session.remote_ip]
+        mapping.remove_remote(session.remote_ip)
         host_left = self.per_host[session.inside_ip] - 1
         if host_left:
             self.per_host[session.inside_ip] = host_left

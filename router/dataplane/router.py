@@ -37,8 +37,8 @@ from .arp import ArpTable, parse_arp
 from ..helpers.base import Flow, Helper, HelperContext
 from ..behaviour import PROFILES, parse_rule
 from .admission import Admission
-from .events import (Counters, DropReason, EventQueue, ProfileChanged, SessionClosed, SessionInfo, SessionOpened,
-                     SwitchChanged, VpnEvent)
+from .events import (Counters, DropReason, EventQueue, LazyInfo, ProfileChanged, SessionClosed, SessionInfo,
+                     SessionOpened, SwitchChanged, VpnEvent)
 from .forward import Forwarding
 from .fragments import FragmentTracker
 from .icmp import echo_reply, error_datagram, is_unicast
@@ -242,7 +242,7 @@ class Router(Forwarding):
 
     def report_opened(self, session, now: float) -> None:
         self.counters["sessions_created"] += 1
-        self.events.push(SessionOpened(now, session.info(now, self.wan_ip)))
+        self.events.push(SessionOpened(now, LazyInfo(session, now, self.wan_ip)))
 
     def report_closed(self, now: float) -> None:
         closed = self.nat.closed
@@ -252,7 +252,7 @@ class Router(Forwarding):
                 session.helper.closed(session, now)
                 self.hold(session, False)
             self.counters["sessions_closed"] += 1
-            self.events.push(SessionClosed(now, session.info(now, self.wan_ip), reason))
+            self.events.push(SessionClosed(now, LazyInfo(session, now, self.wan_ip), reason))
 
     # -- ARP -------------------------------------------------------------------------------
 

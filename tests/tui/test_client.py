@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgpack
 
-from router.control import protocol
+from router.control import protocol, schema
 from tui.client import (Connection, Dropped, Events, Link, LinkDown, LinkUp, RequestError, Snapshot, Status,
                         Subscribed)
 
@@ -58,7 +58,7 @@ async def test_an_error_answer_is_a_request_error_with_the_routers_reason(sock, 
         assert (exc.code, exc.message) == ("refused", "the policy forbids it")
     else:
         raise AssertionError("no error")
-    assert (await conn.request("version"))["protocol"] == 2
+    assert (await conn.request("version"))["protocol"] == schema.PROTOCOL_VERSION
     conn.close()
 
 
@@ -117,7 +117,7 @@ async def test_an_older_router_is_named_as_such(sock, fake):
     task = asyncio.ensure_future(link.run())
     await until(lambda: any(isinstance(i, LinkDown) for i in items))
     down = next(i for i in items if isinstance(i, LinkDown))
-    assert "control protocol 1; the dashboard needs 2" in down.reason
+    assert f"control protocol 1; the dashboard needs {schema.PROTOCOL_VERSION}" in down.reason
     assert "subscribe" not in [m for m, _ in fake.requests]
     link.stop()
     task.cancel()
