@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from router.lab.topology import Lab
+from tests.perf.copier import copier_lab
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -286,6 +287,9 @@ def main() -> int:
         print("bench: needs root (network namespaces)", file=sys.stderr)
         return 2
     results = {}
+    progress = lambda step: print(f"bench: copier: {step}...", file=sys.stderr, flush=True)  # noqa: E731
+    with copier_lab(progress) as lab:     # the I/O ceiling: TAP to TAP in Python, no routing
+        results["copier"] = measure(lab, args.seconds, progress)
     for name, lab in (("kernel", Lab(prefix="bk", clients=1, servers=1, kernel=True)),
                       ("vpnrouter", Lab(prefix="bv", clients=args.esp_clients, servers=1))):
         progress = lambda step, name=name: print(f"bench: {name}: {step}...", file=sys.stderr, flush=True)
@@ -307,10 +311,14 @@ def main() -> int:
                 results[name].update(behaviour_udp_pps(lab, args.seconds, progress))
         finally:
             lab.down()
-    k, v = results["kernel"], results["vpnrouter"]
-    print(f"\n{'':<22}{'Linux kernel NAT':>18}{'vpnrouter':>14}{'ratio':>8}")
+    k, v, c = results["kernel"], results["vpnrouter"], results["copier"]
+    print(f"\n{'':<22}{'Linux kernel NAT':>18}{'Python copier':>15}{'vpnrouter':>11}{'/kernel':>9}{'/copier':>9}")
     for key, label in (("tcp_gbps", "TCP Gbit/s"), ("udp64_pps", "UDP 64 B pps recv"), ("ping_ms", "ping RTT ms")):
-        print(f"{label:<22}{k[key]:>18}{v[key]:>14}{v[key] / k[key]:>8.2f}")
+        print(f"{label:<22}{k[key]:>18}{c[key]:>15}{v[key]:>11}{v[key] / k[key]:>9.2f}{v[key] / c[key]:>9.2f}")
+    copier_cpu = c.get("udp64_router_cpu")
+    print(f"Python copier: TAP to TAP with the router's I/O and no routing (tests/perf/copier.py), the ceiling for "
+          f"Python on TAP; UDP 64 B sent {c['udp64_sent_pps']} pps"
+          + ("" if copier_cpu is None else f", copier CPU {copier_cpu:.0%}"))
     print(f"\nvpnrouter, same run: GRE 64 B over {args.calls} PPTP calls {v['gre16_pps']} pps received, "
           f"plain UDP 64 B {v['udp64_pps']} pps (ratio {v['gre16_pps'] / v['udp64_pps']:.2f})")
     spread = f", {args.esp_clients} clients" if args.esp_clients > 1 else ""
