@@ -352,6 +352,11 @@ def main() -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+    from tests.perf.report import save
+    path, lines, png = save(results)
+    print(f"\nratios, this run beside the last one (bench-results/, {path.name}"
+          f"{', with a PNG' if png else '; no PNG: matplotlib is missing'}):")
+    print("\n".join(f"  {line}" for line in lines))
     return 0
 
 
