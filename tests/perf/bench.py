@@ -202,6 +202,24 @@ def table_read_rtt(lab: Lab, progress, sessions: int = TABLE_SESSIONS, reads: in
             "table_read_s": round(per_read, 3)}
 
 
+def integrity(lab: Lab, mebibytes: int = 64, datagrams: int = 50_000) -> dict:
+    """Correctness as it goes (tests/perf/integrity.py): a TCP transfer's sha256 at both ends, and UDP datagrams
+    counted for reordering, through the router as it forwards at full speed."""
+    run = [sys.executable, "-m", "tests.perf.integrity"]
+    client, server = lab.client(1), lab.server(1)
+    sink = lab.popen_in(server, *run, "tcp-sink", "5201", stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    sink.stdout.readline()
+    sent = json.loads(lab.run_in(client, *run, "tcp-source", SERVER, "5201", str(mebibytes), timeout=300,
+                                 cwd=ROOT).stdout)
+    got = json.loads(sink.communicate(timeout=60)[0])
+    udp_sink = lab.popen_in(server, *run, "udp-sink", "5202", "60", stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    udp_sink.stdout.readline()
+    lab.run_in(client, *run, "udp-source", SERVER, "5202", str(datagrams), timeout=120, cwd=ROOT)
+    udp = json.loads(udp_sink.communicate(timeout=90)[0])
+    return {"tcp_bytes": got["bytes"], "tcp_sha256_equal": got == sent, "udp_sent": datagrams,
+            "udp_received": udp["received"], "udp_out_of_order": udp["out_of_order"]}
+
+
 BEHAVIOURS = (("default", 'profile = "default"', "the default behaviour, restarted likewise"),
               ("port_set", 'profile = "map-e"', "a MAP-E port set (240 ports)"),
               ("apdm", 'mapping = "address-and-port-dependent"', "address-and-port-dependent mapping"))
@@ -308,6 +326,8 @@ def main() -> int:
                 results[name].update(l2tp16_pps=round(received), l2tp16_sent_pps=round(sent), l2tp16_router_cpu=cpu)
                 results[name]["gre16_pps"] = round(gre_pps(lab, args.seconds, args.calls, progress))
                 results[name].update(table_read_rtt(lab, progress))
+                progress("correctness: a TCP transfer's sha256, UDP order")
+                results[name]["integrity"] = integrity(lab)
                 results[name].update(behaviour_udp_pps(lab, args.seconds, progress))
         finally:
             lab.down()
@@ -330,6 +350,10 @@ def main() -> int:
         pps, cpu = v[key + "_pps"], v.get(key + "_router_cpu")
         print(f"{label:<32}{pps:>10}{pps / v['udp64_pps']:>7.2f}{v[key + '_sent_pps']:>10}"
               f"{'' if cpu is None else f'{cpu:.0%}':>12}{'' if not cpu else round(pps / cpu):>9}")
+    check = v["integrity"]
+    print(f"vpnrouter, same run, correctness: TCP {check['tcp_bytes'] >> 20} MiB, sha256 "
+          f"{'equal at both ends' if check['tcp_sha256_equal'] else 'DIFFERENT'}; UDP {check['udp_sent']:,} "
+          f"numbered datagrams, {check['udp_received']:,} received, {check['udp_out_of_order']} out of order")
     base = v["udp64_default_pps"]
     for key, _, label in BEHAVIOURS:
         pps = v[f"udp64_{key}_pps"]
