@@ -220,6 +220,69 @@ def integrity(lab: Lab, mebibytes: int = 64, datagrams: int = 50_000) -> dict:
             "udp_received": udp["received"], "udp_out_of_order": udp["out_of_order"]}
 
 
+SCALE_FLOWS = """
+import socket, sys, time
+host, first_dport, count, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(1000)]
+for i, s in enumerate(socks):
+    s.bind(("0.0.0.0", 20000 + i))
+start = time.monotonic()
+for n in range(count):
+    socks[n % 1000].sendto(b"x", (host, first_dport + n // 1000))
+    if n % 100 == 99:                      # no faster than rate new flows a second
+        ahead = (n + 1) / rate - (time.monotonic() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+print(time.monotonic() - start)
+"""
+OFFERED_FLOWS = 25_000
+"""New flows a second offered to the router for its set-up rate (issue 11's goal: 20,000)."""
+
+
+def _rss_mb(lab: Lab) -> float:
+    text = Path(f"/proc/{lab.router_proc.pid}/status").read_text()
+    return int(text.split("VmRSS:", 1)[1].split()[0]) / 1024
+
+
+def _created(lab: Lab) -> int:
+    return json.loads(_ctl(lab, "status", "--json"))["counters"]["sessions_created"]
+
+
+def scale(lab: Lab, seconds: int, progress, sessions: int = 100_000) -> dict:
+    """Issue 11's scale figures: new flows set up per second (``OFFERED_FLOWS`` a second offered for two
+    seconds), the router's memory growth to ``sessions`` UDP sessions, and the UDP 64 B rate then against the rate
+    with a handful of sessions (the best of two runs each)."""
+    lab.stop_router()
+    lab.start_router(extra_config=f"[limits]\nsessions = {sessions + 32768}\nsessions_per_host = {sessions + 32768}\n")
+    ping_ms(lab, 3)
+    progress("UDP 64 B with a handful of sessions")
+    few = max(udp_pps(lab, seconds)[0] for _ in range(2))
+    rss_before = _rss_mb(lab)
+
+    def offer(first_dport: int, count: int, rate: float) -> float:
+        return float(lab.run_in(lab.client(1), sys.executable, "-c", SCALE_FLOWS, SERVER, str(first_dport),
+                                str(count), str(rate), timeout=300).stdout)
+
+    progress(f"{OFFERED_FLOWS:,} new flows a second for two seconds")
+    before = _created(lab)
+    took = offer(10000, 2 * OFFERED_FLOWS, OFFERED_FLOWS)
+    time.sleep(0.5)
+    created = _created(lab) - before
+    progress(f"filling the table to {sessions:,} sessions")
+    for _ in range(5):
+        offer(10000, sessions, 5000)
+        if json.loads(_ctl(lab, "status", "--json"))["sessions"] >= sessions:
+            break
+    table = json.loads(_ctl(lab, "status", "--json"))["sessions"]
+    rss_after = _rss_mb(lab)
+    progress(f"UDP 64 B with {table:,} sessions")
+    full = max(udp_pps(lab, seconds)[0] for _ in range(2))
+    return {"scale_sessions": table, "scale_rss_before_mb": round(rss_before, 1),
+            "scale_rss_after_mb": round(rss_after, 1), "new_flows_per_s": round(created / took),
+            "new_flows_offered": 2 * OFFERED_FLOWS, "new_flows_created": created,
+            "udp64_few_sessions_pps": round(few), "udp64_full_table_pps": round(full)}
+
+
 BEHAVIOURS = (("default", 'profile = "default"', "the default behaviour, restarted likewise"),
               ("port_set", 'profile = "map-e"', "a MAP-E port set (240 ports)"),
               ("apdm", 'mapping = "address-and-port-dependent"', "address-and-port-dependent mapping"))
@@ -326,6 +389,7 @@ def main() -> int:
                 results[name].update(l2tp16_pps=round(received), l2tp16_sent_pps=round(sent), l2tp16_router_cpu=cpu)
                 results[name]["gre16_pps"] = round(gre_pps(lab, args.seconds, args.calls, progress))
                 results[name].update(table_read_rtt(lab, progress))
+                results[name].update(scale(lab, args.seconds, progress))
                 progress("correctness: a TCP transfer's sha256, UDP order")
                 results[name]["integrity"] = integrity(lab)
                 results[name].update(behaviour_udp_pps(lab, args.seconds, progress))
@@ -350,6 +414,13 @@ def main() -> int:
         pps, cpu = v[key + "_pps"], v.get(key + "_router_cpu")
         print(f"{label:<32}{pps:>10}{pps / v['udp64_pps']:>7.2f}{v[key + '_sent_pps']:>10}"
               f"{'' if cpu is None else f'{cpu:.0%}':>12}{'' if not cpu else round(pps / cpu):>9}")
+    print(f"vpnrouter, same run, scale: {v['scale_sessions']:,} UDP sessions, router RSS "
+          f"{v['scale_rss_before_mb']} -> {v['scale_rss_after_mb']} MB "
+          f"(+{v['scale_rss_after_mb'] - v['scale_rss_before_mb']:.0f} MB; goal at most 100); "
+          f"{v['new_flows_per_s']:,} new flows a second ({v['new_flows_created']:,} of {v['new_flows_offered']:,} "
+          f"offered at {OFFERED_FLOWS:,} a second; goal 20,000); "
+          f"UDP 64 B {v['udp64_full_table_pps']} pps with the table full, {v['udp64_few_sessions_pps']} with a few "
+          f"(ratio {v['udp64_full_table_pps'] / v['udp64_few_sessions_pps']:.2f}; goal at least 0.90)")
     check = v["integrity"]
     print(f"vpnrouter, same run, correctness: TCP {check['tcp_bytes'] >> 20} MiB, sha256 "
           f"{'equal at both ends' if check['tcp_sha256_equal'] else 'DIFFERENT'}; UDP {check['udp_sent']:,} "
