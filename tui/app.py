@@ -4,8 +4,8 @@ The link (``client.Link``, a worker) posts what the router says as messages;
 their handlers apply it to the model (``model.Model``); a timer hands the
 model's changes to the widgets a few times a second.  So hundreds of events a
 second cost a dictionary update each, and the screen is redrawn four times a
-second whatever comes.  Requests (switches, close, capture) run as workers
-that post their answer; a refusal is a notification, never a crash.
+second whatever comes.  Requests (switches, close, capture, rules) run as
+workers that post their answer; a refusal is a notification, never a crash.
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ from router.control import schema
 
 from . import format as fmt
 from .client import Dropped, Events, Link, LinkDown, LinkUp, Snapshot, Status, Subscribed
-from .model import Model, Session
+from .model import Model
 from .requests import RequestsMixin
+from .session import Session
 from .view import SORT_KEYS, FilterError, TableView
 from .widgets.events import EventLog
 from .widgets.filter import FilterBar
 from .widgets.header import StatusHeader
 from .widgets.rates import RatesPanel
-from .widgets.screens import ConfirmScreen, DetailsScreen, HelpScreen
+from .widgets.screens import ConfirmScreen, DetailsScreen, HelpScreen, RulesScreen
 from .widgets.switches import SwitchBar
 from .widgets.table import Column, KeyedTable
 
@@ -68,8 +69,12 @@ VPN_COLUMNS = [
 ]
 """The VPN pane: calls, tunnels and associations under their protocol's title ("!" marks an ambiguous one)."""
 SORT_ORDER = [c.key for c in NAT_COLUMNS if c.key in SORT_KEYS]
+MODE_KEYS = Binding.Group("Single/multi")
+"""P, L, I in the footer: one label for the three."""
 KEYS = [
     ("p", "PPTP passthrough on/off"), ("l", "L2TP passthrough on/off"), ("i", "IPsec passthrough on/off"),
+    ("P L I", "PPTP, L2TP, IPsec passthrough single (one LAN client at a time) / multi; from off: single"),
+    ("r", "the access rules and their hits (r there: read them again)"),
     ("/", "filter the NAT sessions"), ("enter", "details of the selected session, with its last packets"),
     ("k", "close the selected session (asks first)"), ("c", "capture the selected session to a pcap file"),
     ("space", "pause / resume the view"), ("tab", "next pane (shift+tab: previous)"),
@@ -87,10 +92,14 @@ class DashboardApp(RequestsMixin, App[int]):
         Binding("p", "switch('pptp')", "PPTP"),
         Binding("l", "switch('l2tp')", "L2TP"),
         Binding("i", "switch('ipsec')", "IPsec"),
+        Binding("P", "mode('pptp')", "PPTP single/multi", group=MODE_KEYS),
+        Binding("L", "mode('l2tp')", "L2TP single/multi", group=MODE_KEYS),
+        Binding("I", "mode('ipsec')", "IPsec single/multi", group=MODE_KEYS),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("enter", "details", "Details"),
         Binding("k", "close_session", "Close"),
         Binding("c", "capture", "Pcap"),
+        Binding("r", "rules", "Rules"),
         Binding("space", "pause", "Pause"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -157,10 +166,10 @@ class DashboardApp(RequestsMixin, App[int]):
         self.vpn_table = self.query_one("#vpn", KeyedTable)
         self.nat_table = self.query_one("#nat", KeyedTable)
         self.nat_pane = self.query_one("#nat-pane")
+        self.vpn_pane = self.query_one("#vpn-pane")
         self.filter_bar = self.query_one(FilterBar)
         self.rates_panel = self.query_one(RatesPanel)
         self.event_log = self.query_one(EventLog)
-        self.query_one("#vpn-pane").border_title = "VPN sessions"
         self.query_one("#rates-pane").border_title = "rates: packets and bytes per second"
         self.query_one("#events-pane").border_title = "events"
         self.nat_table.set_sort(self.nat_view.sort, self.nat_view.reverse)
@@ -217,6 +226,7 @@ class DashboardApp(RequestsMixin, App[int]):
         if model.status is not self._shown_status:
             self._shown_status = model.status
             self.rates_panel.update_view(model.rates)
+            self._update_titles()
         if not force and model.version == self._shown_version and second == self._shown_second:
             return
         self._shown_version, self._shown_second = model.version, second
@@ -249,15 +259,21 @@ class DashboardApp(RequestsMixin, App[int]):
             socket=self.socket_path, connected=model.connected, detail=model.link_detail,
             uptime=fmt.uptime(model.router_uptime(now)), sessions=model.nat_count if model.synced else None,
             flows=sum(model.flow_counts.values()), paused=self.paused)
-        self.switch_bar.update_view(model.switches, model.pending, model.flow_counts)
+        self.switch_bar.update_view({name: model.switch_mode(name) for name in schema.VPNS}, model.holders,
+                                    model.pending, model.flow_counts)
 
     def _update_titles(self) -> None:
-        view = self.nat_view
-        title = f"NAT sessions {len(view.rows):,} of {self.model.nat_count:,}"
+        """The panes' titles: what the NAT table shows and the NAT behaviour; the access rules in brief."""
+        view, model = self.nat_view, self.model
+        title = f"NAT sessions {len(view.rows):,} of {model.nat_count:,}"
         title += f"  sort {view.sort} {'▼' if view.reverse else '▲'}"
         if view.filter:
             title += f"  filter: {view.filter.text}"
-        self.nat_pane.border_title = title
+        if model.nat is not None:
+            title += f"  {fmt.nat_brief(model.nat)}"
+        _set_title(self.nat_pane, title)
+        rules = f"  {fmt.rules_brief(model.rules)} (r)" if model.rules is not None else ""
+        _set_title(self.vpn_pane, f"VPN sessions{rules}")
 
     def _nat_cells(self, key: int):
         session = self.model.sessions.get(key)
@@ -291,13 +307,30 @@ class DashboardApp(RequestsMixin, App[int]):
     # -- keys -------------------------------------------------------------------------------------
 
     def action_switch(self, name: str) -> None:
-        state = self.model.switches.get(name)
-        if not self.model.connected or state is None:
+        """On to off and back ("on": the mode it had before)."""
+        mode = self.model.switch_mode(name)
+        self._set_passthrough(name, mode, "on" if mode == "off" else "off")
+
+    def action_mode(self, name: str) -> None:
+        """Single to multi and back; from off, on in single."""
+        mode = self.model.switch_mode(name)
+        self._set_passthrough(name, mode, "multi" if mode == "single" else "single")
+
+    def _set_passthrough(self, name: str, mode: str | None, value: str) -> None:
+        if not self.model.connected or mode is None:
             self._failed("set_passthrough", f"{fmt.VPN_TITLES[name]}: not connected to the router")
             return
         self.model.pending.add(name)
         self._update_header(self.clock())
-        self._request("set_passthrough", name, not state)
+        self._request("set_passthrough", name, value)
+
+    def action_rules(self) -> None:
+        self.push_screen(RulesScreen())
+        self.action_read_rules()
+
+    def action_read_rules(self) -> None:
+        """Ask for the rules; the answer goes to the rules screen if it is still up."""
+        self._request("rules")
 
     def action_filter(self) -> None:
         bar = self.filter_bar
@@ -408,6 +441,11 @@ LINK_ITEMS = {
     Dropped: lambda model, item, now: model.note(now, "error", f"the router dropped this dashboard: {item.reason}"),
 }
 """What each thing the link says does to the model."""
+
+
+def _set_title(pane, title: str) -> None:
+    if pane.border_title != title:
+        pane.border_title = title
 
 
 def describe(session: Session) -> str:

@@ -1,9 +1,11 @@
-"""How the dashboard writes numbers, durations and each table's cells (pure: strings in, strings out)."""
+"""How the dashboard writes numbers, durations, each table's cells, the router's settings and the event log's
+lines (pure: values in, strings out)."""
 
 from __future__ import annotations
 
-from .model import VPN_TITLES, Session
+from .session import Session
 
+VPN_TITLES = {"pptp": "PPTP", "l2tp": "L2TP", "ipsec": "IPsec"}
 VPN_FLOW_NAMES = {"pptp": ("call", "calls"), "l2tp": ("tunnel", "tunnels"), "ipsec": ("SA", "SAs")}
 """What one flow of each VPN is called on screen: a PPTP call, an L2TP tunnel, an IPsec association."""
 VPN_ID_LEGENDS = {
@@ -140,3 +142,94 @@ def _field(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return "-" if value is None else str(value)
+
+
+# -- the router's settings (control protocol 3) -----------------------------------------------------
+
+MAPPING_NAMES = {"endpoint-independent": "EIM", "address-dependent": "ADM", "address-and-port-dependent": "APDM"}
+FILTERING_NAMES = {"endpoint-independent": "EIF", "address-dependent": "ADF", "address-and-port-dependent": "APDF"}
+"""RFC 4787's short names of mapping (§4.1) and filtering (§5) behaviour."""
+
+
+def nat_brief(nat: dict) -> str:
+    """"profile default: EIM/ADF, hairpinning", and the port set's size if any ("custom" for no profile)."""
+    name = nat.get("profile") or "custom"
+    if nat.get("overrides"):
+        name += " (changed)"
+    mapping = MAPPING_NAMES.get(nat.get("mapping"), nat.get("mapping") or "?")
+    filtering = FILTERING_NAMES.get(nat.get("filtering"), nat.get("filtering") or "?")
+    text = f"profile {name}: {mapping}/{filtering}, {'hairpinning' if nat.get('hairpinning') else 'no hairpinning'}"
+    port_set = nat.get("port_set")
+    if isinstance(port_set, dict):
+        size = port_set.get("size")
+        text += f", port set of {size:,}" if isinstance(size, int) else ", port set"
+    return text
+
+
+def rules_brief(rules: dict) -> str:
+    """``status()["rules"]``: "access rules: 2, default deny"."""
+    return f"access rules: {rules.get('count') or 'none'}, default {rules.get('default_action', '?')}"
+
+
+RULE_COLUMNS = (("#", True), ("vpn", False), ("client", False), ("server", False), ("action", False),
+                ("hits", True))
+"""The rules screen's columns: (title, right-aligned)."""
+
+
+def rule_cells(rule: dict) -> tuple[str, ...]:
+    """index, vpn, client, server, action, hits: a row of the rules screen."""
+    return (str(rule.get("index", "?")), str(rule.get("vpn", "any")), str(rule.get("client", "?")),
+            str(rule.get("server", "?")), str(rule.get("action", "?")), f"{rule.get('hits', 0):,}")
+
+
+# -- the event log ----------------------------------------------------------------------------------
+
+def switch_note(name: str, on: bool, mode: str | None) -> str:
+    """"PPTP passthrough on (single)", "L2TP passthrough off"."""
+    state = "on" if on else "off"
+    if on and mode in ("single", "multi"):
+        state += f" ({mode})"
+    return f"{VPN_TITLES.get(name, name)} passthrough {state}"
+
+
+PROFILE_SCOPE = "  applies to new sessions; existing sessions keep the behaviour they were made with"
+
+
+def profile_notes(name: str, nat: dict) -> list[str]:
+    """What a ``profile_changed`` event says: the new behaviour, and whom it applies to."""
+    return [f"NAT {nat_brief({'profile': name, **nat})}", PROFILE_SCOPE]
+
+
+def vpn_note(event: dict) -> str:
+    """A helper's ``vpn`` event as one line: refusals in words, the others as their fields."""
+    title, words = VPN_TITLES.get(event.get("vpn"), event.get("vpn")), VPN_EVENT_WORDS.get(event.get("event"))
+    if words is not None:
+        return f"{title}: {words(event)}"
+    rest = " ".join(f"{k}={_short(v)}" for k, v in event.items() if k not in ("type", "time", "seq", "vpn", "event"))
+    return f"{title} {event.get('event', '')} {rest}".rstrip()
+
+
+def _refused_single(event: dict) -> str:
+    return (f"{event.get('client', '?')} -> {event.get('server', '?')} refused "
+            f"(single passthrough held by {event.get('holder', '?')}){_suppressed(event)}")
+
+
+def _denied(event: dict) -> str:
+    rule = event.get("rule")
+    by = "the default action" if rule is None else f"rule {rule}"
+    return f"{event.get('client', '?')} -> {event.get('server', '?')} denied by {by}{_suppressed(event)}"
+
+
+def _suppressed(event: dict) -> str:
+    suppressed = event.get("suppressed") or 0
+    return f"  (+{suppressed} not shown)" if suppressed else ""
+
+
+VPN_EVENT_WORDS = {"refused_single": _refused_single, "denied": _denied}
+"""``vpn`` events that read as a sentence, by their ``event``."""
+
+
+def _short(value) -> str:
+    if isinstance(value, list):
+        return ",".join(_short(v) for v in value)
+    return str(value)

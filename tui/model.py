@@ -3,8 +3,8 @@
 Pure: no Textual, no sockets, no clock.  Every method that needs the time takes
 ``now`` (the dashboard's monotonic seconds), so a test can move time in one line.
 
-Theory of operation (control protocol v2, ``router.control.schema``)
--------------------------------------------------------------------
+Theory of operation (control protocol 3, ``router.control.schema``)
+------------------------------------------------------------------
 The link subscribes, then reads the table.  ``subscribed(seq)`` records the
 seq the next event carries; ``load_snapshot(sessions)`` replaces the table;
 ``apply_events(events)`` applies events in the order they came.  The stream is
@@ -29,6 +29,13 @@ Rules, in the order they are checked for each event:
    (an L2TP ``session_up``/``session_down`` its session list); a PPTP
    ``call_down`` or an L2TP ``tunnel_down`` ends the flow it names.
 
+The router's settings come from ``status`` (every second) and from the events
+that change them: each switch's mode and holder (``switch_changed``), the NAT
+behaviour new sessions get (``profile_changed``), the access rules' summary.
+A ``set_passthrough`` answer says only on or off: the mode it confirms is the
+one asked for ("single", "multi", "off"); after "on" it is unknown ("on")
+until the event or the next status says which.
+
 The views (tables, counts) read ``sessions`` and the change sets that
 ``take_changes()`` hands over once per screen update.
 """
@@ -36,11 +43,13 @@ The views (tables, counts) read ``sessions`` and the change sets that
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from router.control import schema
 
+from . import format as fmt
 from .rates import Rates
+from .session import Changes, Session
 
 CLOSED_MEMORY = 60.0
 """Seconds a closed session's id is remembered (rule 4)."""
@@ -48,60 +57,6 @@ UNKNOWN_RESYNC_INTERVAL = 5.0
 """Least seconds between two resyncs asked for because of unknown ids (rule 5)."""
 LOG_LENGTH = 2000
 """Entries the event log keeps."""
-BASE_FIELDS = frozenset(schema.SESSION_FIELDS) | {"vpn"}
-VPN_TITLES = {"pptp": "PPTP", "l2tp": "L2TP", "ipsec": "IPsec"}
-
-
-class Session:
-    """One NAT session or VPN flow.  Age and idle are kept as times, so they grow without events."""
-
-    __slots__ = ("id", "proto", "inside", "outside", "remote", "state", "vpn", "packets_in", "packets_out",
-                 "bytes_in", "bytes_out", "created", "last_seen", "fields", "flow")
-
-    def __init__(self, data: dict, now: float):
-        self.id = data["id"]
-        self.created = now - float(data.get("age") or 0.0)
-        self.packets_in = self.packets_out = self.bytes_in = self.bytes_out = 0
-        self.fields: dict = {}
-        self.update(data, now)
-
-    def update(self, data: dict, now: float) -> None:
-        """Take a full session dict (snapshot, opened): every field, counters never lowered."""
-        self.proto = data.get("proto", "?")
-        self.inside, self.outside, self.remote = data.get("inside", ""), data.get("outside", ""), data.get("remote", "")
-        self.vpn = data.get("vpn")
-        self.fields = {k: v for k, v in data.items() if k not in BASE_FIELDS}
-        self.flow = schema.is_vpn_flow(data)
-        self.update_counters(data, now)
-
-    def update_counters(self, data: dict, now: float) -> None:
-        """Take what ``sessions_updated`` says (state, idle and counters)."""
-        self.state = data.get("state", getattr(self, "state", "?"))
-        self.packets_in = max(self.packets_in, data.get("packets_in", 0))
-        self.packets_out = max(self.packets_out, data.get("packets_out", 0))
-        self.bytes_in = max(self.bytes_in, data.get("bytes_in", 0))
-        self.bytes_out = max(self.bytes_out, data.get("bytes_out", 0))
-        self.last_seen = now - float(data.get("idle") or 0.0)
-
-    def age(self, now: float) -> float:
-        return max(0.0, now - self.created)
-
-    def idle(self, now: float) -> float:
-        return max(0.0, now - self.last_seen)
-
-    @property
-    def packets(self) -> int:
-        return self.packets_in + self.packets_out
-
-    @property
-    def bytes(self) -> int:
-        return self.bytes_in + self.bytes_out
-
-    def get(self, name: str, default=None):
-        """A field by its wire name, base or protocol field."""
-        if name in BASE_FIELDS and name not in ("age", "idle"):
-            return getattr(self, name)
-        return self.fields.get(name, default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,23 +64,8 @@ class LogEntry:
     """A line of the event log: when (dashboard time), a kind that picks its colour, and the text."""
     time: float
     kind: str
-    """opened, closed, switch, drop, vpn, link, error"""
+    """opened, closed, switch, profile, drop, vpn, link, error"""
     text: str
-
-
-@dataclass(slots=True)
-class Changes:
-    """What changed since the last screen update, by id; ``reset`` if the whole table was replaced."""
-    added: set = field(default_factory=set)
-    removed: set = field(default_factory=set)
-    changed: set = field(default_factory=set)
-    """State, idle or counters changed (``sessions_updated``)."""
-    replaced: set = field(default_factory=set)
-    """Any field may have changed (opened again, a VPN event's fields)."""
-    reset: bool = False
-
-    def __bool__(self) -> bool:
-        return self.reset or bool(self.added or self.removed or self.changed or self.replaced)
 
 
 class Model:
@@ -135,6 +75,14 @@ class Model:
         """Each switch as the router last confirmed it; None before the first status."""
         self.pending: set[str] = set()
         """Switches asked for and not yet confirmed."""
+        self.modes: dict[str, str | None] = {name: None for name in schema.VPNS}
+        """Each switch's mode as the router last said ("off", "single", "multi"); None if it has not."""
+        self.holders: dict[str, str | None] = {name: None for name in schema.VPNS}
+        """In single mode, the LAN client holding the protocol (from status)."""
+        self.nat: dict | None = None
+        """The NAT behaviour new sessions get (``status()["nat"]``, ``profile_changed``)."""
+        self.rules: dict | None = None
+        """The access rules in brief: ``{"default_action", "count"}``."""
         self.flow_ids: dict[str, set[int]] = {name: set() for name in schema.VPNS}
         """The ids of each VPN's own flows (calls, tunnels, associations)."""
         self.connected = False
@@ -212,6 +160,11 @@ class Model:
             self.uptime, self._uptime_at = float(status["uptime"]), now
         if isinstance(status.get("passthrough"), dict):
             self.set_switches(status["passthrough"], quiet=True)
+            self._take_modes(status.get("passthrough_mode") or {}, status.get("passthrough_holder") or {})
+        if isinstance(status.get("nat"), dict):
+            self.nat = status["nat"]
+        if isinstance(status.get("rules"), dict):
+            self.rules = status["rules"]
         self.rates.sample(status.get("counters") or {}, self.uptime)
 
     def router_uptime(self, now: float) -> float | None:
@@ -227,6 +180,40 @@ class Model:
                 self.switches[name] = bool(switches[name])
                 if not quiet:
                     self.pending.discard(name)
+
+    def _take_modes(self, modes: dict, holders: dict) -> None:
+        """A status's ``passthrough_mode`` and ``passthrough_holder`` (absent: modes unknown)."""
+        for name in schema.VPNS:
+            mode = modes.get(name)
+            self.modes[name] = mode if mode in schema.PASSTHROUGH_MODES else None
+            self.holders[name] = holders.get(name) if mode == "single" else None
+
+    def switch_answered(self, name: str, value, switches: dict) -> None:
+        """The answer to ``set_passthrough [name, value]``: the switches, and the mode if the value named it."""
+        self.set_switches(switches)
+        if value in schema.PASSTHROUGH_MODES and switches.get(name) == (value != "off"):
+            self._set_mode(name, value)
+        self.version += 1
+
+    def _set_mode(self, name: str, mode: str | None) -> None:
+        self.modes[name] = mode
+        if mode != "single":
+            self.holders[name] = None
+
+    def switch_mode(self, name: str) -> str | None:
+        """"off", "single", "multi"; "on" if on in a mode not known yet; None before the first status."""
+        on = self.switches.get(name)
+        if on is None:
+            return None
+        if not on:
+            return "off"
+        mode = self.modes.get(name)
+        return mode if mode in ("single", "multi") else "on"
+
+    def rules_read(self, view: dict) -> None:
+        """A ``rules`` answer: the brief the panes show follows it."""
+        self.rules = {"default_action": view.get("default_action"), "count": len(view.get("rules") or ())}
+        self.version += 1
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -265,12 +252,21 @@ class Model:
         self.note(now, "closed", f"closed {_session_text(data)}  {reason}".rstrip())
 
     def _switch(self, event: dict, now: float) -> None:
-        name = event.get("name")
+        name, on, mode = event.get("name"), bool(event.get("on")), event.get("mode")
         if name in self.switches:
-            self.switches[name] = bool(event.get("on"))
+            self.switches[name] = on
+            self._set_mode(name, mode if mode in schema.PASSTHROUGH_MODES else None)
             self.pending.discard(name)
             self.version += 1
-        self.note(now, "switch", f"{VPN_TITLES.get(name, name)} passthrough {'on' if event.get('on') else 'off'}")
+        self.note(now, "switch", fmt.switch_note(name, on, mode))
+
+    def _profile(self, event: dict, now: float) -> None:
+        """A profile applies to new sessions: the NAT behaviour shown follows; sessions up keep theirs."""
+        nat = event.get("nat")
+        if isinstance(nat, dict):
+            self.nat = nat
+        for line in fmt.profile_notes(str(event.get("name")), nat if isinstance(nat, dict) else {}):
+            self.note(now, "profile", line)
 
     def _dropped(self, event: dict, now: float) -> None:
         suppressed = event.get("suppressed") or 0
@@ -293,9 +289,7 @@ class Model:
                 if merged:
                     flow.fields.update(merged)
                     self._changes.replaced.add(flow_id)
-        rest = " ".join(f"{k}={_short(v)}" for k, v in event.items()
-                        if k not in ("type", "time", "seq", "vpn", "event"))
-        self.note(now, "vpn", f"{VPN_TITLES.get(vpn, vpn)} {kind} {rest}".rstrip())
+        self.note(now, "drop" if kind in REFUSALS else "vpn", fmt.vpn_note(event))
 
     def _updated(self, event: dict, now: float) -> None:
         sessions, changed = self.sessions, self._changes.changed
@@ -378,11 +372,14 @@ EVENT_HANDLERS = {
     "packet_dropped": Model._dropped,
     "vpn": Model._vpn,
     "sessions_updated": Model._updated,
+    "profile_changed": Model._profile,
 }
 """Event types (``schema.EVENT_TYPES``) to what they do to the model."""
 
 FLOW_ENDING_EVENTS = {"pptp": ("call_down",), "l2tp": ("tunnel_down",)}
 """Helper events after which the flow they name is gone (IPsec associations end with session_closed only)."""
+REFUSALS = frozenset({"refused_single", "denied"})
+"""``vpn`` events of an attempt the router refused (single passthrough held, or an access rule): logged as drops."""
 
 
 def _session_text(data: dict) -> str:
@@ -397,9 +394,3 @@ def _l2tp_sessions(sessions: list, event: dict, up: bool) -> list:
     if up:
         kept.append({k: event.get(k) for k in ("session_id", "peer_session_id", "state")})
     return kept
-
-
-def _short(value) -> str:
-    if isinstance(value, list):
-        return ",".join(_short(v) for v in value)
-    return str(value)

@@ -3,6 +3,7 @@
 A request never blocks the screen and never takes the app down: whatever goes
 wrong (a refusal, no router, a bug) comes back as a ``RequestAnswered`` with
 an error, which is shown as a notification and a line in the event log.
+The rules screen (``r``) shows the ``rules`` answer.
 Captures run as long as the router sends frames: to a pcap file (``c``) or to
 the details screen (``enter``), decoded there.
 """
@@ -17,7 +18,7 @@ from router.control.pcap import PcapWriter
 
 from .client import RequestError
 from .decode import decode
-from .widgets.screens import DetailsScreen
+from .widgets.screens import DetailsScreen, RulesScreen
 
 
 class RequestAnswered(Message):
@@ -110,13 +111,20 @@ class RequestsMixin:
         if message.error is not None:
             if message.method == "set_passthrough":
                 self.model.pending.discard(message.params[0])
+            elif message.method == "rules" and isinstance(self.screen, RulesScreen):
+                self.screen.show_error(message.error.message)
             self._failed(message.method, message.error.message, message.params)
         else:
             ANSWERS[message.method](self, message.params, message.result)
         self.refresh_view()
 
     def _switched(self, params: tuple, switches: dict) -> None:
-        self.model.set_switches(switches)
+        self.model.switch_answered(params[0], params[1], switches)
+
+    def _rules_read(self, params: tuple, view: dict) -> None:
+        self.model.rules_read(view)
+        if isinstance(self.screen, RulesScreen):
+            self.screen.show_rules(view)
 
     def _closed(self, params: tuple, result) -> None:
         self.model.confirm_closed(params[0], self.clock())
@@ -128,7 +136,8 @@ class RequestsMixin:
         self.model.note(self.clock(), "link", f"capture of session {sid}: {count} frames in {path} ({reason})")
 
     def _failed(self, method: str, reason: str, params: tuple = ()) -> None:
-        what = {"set_passthrough": "switch", "close_session": "close", "capture": "capture"}.get(method, method)
+        what = {"set_passthrough": "switch", "close_session": "close", "capture": "capture",
+                "rules": "reading the rules"}.get(method, method)
         target = f" {params[0]}" if params else ""
         self.notify(f"{what}{target} failed: {reason}", severity="error", title="the router said no")
         self.model.note(self.clock(), "error", f"{what}{target} failed: {reason}")
@@ -138,5 +147,6 @@ ANSWERS = {
     "set_passthrough": RequestsMixin._switched,
     "close_session": RequestsMixin._closed,
     "capture": RequestsMixin._captured,
+    "rules": RequestsMixin._rules_read,
 }
 """What a successful answer does, by method."""

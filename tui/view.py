@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .model import Changes, Session
+from .session import Changes, Session
 
 TEXT_FIELDS = ("proto", "inside", "outside", "remote", "state", "vpn")
 NUMBER_FIELDS = ("idle", "age", "packets", "bytes", "id")

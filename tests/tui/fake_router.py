@@ -3,14 +3,17 @@
 It runs its own asyncio loop in a thread, so a test drives the real app in
 its loop while the fake answers from another, as the real router would from
 its process.  Every method a test calls is thread-safe and returns once the
-fake has done it.  It keeps a table of sessions and the switches, answers the
-methods of control protocol v2 (see /work/notes/control_v2.md), numbers its
-events with ``seq``, and records each request in ``requests``.
+fake has done it.  It keeps a table of sessions, the switches with their modes,
+the NAT profile and the access rules, answers the methods of control protocol 3
+(``router.control.schema``), numbers its events with ``seq``, and records each
+request in ``requests``.  ``attempt()`` decides a VPN attempt as the router's
+admission does (rules first, then single passthrough) and tells the refusals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import os
 import random
@@ -23,10 +26,19 @@ from router.control import protocol, schema
 
 
 class FakeRouter:
-    def __init__(self, path: str | Path, sessions=(), switches: dict | None = None, uptime: float = 3723.0):
+    def __init__(self, path: str | Path, sessions=(), switches: dict | None = None, uptime: float = 3723.0,
+                 modes: dict | None = None, rules=(), default_action: str = "allow", profile: str = "default"):
         self.path = str(path)
         self.sessions: dict[int, dict] = {s["id"]: dict(s) for s in sessions}
-        self.switches = dict(switches or {name: True for name in schema.VPNS})
+        on = switches or {name: True for name in schema.VPNS}
+        self.modes: dict[str, str] = dict(modes or {name: "multi" if on[name] else "off" for name in schema.VPNS})
+        """Each switch's mode: "off", "single" or "multi" (``switches`` says on or off)."""
+        self._mode_when_on = {name: "multi" if mode == "off" else mode for name, mode in self.modes.items()}
+        self.nat = profile_nat(profile)
+        self.rules: list[dict] = [_rule(rule) for rule in rules]
+        """{"vpn", "client", "server", "action"} each, in order: the first that matches decides."""
+        self.hits: list[int] = [0] * len(self.rules)
+        self.default_action = default_action
         self.uptime = uptime
         self.uptime_step = 1.0
         """Seconds the uptime grows at each ``status`` (deterministic rates)."""
@@ -140,6 +152,30 @@ class FakeRouter:
         """Change the table without telling anyone (what a gap hides): ``fn(sessions)``."""
         self._run(fn, self.sessions)
 
+    def attempt(self, vpn: str, client: str, server: str) -> str:
+        """A LAN client tries to open a VPN: "allowed", or the ``vpn`` event's kind it was refused with."""
+        return self._run(self._attempt, vpn, client, server)
+
+    def _attempt(self, vpn: str, client: str, server: str) -> str:
+        index = next((i for i, rule in enumerate(self.rules) if _matches(rule, vpn, client, server)), None)
+        if index is not None:
+            self.hits[index] += 1
+        action = self.default_action if index is None else self.rules[index]["action"]
+        details = {"type": "vpn", "vpn": vpn, "client": client, "server": server, "suppressed": 0}
+        if action == "deny":
+            self._publish({**details, "event": "denied", "rule": None if index is None else index + 1,
+                           "action": action})
+            return "denied"
+        holder = self._holder(vpn)
+        if holder is not None and holder != client:
+            self._publish({**details, "event": "refused_single", "holder": holder})
+            return "refused_single"
+        return "allowed"
+
+    def apply_profile(self, name: str) -> dict:
+        """What ``set_profile`` does, made to happen by the test."""
+        return self._run(self._apply_profile, name, False)
+
     def subscriber_count(self) -> int:
         return self._run(lambda: len(self._subscribers))
 
@@ -249,17 +285,91 @@ class FakeRouter:
 
     def _m_status(self, writer, params):
         self.uptime += self.uptime_step
-        return {"uptime": self.uptime, "passthrough": dict(self.switches), "counters": dict(self.counters),
+        return {"uptime": self.uptime, "passthrough": self.switches, "passthrough_mode": dict(self.modes),
+                "passthrough_holder": {name: self._holder(name) for name in schema.VPNS}, "nat": dict(self.nat),
+                "rules": {"default_action": self.default_action, "count": len(self.rules)},
+                "counters": dict(self.counters),
                 "sessions": sum(1 for s in self.sessions.values() if not schema.is_vpn_flow(s)),
                 "protocol": schema.PROTOCOL_VERSION, "ports": {}}
 
+    @property
+    def switches(self) -> dict[str, bool]:
+        return {name: mode != "off" for name, mode in self.modes.items()}
+
+    def _holder(self, vpn: str) -> str | None:
+        """In single mode, the client of the first session or flow of ``vpn`` in the table."""
+        if self.modes.get(vpn) != "single":
+            return None
+        for s in self.sessions.values():
+            if s.get("vpn") == vpn:
+                return s.get("client") or s["inside"].rsplit(":", 1)[0]
+        return None
+
     def _m_set_passthrough(self, writer, params):
-        if len(params) != 2 or params[0] not in self.switches or not isinstance(params[1], bool):
-            raise ValueError("params: [name, on]")
-        if self.switches[params[0]] != params[1]:
-            self.switches[params[0]] = params[1]
-            self.loop.call_soon(self._publish, {"type": "switch_changed", "name": params[0], "on": params[1]})
-        return dict(self.switches)
+        if len(params) != 2 or params[0] not in self.modes or not (
+                isinstance(params[1], bool) or params[1] in ("on", *schema.PASSTHROUGH_MODES)):
+            raise ValueError('params: [name, value] with value a boolean or "on", "off", "single" or "multi"')
+        self._set_mode(params[0], params[1], later=True)
+        return self.switches
+
+    def _set_mode(self, name: str, value, later: bool) -> None:
+        """As the router: "on" brings back the mode the switch had before it went off."""
+        if value is True or value == "on":
+            mode = self._mode_when_on[name]
+        else:
+            mode = "off" if value is False else value
+        if mode != "off":
+            self._mode_when_on[name] = mode
+        if self.modes[name] != mode:
+            self.modes[name] = mode
+            self._tell({"type": "switch_changed", "name": name, "on": mode != "off", "mode": mode}, later)
+
+    def _tell(self, event: dict, later: bool) -> None:
+        """Publish now, or (answering a request) just after the answer is written."""
+        if later:
+            self.loop.call_soon(self._publish, event)
+        else:
+            self._publish(event)
+
+    def _m_set_profile(self, writer, params):
+        if len(params) != 1 or not isinstance(params[0], str):
+            raise ValueError("params: [name]")
+        return self._apply_profile(params[0], True)
+
+    def _apply_profile(self, name: str, later: bool) -> dict:
+        if name not in PROFILES:
+            raise LookupError(f"no profile {name!r} (known: {', '.join(PROFILES)})")
+        self.nat = profile_nat(name)
+        for vpn in schema.VPNS:
+            self._set_mode(vpn, PROFILES[name][1], later)
+        self._tell({"type": "profile_changed", "name": name, "nat": dict(self.nat)}, later)
+        return dict(self.nat)
+
+    def _m_rules(self, writer, params):
+        return self._rules_view()
+
+    def _rules_view(self) -> dict:
+        return {"default_action": self.default_action,
+                "rules": [{"index": i + 1, **rule, "hits": self.hits[i]} for i, rule in enumerate(self.rules)]}
+
+    def _m_add_rule(self, writer, params):
+        if len(params) not in (1, 2) or not isinstance(params[0], dict):
+            raise ValueError("params: [{vpn, client, server, action}, position?] with position from 1")
+        rule = _rule(params[0])
+        position = params[1] if len(params) == 2 else len(self.rules) + 1
+        if not isinstance(position, int) or not 1 <= position <= len(self.rules) + 1:
+            raise ValueError(f"position: from 1 to {len(self.rules) + 1}")
+        self.rules.insert(position - 1, rule)
+        self.hits.insert(position - 1, 0)
+        return self._rules_view()
+
+    def _m_del_rule(self, writer, params):
+        index = params[0] if len(params) == 1 else None
+        if not isinstance(index, int) or not 1 <= index <= len(self.rules):
+            raise LookupError(f"no rule {index} (there are {len(self.rules)})")
+        del self.rules[index - 1]
+        del self.hits[index - 1]
+        return self._rules_view()
 
     def _m_subscribe(self, writer, params):
         self._subscribers.add(writer)
@@ -295,6 +405,52 @@ class FakeRouter:
 
         self.loop.call_soon(asyncio.ensure_future, stream())
         return {"capture": cid}
+
+
+# -- settings as the router describes them ----------------------------------------------------------
+
+EIM, ADM, APDM = schema.NAT_MAPPINGS
+
+
+def port_set(offset: int, psid_length: int, psid: int) -> dict:
+    """An RFC 7597 §5.1 port set as ``status()["nat"]["port_set"]``: every A > 0, the PSID, every j."""
+    m = 16 - offset - psid_length
+    ranges = [[(a << (16 - offset)) | (psid << m), (a << (16 - offset)) | (psid << m) | ((1 << m) - 1)]
+              for a in range(1, 1 << offset)]
+    return {"offset": offset, "psid_length": psid_length, "psid": psid, "size": len(ranges) << m, "ranges": ranges}
+
+
+PROFILES = {
+    "default": ((EIM, ADM, "preserve", True, None), "multi"),
+    "basic-home": ((EIM, APDM, "preserve", False, None), "single"),
+    "strict": ((APDM, APDM, "random", False, None), "off"),
+    "linux": ((EIM, APDM, "preserve", False, None), "multi"),
+    "map-e": ((EIM, ADM, "preserve", True, port_set(4, 8, 1)), "multi"),
+}
+"""Profile -> ((mapping, filtering, port assignment, hairpinning, port set), passthrough mode), as the router's."""
+
+
+def profile_nat(name: str) -> dict:
+    (mapping, filtering, ports, hairpinning, ps), _ = PROFILES[name]
+    return {"profile": name, "overrides": [], "mapping": mapping, "filtering": filtering,
+            "port_assignment": ports, "hairpinning": hairpinning, "port_set": ps}
+
+
+def _rule(entry: dict) -> dict:
+    """A rule from ``add_rule``'s params, prefixes written as the router writes them ("192.168.77.11/32")."""
+    vpn, action = entry.get("vpn", "any"), entry.get("action")
+    if vpn not in schema.RULE_VPNS or action not in schema.RULE_ACTIONS:
+        raise ValueError(f"vpn one of {', '.join(schema.RULE_VPNS)}; action allow or deny")
+    try:
+        client, server = (str(ipaddress.IPv4Network(entry.get(k, "0.0.0.0/0"))) for k in ("client", "server"))
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    return {"vpn": vpn, "client": client, "server": server, "action": action}
+
+
+def _matches(rule: dict, vpn: str, client: str, server: str) -> bool:
+    return (rule["vpn"] in ("any", vpn) and ipaddress.IPv4Address(client) in ipaddress.IPv4Network(rule["client"])
+            and ipaddress.IPv4Address(server) in ipaddress.IPv4Network(rule["server"]))
 
 
 # -- sessions as the router describes them ----------------------------------------------------------
@@ -354,6 +510,11 @@ def demo_table(nat: int = 12) -> list[dict]:
     return sessions
 
 
+DEMO_RULES = [{"vpn": "pptp", "client": "192.168.77.12", "server": "0.0.0.0/0", "action": "deny"},
+              {"vpn": "any", "client": "192.168.77.0/24", "server": "198.51.100.0/24", "action": "allow"}]
+"""Rules for a look at the rules screen (``r``)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve the fake router until Ctrl-C, to look at the dashboard without root:
     ``python -m tests.tui.fake_router /tmp/fake.sock`` then ``vpnrouter tui --socket /tmp/fake.sock``."""
@@ -366,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="events per second to make")
     args = parser.parse_args(argv)
     table = demo_table() + [nat_session(i) for i in range(100, 100 + args.sessions)]
-    with FakeRouter(args.socket, table) as fake:
+    with FakeRouter(args.socket, table, rules=DEMO_RULES) as fake:
         if args.rate:
             fake.start_load(args.rate, updated_per_batch=min(1000, len(table)))
         print(f"fake router on {args.socket} with {len(table)} sessions; Ctrl-C to stop", flush=True)

@@ -9,7 +9,8 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import rdpcap
 
-from tui.widgets.screens import ConfirmScreen, DetailsScreen, HelpScreen
+from tui.widgets.screens import ConfirmScreen, DetailsScreen, HelpScreen, RulesScreen
+from tui.widgets.switches import switch_text
 from tui.widgets.table import KeyedTable
 
 from .fake_router import FakeRouter, demo_table, nat_session
@@ -20,14 +21,20 @@ def nat(app) -> KeyedTable:
     return app.query_one("#nat", KeyedTable)
 
 
+def switch_line(app) -> str:
+    return screen_text(app).splitlines()[1]
+
+
 async def test_the_screen_shows_switches_vpn_sessions_nat_sessions_and_the_link(sock, fake):
     app = make_app(sock)
     async with app.run_test(size=(120, 40)) as pilot:
         await synced(pilot)
         text = screen_text(app)
         assert "connected" in text and sock[-30:] in text and "up 01:02:0" in text
-        for line in (" p  PPTP  ON   1 call", " l  L2TP  ON   1 tunnel", " i  IPsec  ON   2 SAs"):
+        for line in (" p  PPTP  ON multi  1 call", " l  L2TP  ON multi  1 tunnel", " i  IPsec  ON multi  2 SAs"):
             assert line in text
+        assert "NAT sessions 13 of 13  sort id ▲  profile default: EIM/ADF, hairpinning" in text
+        assert "VPN sessions  access rules: none, default allow (r)" in text
         assert "PPTP  1 call" in text and "call 0>17<>33" in text
         assert "tun 5>5<>9 ses 1<>4" in text and "NAT-T ESP c0ffee01/0badf00d" in text
         assert "raw ESP c0ffee01/0badf00d" in text
@@ -42,15 +49,59 @@ async def test_switch_keys_ask_the_router_and_show_what_it_confirms(sock, fake):
         await synced(pilot)
         await pilot.press("p")
         await wait_for(pilot, lambda: app.model.switches["pptp"] is False)
-        assert requests(fake, "set_passthrough") == [["pptp", False]]
-        assert " p  PPTP  OFF" in screen_text(app)
+        assert requests(fake, "set_passthrough") == [["pptp", "off"]]
+        assert " p  PPTP  OFF " in screen_text(app)
         await pilot.press("l", "i")
         await wait_for(pilot, lambda: not app.model.switches["l2tp"] and not app.model.switches["ipsec"])
-        assert requests(fake, "set_passthrough")[1:] == [["l2tp", False], ["ipsec", False]]
+        assert requests(fake, "set_passthrough")[1:] == [["l2tp", "off"], ["ipsec", "off"]]
         await pilot.press("p")
-        await wait_for(pilot, lambda: app.model.switches["pptp"] is True)
-        assert requests(fake, "set_passthrough")[-1] == ["pptp", True]
-        await wait_for(pilot, lambda: "PPTP passthrough on" in screen_text(app), what="the event in the log")
+        await wait_for(pilot, lambda: app.model.switch_mode("pptp") == "multi")
+        assert requests(fake, "set_passthrough")[-1] == ["pptp", "on"]
+        assert " p  PPTP  ON multi" in screen_text(app)
+        await wait_for(pilot, lambda: "PPTP passthrough on (multi)" in screen_text(app), what="the event in the log")
+
+
+async def test_capital_keys_switch_between_single_and_multi_and_on_brings_the_mode_back(sock, fake):
+    app = make_app(sock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await synced(pilot)
+        await pilot.press("P")
+        await wait_for(pilot, lambda: app.model.switch_mode("pptp") == "single")
+        assert requests(fake, "set_passthrough") == [["pptp", "single"]]
+        await wait_for(pilot, lambda: " p  PPTP  ON single 192.168.77.11 " in screen_text(app),
+                       what="the holder, from the next status")
+        await pilot.press("P")
+        await wait_for(pilot, lambda: app.model.switch_mode("pptp") == "multi")
+        assert requests(fake, "set_passthrough")[-1] == ["pptp", "multi"]
+        assert " p  PPTP  ON multi  1 call" in screen_text(app) and "192.168.77.11 " not in switch_line(app)
+        await pilot.press("P", "p")                          # single, then off
+        await wait_for(pilot, lambda: app.model.switch_mode("pptp") == "off")
+        await pilot.press("p")                               # on again: the router brings single back
+        await wait_for(pilot, lambda: app.model.switch_mode("pptp") == "single")
+        assert requests(fake, "set_passthrough")[-3:] == [["pptp", "single"], ["pptp", "off"], ["pptp", "on"]]
+        await pilot.press("p")
+        await wait_for(pilot, lambda: app.model.switch_mode("pptp") == "off")
+        await pilot.press("P")                               # from off, P turns it on in single mode
+        await wait_for(pilot, lambda: app.model.switch_mode("pptp") == "single")
+        assert requests(fake, "set_passthrough")[-2:] == [["pptp", "off"], ["pptp", "single"]]
+        await pilot.press("L", "I")
+        await wait_for(pilot, lambda: app.model.switch_mode("l2tp") == app.model.switch_mode("ipsec") == "single")
+        assert requests(fake, "set_passthrough")[-2:] == [["l2tp", "single"], ["ipsec", "single"]]
+        await wait_for(pilot, lambda: " i  IPsec  ON single 192.168.77.13 " in switch_line(app))
+        assert " l  L2TP  ON single 192.168.77.12 " in switch_line(app)
+        assert "IPsec passthrough on (single)" in screen_text(app)
+
+
+def test_a_switch_shows_its_holder_and_count_only_if_they_fit_whole():
+    full = switch_text("pptp", "single", "192.168.77.11", False, 1)
+    assert full.plain == " p  PPTP  ON single 192.168.77.11  1 call"
+    assert switch_text("pptp", "single", "192.168.77.11", False, 1, width=40).plain == \
+        " p  PPTP  ON single 192.168.77.11 "
+    assert switch_text("pptp", "single", "192.168.77.11", False, 3, width=30).plain == " p  PPTP  ON single  3 calls"
+    assert switch_text("l2tp", "multi", None, True, 0).plain == " l  L2TP  ON multi (asking)  0 tunnels"
+    assert switch_text("ipsec", "off", None, False, 0).plain == " i  IPsec  OFF  0 SAs"
+    assert switch_text("ipsec", "on", None, False, 2).plain == " i  IPsec  ON  2 SAs"       # mode not known yet
+    assert switch_text("ipsec", None, None, False, 0).plain == " i  IPsec   ?   0 SAs"
 
 
 async def test_a_refused_switch_is_shown_with_its_reason_and_the_switch_stays(sock, fake):
@@ -330,11 +381,98 @@ async def test_question_mark_lists_every_key(sock, fake):
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         text = screen_text(app)
-        for key in ("p ", "l ", "i ", "/ ", "enter", "k ", "c ", "space", "tab", "? ", "q "):
+        for key in ("p ", "l ", "i ", "P L I ", "r ", "/ ", "enter", "k ", "c ", "space", "tab", "? ", "q "):
             assert f" {key}" in text, key
+        assert "one LAN client at a time" in text and "access rules and their hits" in text
         await pilot.press("p")                               # the help screen is modal: no switch
         await pilot.press("escape")
         assert requests(fake, "set_passthrough") == []
+
+
+RULES = [{"vpn": "pptp", "client": "192.168.77.12", "server": "0.0.0.0/0", "action": "deny"},
+         {"vpn": "any", "client": "192.168.77.0/24", "server": "198.51.100.0/24", "action": "allow"}]
+
+
+def rules_rows(app) -> list[list[str]]:
+    """The rows of the rules screen's table, as words, read off the screen."""
+    rows = []
+    for line in screen_text(app).splitlines():
+        inside = line.split("│")
+        words = inside[1].split() if len(inside) == 3 else []
+        if len(words) == 6 and words[0].isdigit():
+            rows.append(words)
+    return rows
+
+
+async def test_r_shows_the_access_rules_and_r_there_reads_them_again(tmp_path):
+    sock = str(tmp_path / "ctl.sock")
+    with FakeRouter(sock, demo_table(), rules=RULES, default_action="deny") as fake:
+        app = make_app(sock)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await synced(pilot)
+            assert "access rules: 2, default deny (r)" in screen_text(app)
+            await pilot.press("r")
+            assert isinstance(app.screen, RulesScreen)
+            await wait_for(pilot, lambda: rules_rows(app), what="the rules")
+            assert requests(fake, "rules") == [[]]
+            assert "default action: deny" in screen_text(app)
+            assert rules_rows(app) == [["1", "pptp", "192.168.77.12/32", "0.0.0.0/0", "deny", "0"],
+                                       ["2", "any", "192.168.77.0/24", "198.51.100.0/24", "allow", "0"]]
+            assert fake.attempt("pptp", "192.168.77.12", "198.51.100.7") == "denied"
+            assert fake.attempt("ipsec", "192.168.77.13", "198.51.100.9") == "allowed"
+            assert fake.attempt("ipsec", "192.168.77.13", "198.51.100.9") == "allowed"
+            await pilot.press("r")                          # read again: the hits have grown
+            await wait_for(pilot, lambda: [row[5] for row in rules_rows(app)] == ["1", "2"])
+            assert requests(fake, "rules") == [[], []] and len(app.screen_stack) == 2
+            await pilot.press("escape")
+            assert not isinstance(app.screen, RulesScreen)
+            await wait_for(pilot, lambda: "PPTP: 192.168.77.12 -> 198.51.100.7 denied" in screen_text(app))
+
+
+async def test_rules_that_cannot_be_read_say_why(sock, fake):
+    fake.refuse["rules"] = ("unknown_method", "no method 'rules'")
+    app = make_app(sock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await synced(pilot)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: "could not read the rules: no method 'rules'" in screen_text(app))
+        assert "reading the rules failed: no method 'rules'" in notifications(app)[-1]
+        await pilot.press("q")                              # closes the rules, not the dashboard
+        assert app.is_running and not isinstance(app.screen, RulesScreen)
+
+
+async def test_refused_and_denied_attempts_read_as_sentences_in_the_events(tmp_path):
+    sock = str(tmp_path / "ctl.sock")
+    modes = {"pptp": "single", "l2tp": "multi", "ipsec": "multi"}
+    with FakeRouter(sock, demo_table(), modes=modes, rules=RULES[1:], default_action="deny") as fake:
+        app = make_app(sock)
+        async with app.run_test(size=(200, 40)) as pilot:
+            await synced(pilot)
+            assert fake.attempt("pptp", "192.168.77.12", "198.51.100.7") == "refused_single"
+            assert fake.attempt("l2tp", "192.168.77.12", "203.0.113.50") == "denied"
+            assert fake.attempt("ipsec", "10.0.0.5", "198.51.100.20") == "denied"
+            await wait_for(pilot, lambda: len(app.event_log.entries) >= 4)
+            text = screen_text(app)
+            assert "PPTP: 192.168.77.12 -> 198.51.100.7 refused (single passthrough held by 192.168.77.11)" in text
+            assert "L2TP: 192.168.77.12 -> 203.0.113.50 denied by the default action" in text
+            assert "IPsec: 10.0.0.5 -> 198.51.100.20 denied by the default action" in text
+            assert [e.kind for e in app.event_log.entries][-3:] == ["drop"] * 3
+
+
+async def test_a_new_profile_shows_its_behaviour_and_says_it_is_for_new_sessions(sock, fake):
+    app = make_app(sock)
+    async with app.run_test(size=(200, 40)) as pilot:
+        await synced(pilot)
+        fake.apply_profile("strict")                        # strict also turns passthrough off
+        await wait_for(pilot, lambda: "profile strict: APDM/APDF, no hairpinning" in screen_text(app))
+        text = screen_text(app)
+        assert "NAT profile strict: APDM/APDF, no hairpinning" in text
+        assert "applies to new sessions; existing sessions keep the behaviour they were made with" in text
+        assert all(f"{title}  OFF " in switch_line(app) for title in ("PPTP", "L2TP", "IPsec"))
+        assert len(nat(app).rows) == 13                     # sessions already up stay
+        fake.apply_profile("map-e")
+        await wait_for(pilot, lambda: "profile map-e: EIM/ADF, hairpinning, port set of 240" in screen_text(app))
+        assert " p  PPTP  ON multi" in switch_line(app)
 
 
 async def test_q_quits(sock, fake):

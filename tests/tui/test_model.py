@@ -11,7 +11,7 @@ from tui.model import UNKNOWN_RESYNC_INTERVAL, Model
 from tui.rates import Rates
 from tui.view import Filter, FilterError, TableView
 
-from .fake_router import demo_table, ipsec_sa, nat_session, pptp_call
+from .fake_router import demo_table, ipsec_sa, nat_session, port_set, pptp_call, profile_nat
 
 
 def opened(seq, session):
@@ -159,6 +159,110 @@ def test_switches_follow_what_the_router_confirms():
     model.apply_events([{"type": "switch_changed", "seq": 10, "name": "ipsec", "on": False}], now=2.0)
     assert model.switches["ipsec"] is False
     assert "IPsec passthrough off" in model.log[-1].text
+
+
+def v3_status(modes, holders=None, nat=None, rules=None, uptime=5.0) -> dict:
+    return {"uptime": uptime, "passthrough": {name: mode != "off" for name, mode in modes.items()},
+            "passthrough_mode": modes, "passthrough_holder": holders or {name: None for name in modes},
+            "nat": nat or profile_nat("default"), "rules": rules or {"default_action": "allow", "count": 0}}
+
+
+def test_a_status_gives_each_switch_its_mode_and_holder_and_the_nat_and_rules():
+    model = synced_model()
+    model.apply_status(v3_status({"pptp": "single", "l2tp": "multi", "ipsec": "off"},
+                                 {"pptp": "192.168.77.11", "l2tp": None, "ipsec": None}, profile_nat("linux"),
+                                 {"default_action": "deny", "count": 3}), now=0.0)
+    assert [model.switch_mode(name) for name in ("pptp", "l2tp", "ipsec")] == ["single", "multi", "off"]
+    assert model.holders == {"pptp": "192.168.77.11", "l2tp": None, "ipsec": None}
+    assert model.nat["profile"] == "linux" and model.rules == {"default_action": "deny", "count": 3}
+
+
+def test_a_switch_is_unknown_before_the_first_status_and_on_without_a_mode_until_one_is_said():
+    model = synced_model()
+    assert model.switch_mode("pptp") is None
+    model.apply_status({"uptime": 5.0, "passthrough": {"pptp": True, "l2tp": False, "ipsec": True}}, now=0.0)
+    assert [model.switch_mode(name) for name in ("pptp", "l2tp", "ipsec")] == ["on", "off", "on"]
+
+
+def test_switch_changed_carries_the_mode_and_only_single_keeps_a_holder():
+    model = synced_model()
+    model.apply_status(v3_status({"pptp": "single", "l2tp": "single", "ipsec": "multi"},
+                                 {"pptp": "192.168.77.11", "l2tp": "192.168.77.12", "ipsec": None}), now=0.0)
+    model.pending.add("pptp")
+    model.apply_events([{"type": "switch_changed", "seq": 10, "name": "pptp", "on": True, "mode": "multi"},
+                        {"type": "switch_changed", "seq": 11, "name": "l2tp", "on": False, "mode": "off"},
+                        {"type": "switch_changed", "seq": 12, "name": "ipsec", "on": True, "mode": "single"}],
+                       now=1.0)
+    assert [model.switch_mode(name) for name in ("pptp", "l2tp", "ipsec")] == ["multi", "off", "single"]
+    assert model.holders == {"pptp": None, "l2tp": None, "ipsec": None} and not model.pending
+    assert [e.text for e in list(model.log)[-3:]] == [
+        "PPTP passthrough on (multi)", "L2TP passthrough off", "IPsec passthrough on (single)"]
+
+
+SWITCH_ANSWERS = [
+    # (mode before, value asked, answer's bool, mode shown after the answer, before any event or status)
+    ("multi", "single", True, "single"),
+    ("single", "multi", True, "multi"),
+    ("single", "off", False, "off"),
+    ("off", "single", True, "single"),
+    ("off", "on", True, "on"),              # the router brings back a mode: which, its event or status says
+    ("multi", "single", False, "off"),      # an answer that disagrees with the value is believed, not the value
+]
+
+
+@pytest.mark.parametrize("before,value,on,after", SWITCH_ANSWERS)
+def test_a_set_passthrough_answer_confirms_the_mode_it_named(before, value, on, after):
+    model = synced_model()
+    model.apply_status(v3_status({"pptp": before, "l2tp": "multi", "ipsec": "multi"}), now=0.0)
+    model.pending.add("pptp")
+    model.switch_answered("pptp", value, {"pptp": on, "l2tp": True, "ipsec": True})
+    assert model.switch_mode("pptp") == after and not model.pending
+
+
+def test_profile_changed_shows_the_new_behaviour_and_says_whom_it_applies_to():
+    model = synced_model()
+    model.apply_status(v3_status({"pptp": "multi", "l2tp": "multi", "ipsec": "multi"}), now=0.0)
+    model.apply_events([{"type": "profile_changed", "seq": 10, "name": "map-e", "nat": profile_nat("map-e")}],
+                       now=1.0)
+    assert model.nat["port_set"]["size"] == 240
+    assert [(e.kind, e.text) for e in list(model.log)[-2:]] == [
+        ("profile", "NAT profile map-e: EIM/ADF, hairpinning, port set of 240"),
+        ("profile", "  applies to new sessions; existing sessions keep the behaviour they were made with")]
+    assert len(model.sessions) == len(demo_table())                     # sessions up are left as they are
+
+
+REFUSALS = [
+    ({"vpn": "pptp", "event": "refused_single", "client": "192.168.77.12", "server": "198.51.100.7",
+      "holder": "192.168.77.11"},
+     "PPTP: 192.168.77.12 -> 198.51.100.7 refused (single passthrough held by 192.168.77.11)"),
+    ({"vpn": "ipsec", "event": "denied", "client": "192.168.77.12", "server": "198.51.100.20", "rule": 2,
+      "action": "deny"},
+     "IPsec: 192.168.77.12 -> 198.51.100.20 denied by rule 2"),
+    ({"vpn": "l2tp", "event": "denied", "client": "192.168.77.13", "server": "198.51.100.8", "rule": None,
+      "action": "deny", "suppressed": 4},
+     "L2TP: 192.168.77.13 -> 198.51.100.8 denied by the default action  (+4 not shown)"),
+]
+
+
+@pytest.mark.parametrize("event,text", REFUSALS)
+def test_refused_attempts_read_as_sentences_and_are_logged_as_drops(event, text):
+    model = synced_model()
+    model.apply_events([{"type": "vpn", "seq": 10, **event}], now=1.0)
+    assert (model.log[-1].kind, model.log[-1].text) == ("drop", text)
+
+
+def test_other_vpn_events_keep_their_fields():
+    model = synced_model()
+    model.apply_events([{"type": "vpn", "seq": 10, "vpn": "ipsec", "event": "esp_ambiguous",
+                         "gateway": "198.51.100.9", "spi": "c0ffee01"}], now=1.0)
+    assert (model.log[-1].kind, model.log[-1].text) == ("vpn", "IPsec esp_ambiguous gateway=198.51.100.9 spi=c0ffee01")
+
+
+def test_a_rules_answer_updates_the_rules_in_brief():
+    model = synced_model()
+    model.rules_read({"default_action": "deny", "rules": [{"index": 1}, {"index": 2}]})
+    assert fmt.rules_brief(model.rules) == "access rules: 2, default deny"
+    assert fmt.rules_brief({"default_action": "allow", "count": 0}) == "access rules: none, default allow"
 
 
 def test_drops_are_logged_with_their_reason():
@@ -312,6 +416,22 @@ def test_human(n, text):
 @pytest.mark.parametrize("seconds,text", [(5, "5s"), (65, "1m05"), (7380, "2h03"), (4 * 86400 + 7200, "4d02")])
 def test_duration(seconds, text):
     assert fmt.duration(seconds) == text
+
+
+NAT_BRIEFS = [
+    (profile_nat("default"), "profile default: EIM/ADF, hairpinning"),
+    (profile_nat("strict"), "profile strict: APDM/APDF, no hairpinning"),
+    (profile_nat("map-e"), "profile map-e: EIM/ADF, hairpinning, port set of 240"),
+    ({**profile_nat("linux"), "overrides": ["hairpinning"], "hairpinning": True},
+     "profile linux (changed): EIM/APDF, hairpinning"),
+    ({**profile_nat("default"), "profile": None, "mapping": "address-dependent",
+      "port_set": port_set(6, 6, 5)}, "profile custom: ADM/ADF, hairpinning, port set of 1,008"),
+]
+
+
+@pytest.mark.parametrize("nat,text", NAT_BRIEFS)
+def test_nat_brief(nat, text):
+    assert fmt.nat_brief(nat) == text
 
 
 def test_protocol_ids_of_each_vpn():

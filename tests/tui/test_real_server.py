@@ -11,10 +11,12 @@ import asyncio
 import threading
 
 import pytest
-from scapy.layers.inet import UDP
+from scapy.layers.inet import TCP, UDP
+from scapy.packet import Raw
 
 from router.control.server import ControlServer
-from tests.unit.frames import C1, C2, LAN, S1, from_lan, make_router, wire
+from tests.unit.frames import C1, C2, C3, LAN, S1, from_lan, make_router, wire
+from tui.widgets.screens import RulesScreen
 from tui.widgets.table import KeyedTable
 
 from .helpers import make_app, notifications, screen_text, synced, wait_for
@@ -53,6 +55,15 @@ class Served:
 
     def udp(self, client: str, sport: int, now: float = 1.0) -> None:
         self.do(self.router.receive_frame, LAN, wire(from_lan(client, S1, UDP(sport=sport, dport=53))), now)
+
+    def pptp(self, client: str, sport: int, now: float = 1.0) -> None:
+        """A PPTP control connection's SYN (a VPN attempt)."""
+        self.do(self.router.receive_frame, LAN, wire(from_lan(client, S1, TCP(sport=sport, dport=1723, flags="S"))),
+                now)
+
+    def l2tp(self, client: str, now: float = 1.0) -> None:
+        self.do(self.router.receive_frame, LAN,
+                wire(from_lan(client, S1, UDP(sport=1701, dport=1701) / Raw(b"\xc8\x02" + bytes(18)))), now)
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(5)
@@ -95,3 +106,35 @@ async def test_the_dashboard_follows_the_real_control_server(sock, served):
         await wait_for(pilot, lambda: len(nat.rows) == 1)
         await wait_for(pilot, lambda: app.model.uptime is not None)
         assert notifications(app) == [f"session {first} closed", f"session {second} closed"]
+
+
+async def test_modes_refusals_rules_and_profiles_from_the_real_control_server(sock, served):
+    app = make_app(sock)
+    async with app.run_test(size=(220, 40)) as pilot:
+        await synced(pilot)
+        await pilot.press("P")                              # single: the router confirms it
+        await wait_for(pilot, lambda: app.model.switch_mode("pptp") == "single")
+        assert served.router.modes["pptp"] == "single"
+        served.pptp(C1, 40000)                              # C1 holds PPTP; C2 is refused
+        served.pptp(C2, 40001)
+        await wait_for(pilot, lambda: f" p  PPTP  ON single {C1} " in screen_text(app), what="the holder")
+        await wait_for(pilot, lambda: f"PPTP: {C2} -> {S1} refused (single passthrough held by {C1})"
+                       in screen_text(app))
+
+        served.do(served.router.add_rule, {"vpn": "l2tp", "client": C3, "action": "deny"}, None, 1.0)
+        served.l2tp(C3)
+        await wait_for(pilot, lambda: f"L2TP: {C3} -> {S1} denied by rule 1" in screen_text(app))
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RulesScreen) and app.screen.shown is not None)
+        assert app.screen.shown["rules"] == [{"index": 1, "vpn": "l2tp", "client": f"{C3}/32",
+                                             "server": "0.0.0.0/0", "action": "deny", "hits": 1}]
+        assert "default action: allow" in screen_text(app)
+        await pilot.press("escape")
+
+        served.do(served.router.set_profile, "strict", 2.0)
+        await wait_for(pilot, lambda: "profile strict: APDM/APDF, no hairpinning" in screen_text(app))
+        assert app.model.switch_mode("pptp") == "off" and " p  PPTP  OFF " in screen_text(app)
+        assert "applies to new sessions; existing sessions keep the behaviour they were made with" in screen_text(app)
+        await pilot.press("p")                              # on: the router brings back the mode it had
+        await wait_for(pilot, lambda: app.model.switch_mode("pptp") == "single")
+        assert served.router.modes["pptp"] == "single"

@@ -2,7 +2,9 @@
 
 Everything that moves is frozen: the dashboard's clocks, the time zone, the
 router's uptime and counters (the rates are fed as four fixed readings), and
-the socket path (relative, in the test's directory).
+the socket path (relative, in the test's directory).  The router's settings
+show each kind of switch (single with its holder, multi), a NAT profile and
+access rules; the events include a profile change and two refused attempts.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from .fake_router import FakeRouter, demo_table
+from .fake_router import DEMO_RULES, FakeRouter, demo_table, profile_nat
 from .helpers import make_app, wait_for
 
+SETTINGS = {"passthrough": {"pptp": True, "l2tp": True, "ipsec": True},
+            "passthrough_mode": {"pptp": "single", "l2tp": "multi", "ipsec": "multi"},
+            "passthrough_holder": {"pptp": "192.168.77.11", "l2tp": None, "ipsec": None},
+            "nat": profile_nat("linux"), "rules": {"default_action": "allow", "count": 2}}
 READINGS = [(3724.0, 0, 0, 0, 0), (3725.0, 1200, 900_000, 1100, 1_400_000),
             (3726.0, 3600, 2_100_000, 2500, 3_000_000), (3727.0, 4200, 2_600_000, 4100, 5_200_000)]
 
@@ -29,7 +35,7 @@ def frozen(tmp_path, monkeypatch):
     gre = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / \
         IP(src="192.168.77.11", dst="198.51.100.7", proto=47, id=1) / \
         Raw(bytes.fromhex("3081880b0004001100000005" "00000004") + b"ppp!")
-    with FakeRouter("ctl.sock", demo_table()) as fake:
+    with FakeRouter("ctl.sock", demo_table(), rules=DEMO_RULES) as fake:
         fake.frames[1] = [bytes(gre)] * 2
         yield fake
     monkeypatch.delenv("TZ")
@@ -45,7 +51,7 @@ async def settle(pilot) -> None:
     app = pilot.app
     await wait_for(pilot, lambda: app.model.synced and app.model.status)
     for uptime, frames_lan, bytes_lan, frames_wan, bytes_wan in READINGS:
-        app.model.apply_status({"uptime": uptime, "passthrough": {"pptp": True, "l2tp": True, "ipsec": True},
+        app.model.apply_status({"uptime": uptime, **SETTINGS,
                                 "counters": {"frames_in_lan": frames_lan, "bytes_in_lan": bytes_lan,
                                              "frames_out_wan": frames_wan, "bytes_out_wan": bytes_wan,
                                              "frames_in_wan": frames_wan // 2, "bytes_in_wan": bytes_wan // 3,
@@ -53,10 +59,15 @@ async def settle(pilot) -> None:
                                app.clock())
     seq = app.model.expected
     app.model.apply_events([
-        {"type": "packet_dropped", "seq": seq, "reason": "passthrough_off", "port": "lan",
+        {"type": "profile_changed", "seq": seq, "name": "linux", "nat": profile_nat("linux")},
+        {"type": "packet_dropped", "seq": seq + 1, "reason": "passthrough_off", "port": "lan",
          "summary": "gre 192.168.77.15 > 198.51.100.7", "suppressed": 0},
-        {"type": "vpn", "seq": seq + 1, "vpn": "ipsec", "event": "esp_ambiguous", "gateway": "198.51.100.9",
+        {"type": "vpn", "seq": seq + 2, "vpn": "ipsec", "event": "esp_ambiguous", "gateway": "198.51.100.9",
          "spi": "c0ffee01", "chosen": "192.168.77.14"},
+        {"type": "vpn", "seq": seq + 3, "vpn": "pptp", "event": "refused_single", "client": "192.168.77.12",
+         "server": "198.51.100.7", "holder": "192.168.77.11", "suppressed": 0},
+        {"type": "vpn", "seq": seq + 4, "vpn": "pptp", "event": "denied", "client": "192.168.77.12",
+         "server": "198.51.100.20", "rule": 1, "action": "deny", "suppressed": 0},
     ], app.clock())
     app.refresh_view(force=True)
     await pilot.pause()
@@ -80,3 +91,15 @@ def test_details_of_a_pptp_call_120x40(frozen, snap_compare):
         await pilot.press("shift+tab", "enter")
         await wait_for(pilot, lambda: "last 2 frames" in pilot.app.screen.capture_note)
     assert snap_compare(dashboard(), terminal_size=(120, 40), run_before=open_details)
+
+
+def test_rules_80x24(frozen, snap_compare):
+    frozen.attempt("pptp", "192.168.77.12", "198.51.100.7")          # rule 1 denies it
+    for _ in range(3):
+        frozen.attempt("ipsec", "192.168.77.13", "198.51.100.9")     # rule 2 allows it
+
+    async def open_rules(pilot):
+        await settle(pilot)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: pilot.app.screen.shown is not None)
+    assert snap_compare(dashboard(), terminal_size=(80, 24), run_before=open_rules)

@@ -1,4 +1,5 @@
-"""The event log: sessions up and down, switch changes, drops with their reason, VPN events, the link.
+"""The event log: sessions up and down, switch and profile changes, drops with their reason (and VPN attempts the
+router refused), VPN events, the link.
 
 A Line-API widget over the last ``MAX_LINES`` entries: adding a hundred
 entries is a list extension, and only the lines on screen are drawn.  It
@@ -19,7 +20,7 @@ from textual.strip import Strip
 from ..model import LogEntry
 
 MAX_LINES = 1000
-KINDS = ("opened", "closed", "switch", "drop", "vpn", "link", "error")
+KINDS = ("opened", "closed", "switch", "profile", "drop", "vpn", "link", "error")
 STAMP = 9
 """Width of "HH:MM:SS "."""
 
@@ -35,6 +36,7 @@ class EventLog(ScrollView, can_focus=True):
         & > .event-log--opened { color: $text-success; }
         & > .event-log--closed { color: $text-warning; }
         & > .event-log--switch { color: $text-accent; text-style: bold; }
+        & > .event-log--profile { color: $text-accent; }
         & > .event-log--drop { color: $text-error; }
         & > .event-log--vpn { color: $text-secondary; }
         & > .event-log--link { text-style: bold; }

@@ -1,9 +1,11 @@
-"""The dashboard's modal screens: help (``?``), confirmation (``k``), a session's details (``enter``)."""
+"""The dashboard's modal screens: help (``?``), confirmation (``k``), a session's details (``enter``), the access
+rules (``r``)."""
 
 from __future__ import annotations
 
 import time
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -13,8 +15,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from ..decode import Decoded
-from ..format import detail_lines
-from ..model import Session
+from ..format import RULE_COLUMNS, detail_lines, rule_cells
+from ..session import Session
 from ..view import NUMBER_FIELDS, TEXT_FIELDS
 
 FILTER_HELP = f"""\
@@ -122,3 +124,43 @@ class DetailsScreen(ModalScreen[None]):
             text.append(d.summary + "\n", style="bold")
             text.append("".join(f"     {line}\n" for line in d.layers.splitlines() if line.strip()), style="dim")
         self.query_one("#frames", Static).update(text)
+
+
+class RulesScreen(ModalScreen[None]):
+    """The access rules as the router's ``rules`` answer gives them; ``r`` asks again (the hits grow)."""
+
+    BINDINGS = [Binding("escape,q", "dismiss", "Close"), Binding("r,R", "app.read_rules", "Read again")]
+    shown: dict | None = None
+    """The ``rules`` answer shown, once one came."""
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="rules-box", classes="modal-box") as box:
+            box.border_title = "access rules"
+            box.border_subtitle = "r to read again, escape to close"
+            yield Static(Text("reading the rules…", style="italic"), id="rules")
+
+    def show_rules(self, view: dict) -> None:
+        self.shown = view
+        rules = view.get("rules") or []
+        text = Text()
+        text.append(f"default action: {view.get('default_action', '?')}", style="bold")
+        text.append("  (an attempt that no rule matches)\n")
+        text.append("The first rule whose vpn, client and server match an attempt decides; "
+                    "hits: the attempts it decided.\n", style="dim")
+        if not rules:
+            text.append("\nno rules: every attempt gets the default action", style="italic")
+            self.query_one("#rules", Static).update(text)
+            return
+        table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 2, 0, 0))
+        for label, right in RULE_COLUMNS:
+            table.add_column(label, justify="right" if right else "left", no_wrap=True)
+        for rule in rules:
+            cells = rule_cells(rule)
+            table.add_row(*cells[:4], Text(cells[4], style=ACTION_STYLES.get(cells[4], "")), cells[5])
+        self.query_one("#rules", Static).update(Group(text, table))
+
+    def show_error(self, reason: str) -> None:
+        self.query_one("#rules", Static).update(Text(f"could not read the rules: {reason}", style="bold red"))
+
+
+ACTION_STYLES = {"allow": "bold green", "deny": "bold red"}
