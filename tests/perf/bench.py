@@ -50,9 +50,15 @@ def iperf(lab: Lab, *args: str, seconds: int) -> dict:
     return json.loads(result.stdout)
 
 
-def tcp_gbps(lab: Lab, seconds: int) -> float:
-    report = iperf(lab, seconds=seconds)
+def tcp_gbps(lab: Lab, seconds: int, *args: str) -> float:
+    """TCP bulk through the router: one flow from client to server, or as ``args`` say (``-P 16``, ``-R``)."""
+    report = iperf(lab, *args, seconds=seconds)
     return report["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+TCP_CASES = (("tcp16_gbps", ("-P", "16"), "TCP 16 flows Gbit/s"), ("tcp_rev_gbps", ("-R",), "TCP reverse Gbit/s"),
+             ("tcp16_rev_gbps", ("-P", "16", "-R"), "TCP 16 rev Gbit/s"))
+"""Issue 11 asks for TCP with one flow and with 16, in both directions (``-R``: server to client)."""
 
 
 def udp_pps(lab: Lab, seconds: int) -> tuple[float, float]:
@@ -344,10 +350,14 @@ def measure(lab: Lab, seconds: int, progress) -> dict:
     rtt = ping_ms(lab, 50)
     progress("TCP")
     tcp = tcp_gbps(lab, seconds)
+    more_tcp = {}
+    for key, args, label in TCP_CASES:
+        progress(label.rsplit(" ", 1)[0])
+        more_tcp[key] = round(tcp_gbps(lab, seconds, *args), 3)
     progress("UDP 64 B")
     cpu = _router_cpu(lab)
     udp, udp_sent = udp_pps(lab, seconds)
-    result = {"tcp_gbps": round(tcp, 3), "udp64_pps": round(udp), "ping_ms": round(rtt, 3),
+    result = {"tcp_gbps": round(tcp, 3), **more_tcp, "udp64_pps": round(udp), "ping_ms": round(rtt, 3),
               "udp64_sent_pps": round(udp_sent)}
     if cpu is not None:
         result["udp64_router_cpu"] = _router_cpu(lab, since=cpu, seconds=seconds)
@@ -397,7 +407,8 @@ def main() -> int:
             lab.down()
     k, v, c = results["kernel"], results["vpnrouter"], results["copier"]
     print(f"\n{'':<22}{'Linux kernel NAT':>18}{'Python copier':>15}{'vpnrouter':>11}{'/kernel':>9}{'/copier':>9}")
-    for key, label in (("tcp_gbps", "TCP Gbit/s"), ("udp64_pps", "UDP 64 B pps recv"), ("ping_ms", "ping RTT ms")):
+    for key, label in (("tcp_gbps", "TCP Gbit/s"), *((key, label) for key, _, label in TCP_CASES),
+                       ("udp64_pps", "UDP 64 B pps recv"), ("ping_ms", "ping RTT ms")):
         print(f"{label:<22}{k[key]:>18}{c[key]:>15}{v[key]:>11}{v[key] / k[key]:>9.2f}{v[key] / c[key]:>9.2f}")
     copier_cpu = c.get("udp64_router_cpu")
     print(f"Python copier: TAP to TAP with the router's I/O and no routing (tests/perf/copier.py), the ceiling for "

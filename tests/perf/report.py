@@ -20,6 +20,9 @@ RESULTS = ROOT / "bench-results"
 
 RATIOS = (
     ("TCP / kernel", "vpnrouter", "tcp_gbps", "kernel", "tcp_gbps"),
+    ("TCP x16 / kernel", "vpnrouter", "tcp16_gbps", "kernel", "tcp16_gbps"),
+    ("TCP reverse / kernel", "vpnrouter", "tcp_rev_gbps", "kernel", "tcp_rev_gbps"),
+    ("TCP x16 rev / kernel", "vpnrouter", "tcp16_rev_gbps", "kernel", "tcp16_rev_gbps"),
     ("UDP 64 B / kernel", "vpnrouter", "udp64_pps", "kernel", "udp64_pps"),
     ("TCP / copier", "vpnrouter", "tcp_gbps", "copier", "tcp_gbps"),
     ("UDP 64 B / copier", "vpnrouter", "udp64_pps", "copier", "udp64_pps"),
