@@ -49,12 +49,10 @@ def responder() -> None:
 def client(gateway: str, spi: int, count: int) -> int:
     sock = _socket()
     answers = 0
-    deadline = None
     for seq in range(1, count + 1):
         sock.sendto(HEADER.pack(spi, seq) + b"synthetic-esp", (gateway, 0))
         answers += _drain(sock, spi + 1, time.monotonic() + 0.05)
-    deadline = time.monotonic() + 1.0
-    answers += _drain(sock, spi + 1, deadline)
+    answers += _drain(sock, spi + 1, time.monotonic() + 1.0)
     return answers
 
 

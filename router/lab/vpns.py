@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from ..control.client import Client, ControlError
+from ..control.schema import is_vpn_flow
 from . import ipsec, l2tp, pptp
 from .kernel import Peers, detect
 from .topology import Lab, LabError, is_router_process
@@ -227,17 +228,13 @@ class VpnLab:
             "clients": {name: {proto: {"server": e["server"], "running": _alive(e["pid"])}
                                for proto, e in protos.items()}
                         for name, protos in state["clients"].items()},
-            "vpn_sessions": [s for s in self.sessions() if s.get("vpn") and _is_flow(s)],
+            "vpn_sessions": [s for s in self.sessions() if is_vpn_flow(s)],
         }
-
-
-def _is_flow(session: dict) -> bool:
-    return session["proto"] in ("gre", "l2tp", "esp")
 
 
 def is_vpn_flow_of(session: dict, proto: str, client_ip: str) -> bool:
     """A VPN's own flow (call, tunnel, association) of ``proto`` from ``client_ip``."""
-    return session.get("vpn") == proto and _is_flow(session) and session.get("client") == client_ip
+    return session.get("vpn") == proto and is_vpn_flow(session) and session.get("client") == client_ip
 
 
 def _is_up(session: dict, proto: str, client_ip: str, server_ip: str) -> bool:
