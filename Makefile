@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBS := python3 python3-venv python3-dev gcc iproute2 nftables iperf3 iputils-ping tcpdump ethtool procps \
-        tshark tmux pptpd pptp-linux xl2tpd strongswan-charon strongswan-swanctl libcharon-extra-plugins \
+        tshark tmux valgrind pptpd pptp-linux xl2tpd strongswan-charon strongswan-swanctl libcharon-extra-plugins \
         libstrongswan-standard-plugins libstrongswan-extra-plugins coturn
 
 .PHONY: demo test unit tui integration bench deps debs clean

@@ -49,7 +49,6 @@ PORT_NAMES = ("lan", "wan")
 FRAMES_IN = ("frames_in_lan", "frames_in_wan")
 BYTES_IN = ("bytes_in_lan", "bytes_in_wan")
 IP = IP_OFFSET
-HEADER_WORDS = struct.Struct("!10H")
 MIN_IP_FRAME = IP + 20
 
 
@@ -289,9 +288,9 @@ class Router(Forwarding):
         vihl, _, tot_len, ident, frag, ttl, proto, _, src, dst = IPV4.unpack_from(frame, IP)
         if vihl == 0x45:
             ihl = 20
-            total = sum(HEADER_WORDS.unpack_from(frame, IP))
-            total = (total & 0xFFFF) + (total >> 16)
-            header_ok = (total & 0xFFFF) + (total >> 16) == 0xFFFF
+            # RFC 1071: the one's complement sum is 0xFFFF exactly when the header, read as one
+            # number, is a multiple of 0xFFFF (2**16 is 1 modulo 0xFFFF), and it is not zero here.
+            header_ok = not int.from_bytes(frame[IP:IP + 20], "big") % 0xFFFF
         else:
             ihl = (vihl & 15) * 4
             if vihl >> 4 != 4 or ihl < 20 or size < IP + ihl:

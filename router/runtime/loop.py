@@ -60,28 +60,45 @@ class Runtime:
             await self.control.close()
 
     def _readable(self, port: int) -> None:
-        """Drain one TAP: read, route, write, until it is empty or a batch is done."""
-        tap = self.taps[port]
+        """Drain one TAP: read, route, write, until it is empty or a batch is done.
+
+        The usual result of a frame, one frame to the other port, is written
+        here with the counting done once per wake-up; anything else (ARP
+        replies, ICMP errors back, fragments) goes through ``_flush``.
+        """
+        tap, other = self.taps[port], self.taps[1 - port]
         receive = self.router.receive_frame
         outbox = self.router.outbox
-        readv, fd, view, buffer = os.readv, tap.fd, tap.iov, tap.buffer
+        same, onward = outbox[port], outbox[1 - port]
+        readv, write, fd, out_fd, view, buffer = os.readv, os.write, tap.fd, other.fd, tap.iov, tap.buffer
+        sent = size = failed = 0
         now = self.clock()
         try:
             for _ in range(BATCH):
                 n = readv(fd, view)
                 receive(port, buffer[:n], now)
-                if outbox[0] or outbox[1]:
+                if onward:
+                    for frame in onward:
+                        try:
+                            write(out_fd, frame)
+                            size += len(frame)
+                        except OSError:     # BlockingIOError included: the TAP's queue is full
+                            failed += 1
+                    sent += len(onward)
+                    onward.clear()
+                if same:
                     self._flush()
         except BlockingIOError:
             pass
         except OSError as exc:  # the TAP went away under us: say so, and let the loop end
             log.error("reading %s: %s", tap.name, exc)
             self.stopped.set()
+        if sent:
+            self._count(1 - port, sent - failed, size, failed)
         self._after_work()
 
     def _flush(self) -> None:
         """Write what the router sent; count what was written, and failed writes apart."""
-        counters = self.router.counters
         for port in (LAN, WAN):
             outbox = self.router.outbox[port]
             if outbox:
@@ -91,12 +108,16 @@ class Runtime:
                     if write(frame):
                         written += 1
                         size += len(frame)
-                names = PORT_COUNTERS[port]
-                counters[names[0]] += written
-                counters[names[1]] += size      # as bytes_in: the frames as the TAP takes them
-                if written < len(outbox):
-                    counters[names[2]] += len(outbox) - written
+                self._count(port, written, size, len(outbox) - written)
                 outbox.clear()
+
+    def _count(self, port: int, written: int, size: int, failed: int) -> None:
+        counters = self.router.counters
+        frames, octets, errors = PORT_COUNTERS[port]
+        counters[frames] += written
+        counters[octets] += size      # as bytes_in: the frames as the TAP takes them
+        if failed:
+            counters[errors] += failed
 
     def _after_work(self) -> None:
         self._publish()

@@ -15,7 +15,10 @@ rate the sender offered (a sender slower than the router would show there) and
 the share of a CPU the router process used.  Last, forwarding while the
 control socket reads a table of 16,000 sessions: the largest RTT of a ping
 every 5 ms, with and without the reads; and the dashboard's update cost with
-10,000 sessions and 500 events a second, headless (tui/bench.py).
+10,000 sessions and 500 events a second, headless (tui/bench.py).  Beside the
+rates, which move by a third between runs on a shared machine, the
+instructions per forwarded frame of the copier and of vpnrouter, counted by
+valgrind (tests/perf/instructions.py), which do not.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import time
 from pathlib import Path
 
 from router.lab.topology import Lab
+from tests.perf import instructions
 from tests.perf.copier import copier_lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -405,6 +409,8 @@ def main() -> int:
                 results[name].update(behaviour_udp_pps(lab, args.seconds, progress))
         finally:
             lab.down()
+    results["instructions"] = instructions.measure(
+        lambda step: print(f"bench: {step}...", file=sys.stderr, flush=True))
     k, v, c = results["kernel"], results["vpnrouter"], results["copier"]
     print(f"\n{'':<22}{'Linux kernel NAT':>18}{'Python copier':>15}{'vpnrouter':>11}{'/kernel':>9}{'/copier':>9}")
     for key, label in (("tcp_gbps", "TCP Gbit/s"), *((key, label) for key, _, label in TCP_CASES),
@@ -414,6 +420,10 @@ def main() -> int:
     print(f"Python copier: TAP to TAP with the router's I/O and no routing (tests/perf/copier.py), the ceiling for "
           f"Python on TAP; UDP 64 B sent {c['udp64_sent_pps']} pps"
           + ("" if copier_cpu is None else f", copier CPU {copier_cpu:.0%}"))
+    counted = results["instructions"]
+    print(f"Instructions per frame (valgrind, tests/perf/instructions.py; noise does not move them): UDP 64 B out: "
+          f"copier {counted['copier_out']}, vpnrouter {counted['vpnrouter_out']} "
+          f"(ratio {counted['copier_out'] / counted['vpnrouter_out']:.2f}); in: vpnrouter {counted['vpnrouter_in']}")
     print(f"\nvpnrouter, same run: GRE 64 B over {args.calls} PPTP calls {v['gre16_pps']} pps received, "
           f"plain UDP 64 B {v['udp64_pps']} pps (ratio {v['gre16_pps'] / v['udp64_pps']:.2f})")
     spread = f", {args.esp_clients} clients" if args.esp_clients > 1 else ""
