@@ -121,6 +121,10 @@ class Config:
     wan: PortConfig
     control_socket: str = "/run/vpnrouter/control.sock"
     control_mode: int = 0o600
+    control_group: int | None = None
+    """The group that may use the control socket (``[control] group``); its mode is then 0660 by default."""
+    control_max_clients: int = 256
+    """Connections the control socket serves at once; more are answered "busy" and closed."""
     passthrough: dict = field(default_factory=lambda: dict.fromkeys(PASSTHROUGH_NAMES, "multi"))
     """vpn -> "off" | "single" | "multi"."""
     timeouts: Timeouts = Timeouts()
@@ -134,6 +138,17 @@ class Config:
     """What a VPN attempt no rule matches gets."""
     ipsec: IpsecConfig = IpsecConfig()
     l2tp: L2tpConfig = L2tpConfig()
+
+
+def _group_id(name: str) -> int:
+    """The group id of ``[control] group``: a name, or a number."""
+    import grp
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        if name.isdigit():
+            return int(name)
+        raise ConfigError(f"control.group: no group named {name!r} on this system") from None
 
 
 def default_mac(port_index: int, address: int) -> bytes:
@@ -164,7 +179,7 @@ def parse(data: dict) -> Config:
     if lan.tap == wan.tap:
         raise ConfigError("wan.tap: the LAN and WAN ports need different TAP devices")
     control = _table(data, "control")
-    _known(control, "control", {"socket", "mode"})
+    _known(control, "control", {"socket", "mode", "group", "max_clients"})
     passthrough = _table(data, "passthrough")
     _known(passthrough, "passthrough", {*PASSTHROUGH_NAMES, "rule", "default_action"})
     try:
@@ -191,15 +206,24 @@ def parse(data: dict) -> Config:
     l2tp_port = _typed(l2tp, "l2tp", "port", str, "preserve")
     if l2tp_port not in L2TP_PORT:
         raise ConfigError(f"l2tp.port: must be one of {', '.join(L2TP_PORT)}")
-    mode_text = _typed(control, "control", "mode", str, "0600")
+    group_name = _typed(control, "control", "group", str, "")
+    group = _group_id(group_name) if group_name else None
+    mode_text = _typed(control, "control", "mode", str, "0600" if group is None else "0660")
     try:
         mode = int(mode_text, 8)
     except ValueError:
         raise ConfigError("control.mode: an octal file mode such as \"0600\"") from None
+    if not 0 <= mode <= 0o777 or mode & 0o007:
+        raise ConfigError(f"control.mode: {mode_text} lets others than the owner and the group in; at most 0770")
+    max_clients = _typed(control, "control", "max_clients", int, 256)
+    if not 1 <= max_clients <= 65536:
+        raise ConfigError("control.max_clients: from 1 to 65536")
     return Config(
         lan=lan, wan=wan,
         control_socket=_typed(control, "control", "socket", str, "/run/vpnrouter/control.sock"),
         control_mode=mode,
+        control_group=group,
+        control_max_clients=max_clients,
         passthrough=modes,
         timeouts=_numbers(Timeouts, _table(data, "timeouts"), "timeouts", float),
         limits=_numbers(Limits, _table(data, "limits"), "limits", int),

@@ -9,7 +9,13 @@ lock, so an event never lands inside a chunked answer.
 
 A client that sends garbage gets an error response where a msgid can be
 read, and is disconnected otherwise; a message over ``MAX_MESSAGE`` bytes
-ends the connection.
+ends the connection, and so does a message left unfinished for
+``PARTIAL_TIMEOUT`` seconds.  At most ``max_clients`` connections are served
+at once; more are answered ``busy`` and closed.
+
+The socket is the owner's alone (mode 0600), or its group's (``[control]
+group``).  Each connection's peer is read from the kernel (SO_PEERCRED), and
+every change a client makes is logged with its uid, user name and pid.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import asyncio
 import itertools
 import logging
 import os
+import pwd
 import socket
+import struct
 import time
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +34,7 @@ from pathlib import Path
 import msgpack
 
 from ..dataplane.events import event_to_dict
+from ..logs import Throttle
 from . import protocol, schema
 
 log = logging.getLogger("vpnrouter.control")
@@ -38,6 +47,14 @@ UPDATE_INTERVAL = 0.5
 """Seconds between two ``sessions_updated`` events (at most two a second)."""
 MAX_CAPTURE_FRAMES = 100_000
 MAX_CAPTURE_SECONDS = 3600.0
+MAX_CLIENTS = 256
+PARTIAL_TIMEOUT = 10.0
+"""Seconds a client may leave a message unfinished before it is disconnected."""
+READ_TIMEOUT = 30.0
+"""Seconds a client may leave the router's answers unread (its socket full) before it is disconnected."""
+CHANGES = frozenset({"set_passthrough", "set_profile", "add_rule", "del_rule", "close_session", "capture"})
+"""Methods that change the router: logged with the peer's credentials."""
+PEERCRED = struct.Struct("3i")
 
 
 class Connection:
@@ -45,6 +62,9 @@ class Connection:
 
     def __init__(self, writer: asyncio.StreamWriter):
         self.writer = writer
+        self.peer = peer_of(writer)
+        """Who is at the other end, as the kernel says: "uid 0 (root), pid 1234"."""
+        self.task = asyncio.current_task()
         self.lock = asyncio.Lock()
         self.queue: asyncio.Queue | None = None
         self.pump: asyncio.Task | None = None
@@ -80,11 +100,17 @@ class Capture:
 
 
 class ControlServer:
-    def __init__(self, router, clock, path: str, mode: int = 0o600, on_change=None):
+    def __init__(self, router, clock, path: str, mode: int = 0o600, on_change=None, group: int | None = None,
+                 max_clients: int = MAX_CLIENTS, partial_timeout: float = PARTIAL_TIMEOUT):
         self.router = router
         self.clock = clock
         self.path = path
         self.mode = mode
+        self.group = group
+        self.max_clients = max_clients
+        self.partial_timeout = partial_timeout
+        self.clients: set[Connection] = set()
+        self.warnings = Throttle(log)
         self.on_change = on_change or (lambda: None)
         """Called after a request changed the router, so that its events go out at once."""
         self.server: asyncio.AbstractServer | None = None
@@ -104,9 +130,12 @@ class ControlServer:
             path.unlink()
         old_umask = os.umask(0o177)
         try:
-            self.server = await asyncio.start_unix_server(self._client, path=self.path)
+            self.server = await asyncio.start_unix_server(self._client, path=self.path,
+                                                          backlog=max(100, self.max_clients))
         finally:
             os.umask(old_umask)
+        if self.group is not None:
+            os.chown(self.path, -1, self.group)
         os.chmod(self.path, self.mode)
         self._updates = asyncio.ensure_future(self._update_loop())
 
@@ -117,6 +146,11 @@ class ControlServer:
             self.server.close()
             for conn in list(self.subscribers):
                 conn.send(None)
+            tasks = [conn.task for conn in self.clients if conn.task is not None]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=1.0)
             try:
                 await asyncio.wait_for(self.server.wait_closed(), 1.0)
             except (asyncio.TimeoutError, Exception):
@@ -146,7 +180,7 @@ class ControlServer:
 
     def _drop_subscriber(self, conn: Connection, reason: str, seq: int) -> None:
         """Tell a subscriber why it is dropped (ahead of what it has not read), then disconnect it."""
-        log.warning("control subscriber dropped: %s", reason)
+        self.warnings.warning("dropped", "control subscriber %s dropped: %s", conn.peer, reason)
         self.subscribers.discard(conn)
         while not conn.queue.empty():
             conn.queue.get_nowait()
@@ -179,35 +213,64 @@ class ControlServer:
     # -- connections ------------------------------------------------------------------------------
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.clients) >= self.max_clients:
+            return await self._refuse(writer)
         unpacker = protocol.unpacker()
         conn = Connection(writer)
+        self.clients.add(conn)
+        received = complete = 0      # bytes read, and of those, bytes of whole messages
         try:
             while True:
-                data = await reader.read(65536)
+                unfinished = received > complete
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), self.partial_timeout if unfinished else None)
+                except asyncio.TimeoutError:
+                    self.warnings.warning("unfinished", "control client %s left a message unfinished for %g s; "
+                                          "disconnected", conn.peer, self.partial_timeout)
+                    break
                 if not data:
                     break
                 try:
                     unpacker.feed(data)
                 except msgpack.BufferFull:
-                    log.warning("control client sent an oversized message; disconnected")
+                    self.warnings.warning("oversized", "control client %s sent an oversized message; disconnected",
+                                          conn.peer)
                     break
+                received += len(data)
                 try:
                     for message in unpacker:
+                        complete = unpacker.tell()
                         await self._handle(message, conn)
                 except (protocol.ProtocolError, ValueError, msgpack.UnpackException) as exc:
                     async with conn.lock:
                         writer.write(protocol.response(0, protocol.error("bad_request", str(exc)), None))
-                        await writer.drain()
+                        await drained(writer)
                     break
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except asyncio.TimeoutError:
+            self.warnings.warning("unread", "control client %s left its answers unread for %g s; disconnected",
+                                  conn.peer, READ_TIMEOUT)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
+            self.clients.discard(conn)
             self.subscribers.discard(conn)
             for capture in list(conn.captures.values()):
                 capture.end("closed")
             if conn.pump is not None:
                 conn.pump.cancel()
             writer.close()
+
+    async def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        """Over ``max_clients``: say so and close."""
+        self.warnings.warning("busy", "control socket: a connection refused: %d clients already "
+                              "(control.max_clients)", self.max_clients)
+        try:
+            writer.write(protocol.response(0, protocol.error(
+                "busy", f"the router serves {self.max_clients} control clients at most"), None))
+            await drained(writer)
+        except (ConnectionError, asyncio.TimeoutError):
+            pass
+        writer.close()
 
     async def _handle(self, message, conn: Connection) -> None:
         msgid, method, params = protocol.parse_request(message)
@@ -219,13 +282,15 @@ class ControlServer:
         else:
             try:
                 reply = protocol.response(msgid, None, handler(self, params, conn))
+                if method in CHANGES:
+                    log.info("control: %s %s by %s", method, _brief(params), conn.peer)
             except LookupError as exc:
                 reply = protocol.response(msgid, protocol.error("not_found", str(exc.args[0])), None)
             except ValueError as exc:
                 reply = protocol.response(msgid, protocol.error("bad_params", str(exc)), None)
         async with conn.lock:
             conn.writer.write(reply)
-            await conn.writer.drain()
+            await drained(conn.writer)
 
     async def _sessions(self, msgid: int, conn: Connection) -> None:
         """The whole table as one array, converted and written a chunk at a time."""
@@ -238,8 +303,8 @@ class ControlServer:
                 writer.write(protocol.pack_items(info_of(ref, now).to_dict() for ref in refs[i:i + CHUNK]))
                 await asyncio.sleep(0)      # let the TAPs be read between chunks
                 if writer.transport.get_write_buffer_size() > 1 << 22:
-                    await writer.drain()
-            await writer.drain()
+                    await drained(writer)
+            await drained(writer)
 
     # -- the methods ------------------------------------------------------------------------------
 
@@ -358,9 +423,34 @@ async def _pump(conn: Connection) -> None:
                 return
             async with conn.lock:
                 conn.writer.write(data)
-                await conn.writer.drain()
-    except (ConnectionError, asyncio.CancelledError):
-        pass
+                await drained(conn.writer)
+    except (ConnectionError, asyncio.CancelledError, asyncio.TimeoutError):
+        conn.writer.close()
+
+
+async def drained(writer: asyncio.StreamWriter) -> None:
+    """``writer.drain()``, but a client that reads nothing for READ_TIMEOUT seconds raises TimeoutError."""
+    await asyncio.wait_for(writer.drain(), READ_TIMEOUT)
+
+
+def peer_of(writer: asyncio.StreamWriter) -> str:
+    """The connecting process as the kernel reports it (SO_PEERCRED): uid, user name and pid."""
+    sock = writer.get_extra_info("socket")
+    try:
+        pid, uid, _ = PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))
+    except (AttributeError, OSError):
+        return "an unknown peer"
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = "?"
+    return f"uid {uid} ({name}), pid {pid}"
+
+
+def _brief(params) -> str:
+    """A request's params for the log: one line, not too long."""
+    text = repr(params)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _package_version() -> str:

@@ -35,7 +35,8 @@ class Runtime:
         self.taps = taps
         self.clock = time.monotonic
         self.control = ControlServer(self.router, self.clock, config.control_socket, config.control_mode,
-                                     on_change=self._publish)
+                                     on_change=self._publish, group=config.control_group,
+                                     max_clients=config.control_max_clients)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.stopped = asyncio.Event()

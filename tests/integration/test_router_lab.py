@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from tests.integration.conftest import ROOT, ctl
+from tests.integration.conftest import ROOT, ctl, wait_for
 from tests.integration.peers import payload
 
 S1, S2 = "198.51.100.10", "198.51.100.20"
@@ -95,6 +95,60 @@ print(len(frames))
     status = json.loads(ctl(lab, "status", "--json"))
     counters = status["counters"]
     assert counters["drop_bad_ip_checksum"] + counters["drop_bad_ip_header"] > 100, {k: v for k, v in counters.items() if v}
+
+
+def test_thousands_of_control_connections_leave_forwarding_untouched(lab):
+    """2,000 clients while a ping crosses every 20 ms: 1,000 send garbage, then 1,000 hold a connection, idle or
+    with half a message, past `max_clients` (256)."""
+    import resource
+    import selectors
+    import socket
+    from router.control import protocol
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4096)), hard))
+    log = lab.state_dir / "router.log"
+    logged = len(log.read_text().splitlines())
+    ping = lab.popen_in("vt-c1", "ping", "-q", "-c", "150", "-i", "0.02", "-W", "2", S1, stdout=subprocess.PIPE,
+                        text=True)
+    garbage, holders = [], []
+    try:
+        for _ in range(1000):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(lab.socket_path))
+            s.sendall(b"\xc1" * 8)                    # never valid MessagePack
+            garbage.append(s)
+        answers = []
+        for s in garbage:
+            s.settimeout(10)
+            answers.append(s.recv(4096))
+        for i in range(1000):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(lab.socket_path))
+            if i % 2:
+                s.sendall(protocol.request(i, "status", [])[:5])
+            holders.append(s)
+        busy = 0
+        with selectors.DefaultSelector() as waiting:
+            for s in holders:
+                waiting.register(s, selectors.EVENT_READ)
+            while ready := waiting.select(3.0):    # none for 3 s: the rest are being served, and say nothing
+                for key, _ in ready:
+                    waiting.unregister(key.fileobj)
+                    busy += b"busy" in key.fileobj.recv(4096)
+        out, _ = ping.communicate(timeout=60)
+    finally:
+        for s in garbage + holders:
+            s.close()
+        if ping.poll() is None:
+            ping.kill()
+    assert all(b"bad_request" in a or b"busy" in a for a in answers), [a for a in answers if b"bad_request" not in a][:3]
+    assert 1000 - 256 <= busy <= 1000
+    assert " 0% packet loss" in out, out
+    assert wait_for(lambda: subprocess.run(
+        [sys.executable, "-m", "router", "ctl", "--socket", str(lab.socket_path), "status"], cwd=ROOT,
+        capture_output=True, timeout=30).returncode == 0)
+    refusals = [line for line in log.read_text().splitlines()[logged:] if "refused" in line]
+    assert 1 <= len(refusals) <= 10, refusals        # counted, not a line per connection
 
 
 def test_ctl_tables_and_switches(lab):

@@ -30,11 +30,26 @@ from router.config import ConfigError, parse
     ({"ipsec": {"ike_port": 500}}, "ipsec.ike_port"),
     ({"ipsec": {"nat_t": True}}, "ipsec.nat_t"),
     ({"timeouts": {"natt": 0}}, "timeouts.natt"),
+    ({"control": {"group": "no-such-group-here"}}, "control.group"),
+    ({"control": {"mode": "0666"}}, "control.mode"),
+    ({"control": {"mode": "rw"}}, "control.mode"),
+    ({"control": {"max_clients": 0}}, "control.max_clients"),
+    ({"control": {"max_clients": "many"}}, "control.max_clients"),
 ])
 def test_bad_config_names_the_key(change, key):
     with pytest.raises(ConfigError) as info:
         parse(config(**change))
     assert str(info.value).startswith(key + ":")
+
+
+def test_control_socket_group_and_limits():
+    import grp
+    default = parse(config())
+    assert (default.control_mode, default.control_group, default.control_max_clients) == (0o600, None, 256)
+    grouped = parse(config(control={"socket": "/tmp/unused.sock", "group": "daemon", "max_clients": 8}))
+    assert grouped.control_group == grp.getgrnam("daemon").gr_gid
+    assert (grouped.control_mode, grouped.control_max_clients) == (0o660, 8)     # the group may connect
+    assert parse(config(control={"socket": "/tmp/unused.sock", "group": "daemon", "mode": "0640"})).control_mode == 0o640
 
 
 def test_missing_table():

@@ -1,7 +1,13 @@
 """The control socket: MessagePack-RPC requests, errors, events; robust against bad clients."""
 
 import asyncio
+import contextlib
+import grp
+import logging
+import pwd
+import os
 import socket
+import stat
 import threading
 
 import msgpack
@@ -16,14 +22,14 @@ from router.dataplane.events import SwitchChanged
 from scapy.layers.inet import UDP
 
 
-@pytest.fixture
-def served(tmp_path):
+@contextlib.contextmanager
+def serving(tmp_path, **options):
     """A real ControlServer on a Unix socket, in a loop on a thread, over a pure router."""
     router = make_router()
     clock = [5.0]
     path = str(tmp_path / "ctl.sock")
     loop = asyncio.new_event_loop()
-    server = ControlServer(router, lambda: clock[0], path)
+    server = ControlServer(router, lambda: clock[0], path, **options)
     ready = threading.Event()
 
     def run():
@@ -35,10 +41,18 @@ def served(tmp_path):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     ready.wait(5)
-    yield router, server, path, loop
-    asyncio.run_coroutine_threadsafe(server.close(), loop).result(5)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    try:
+        yield router, server, path, loop
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+@pytest.fixture
+def served(tmp_path):
+    with serving(tmp_path) as served:
+        yield served
 
 
 def test_status_and_sessions(served):
@@ -235,3 +249,103 @@ def test_a_subscriber_that_falls_behind_is_told_why_and_dropped(served, monkeypa
         messages += list(unpacker)
     dropped = [m for m in messages if m[0] == protocol.NOTIFICATION and m[1] == "dropped"]
     assert dropped and "fell behind" in dropped[0][2][0]["reason"]
+
+
+# -- trust: who may connect, who did what, and clients that misbehave -----------------------------------------
+
+def test_a_configured_group_owns_the_socket_with_mode_0660(tmp_path):
+    group = grp.getgrnam("daemon").gr_gid
+    with serving(tmp_path, group=group, mode=0o660) as (_, _, path, _):
+        info = os.stat(path)
+        assert info.st_gid == group and stat.S_IMODE(info.st_mode) == 0o660
+
+
+def test_every_change_is_logged_with_the_peers_credentials(served, caplog):
+    _, _, path, _ = served
+    with caplog.at_level(logging.INFO, logger="vpnrouter.control"), Client(path) as client:
+        client.call("status")
+        client.call("set_passthrough", "pptp", "single")
+        with pytest.raises(ControlError):
+            client.call("set_passthrough", "wireguard", True)
+    changes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("control: ")]
+    me = f"uid {os.getuid()} ({pwd.getpwuid(os.getuid()).pw_name}), pid {os.getpid()}"
+    assert changes == [f"control: set_passthrough ['pptp', 'single'] by {me}"]   # not status, not the refusal
+
+
+def test_clients_over_the_limit_are_told_busy_and_closed(tmp_path, caplog):
+    with serving(tmp_path, max_clients=3) as (_, _, path, _), caplog.at_level(logging.WARNING):
+        clients = [Client(path) for _ in range(3)]
+        for client in clients:
+            assert client.call("version")
+        extra = socket.socket(socket.AF_UNIX)
+        extra.connect(path)
+        extra.settimeout(5)
+        reply = msgpack.unpackb(extra.recv(4096))
+        assert reply[2]["code"] == "busy" and extra.recv(4096) == b""
+        clients.pop().close()
+        for _ in range(50):     # the server sees the close on its next turn
+            try:
+                with Client(path) as again:
+                    assert again.call("version")
+                break
+            except ControlError:
+                continue
+        else:
+            pytest.fail("a slot freed by a closed client was not given to a new one")
+        for client in clients:
+            assert client.call("status")     # the others are served throughout
+            client.close()
+    assert any("refused" in r.getMessage() for r in caplog.records)
+
+
+def test_a_message_left_unfinished_ends_the_connection_and_an_idle_one_does_not(tmp_path):
+    with serving(tmp_path, partial_timeout=0.3) as (_, _, path, _):
+        idle = Client(path)
+        assert idle.call("version")
+        slow = socket.socket(socket.AF_UNIX)
+        slow.connect(path)
+        slow.sendall(protocol.request(1, "status", [])[:3])     # and then nothing
+        slow.settimeout(10)
+        assert slow.recv(4096) == b""                            # the server hung up
+        assert idle.call("status")                               # an idle client, between messages, stays
+
+
+def test_many_connections_and_garbage_leave_the_router_answering(served):
+    router, _, path, loop = served
+    sockets = []
+    try:
+        for i in range(200):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(path)
+            if i % 3 == 0:
+                s.sendall(os.urandom(64))
+            sockets.append(s)
+        loop.call_soon_threadsafe(router.receive_frame, LAN, wire(from_lan(C1, S1, UDP(sport=9000, dport=53))), 1.0)
+        with Client(path) as client:
+            assert client.call("status")["sessions"] == 1
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_a_client_that_leaves_its_answers_unread_is_disconnected(served, monkeypatch, caplog):
+    from router.control import server as server_module
+    router, server, path, loop = served
+    monkeypatch.setattr(server_module, "READ_TIMEOUT", 0.5)
+    for i in range(3000):       # an answer of over a megabyte, far more than the socket holds
+        loop.call_soon_threadsafe(router.receive_frame, LAN, wire(from_lan(C1, S1, UDP(sport=20000 + i, dport=53))), 1.0)
+    reader = socket.socket(socket.AF_UNIX)
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(path)
+    with caplog.at_level(logging.WARNING, logger="vpnrouter.control"):
+        reader.sendall(protocol.request(1, "sessions", []))     # and read nothing
+        unread = lambda: [r for r in caplog.records if "left its answers unread" in r.getMessage()]  # noqa: E731
+        for _ in range(100):
+            if unread():
+                break
+            threading.Event().wait(0.1)
+        assert unread()
+    assert in_loop(loop, lambda: len(server.clients)) == 0
+    with Client(path) as client:
+        assert client.call("status")["sessions"] == 3000
+    reader.close()
