@@ -159,6 +159,7 @@ class PptpHelper(Helper):
         "gre_malformed",            # not enhanced GRE v1 with a key (RFC 2637 §4.1)
         "gre_no_call",              # GRE from an unknown address or for no live call
         "pptp_out_of_order",        # control segment beyond a gap; the sender retransmits it
+        "pptp_rst_out_of_window",   # a RST far from the stream's next sequence number: forged (RFC 5961 §3)
         "pptp_call_ids_exhausted",
     )
     ip_protocols = (IpProto.GRE,)
@@ -184,6 +185,10 @@ class PptpHelper(Helper):
         seq = struct.unpack_from("!I", frame, l4 + 4)[0]
         payload = l4 + (frame[l4 + 12] >> 4) * 4
         length = max(0, len(frame) - payload)   # a data offset beyond the frame carries no payload
+        if flags & TCP_RST and not direction.rst_plausible(seq):
+            self.ctx.drop("pptp_rst_out_of_window", f"RST from {ip_str(_src(frame, ip))} with sequence number "
+                          f"{seq}, not within a window of {direction.next_seq}", now)
+            return Verdict.DROP
         verdict, old = direction.segment(seq, bool(flags & TCP_SYN), length)
         if verdict is Segment.GAP:
             self.ctx.drop("pptp_out_of_order", f"segment beyond a gap from {ip_str(_src(frame, ip))}", now)

@@ -25,6 +25,9 @@ from ..packet.frame import U16, VNET_F_NEEDS_CSUM
 
 REWRITE_LOG = 256
 """Rewrites remembered per direction for retransmissions."""
+RST_WINDOW = 65535
+"""How far from the next expected sequence number a RST may be and still end the connection: the largest
+window without scaling (RFC 793).  A blind attacker guessing a number hits it once in 32,768 tries."""
 
 
 class Segment(Enum):
@@ -61,6 +64,15 @@ class StreamDirection:
             return Segment.GAP, 0
         old = min(length, -ahead) if ahead < 0 else 0
         return Segment.OK, old
+
+    def rst_plausible(self, seq: int) -> bool:
+        """Whether a RST with ``seq`` could come from this direction's sender (after RFC 5961 §3.2).
+
+        The receiver honours a RST only within its window, so one far from the
+        next expected byte is forged, and must not end what the helper follows.
+        Before the stream is followed (no SYN seen) every RST is taken.
+        """
+        return self.next_seq is None or abs(seq_diff(seq, self.next_seq)) <= RST_WINDOW
 
     def advance(self, count: int) -> None:
         self.next_seq = (self.next_seq + count) & 0xFFFFFFFF

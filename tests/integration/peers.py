@@ -1,7 +1,7 @@
 """Small programs run inside the lab's namespaces: `python -m tests.integration.peers ROLE ...`.
 
     serve-tcp PORT SIZE SEED [COUNT]   send SIZE seeded random bytes to each of COUNT connections, then exit
-    fetch-tcp HOST PORT                print "<bytes> <sha256>" of what the server sent
+    fetch-tcp HOST PORT [RATE]         print "<bytes> <sha256>" of what the server sent (read at RATE bytes/s)
     udp-echo PORT COUNT                echo COUNT datagrams back to their sender
     udp-ask HOST PORT [SPORT]          send one datagram (from SPORT), print the reply, or "refused" / "timeout"
     udp-listen PORT SECONDS            print every datagram received for SECONDS
@@ -13,6 +13,7 @@ import hashlib
 import random
 import socket
 import sys
+import time
 
 
 def payload(size: int, seed: int) -> bytes:
@@ -30,12 +31,15 @@ def serve_tcp(port: str, size: str, seed: str, count: str = "1") -> None:
                 conn.sendall(data)
 
 
-def fetch_tcp(host: str, port: str) -> None:
+def fetch_tcp(host: str, port: str, rate: str = "0") -> None:
     digest, total = hashlib.sha256(), 0
+    pause = 65536 / int(rate) if int(rate) else 0
     with socket.create_connection((host, int(port)), timeout=30) as conn:
         while chunk := conn.recv(1 << 16):
             digest.update(chunk)
             total += len(chunk)
+            if pause:
+                time.sleep(pause * len(chunk) / 65536)
     print(total, digest.hexdigest())
 
 

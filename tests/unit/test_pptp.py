@@ -221,6 +221,21 @@ def test_calls_end(ending):
     assert kinds.count("call_up") == 1 and kinds.count("call_down") == 1
 
 
+@pytest.mark.parametrize("outbound", [False, True])
+def test_a_forged_rst_far_from_the_stream_ends_nothing(outbound):
+    """RFC 5961 §3: a blind RST, its sequence number a guess, is dropped; one at the stream's place ends the calls."""
+    r = make_router()
+    ctl = Control(r, C1, S1)
+    t = call_up(ctl, 0, 128)
+    send, seq = (ctl._out, ctl.inside_seq) if outbound else (ctl._in, ctl.remote_seq)
+    for guess in (seq + 70000, seq - 70000, seq ^ 0x80000000):
+        assert send(flags="R", seq=guess & 0xFFFFFFFF) == {LAN: [], WAN: []}
+    assert r.counters["drop_pptp_rst_out_of_window"] == 3
+    assert [c["call_state"] for c in calls(r)] == ["established"] and gre_in(r, S1, t)
+    send(flags="R", seq=seq + 10)            # within a window of it: honoured
+    assert not calls(r)
+
+
 def test_idle_gre_expires():
     r = make_router(timeouts={"gre": 60})
     t = call_up(Control(r, C1, S1), 0, 128)
