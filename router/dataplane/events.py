@@ -186,10 +186,13 @@ class EventQueue:
             self.lost += 1
         self._queue.append(event)
 
-    def drop(self, now: float, reason: str, port: str, summary: str) -> None:
+    def drop(self, now: float, reason: str, port: str, summary) -> None:
+        """A drop's event, rate limited; ``summary`` is a string, or a callable that makes it only when the event
+        goes out (a flood's drops are mostly counted, not described)."""
         suppressed = self.allow(reason, now)
         if suppressed is not None:
-            self.push(PacketDropped(now, reason, port, summary, suppressed))
+            self.push(PacketDropped(now, reason, port, summary if isinstance(summary, str) else summary(),
+                                    suppressed))
 
     def allow(self, key, now: float) -> int | None:
         """Rate limit events of one kind: None to suppress this one, else how many were suppressed before it."""

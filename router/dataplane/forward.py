@@ -14,6 +14,8 @@ that match several sessions go to the sessions' helper's ``demux``.
 
 from __future__ import annotations
 
+from functools import partial
+
 from ..packet.checksum import TTL_DECREMENT, ones_sum, update, update_partial
 from ..packet.frame import (IP_OFFSET, IpProto, PORTS, TCP_ACK, TCP_RST, TCP_SYN, U16, VNET_HDR,
                             VNET_F_NEEDS_CSUM, ip_str)
@@ -35,7 +37,12 @@ ENDED = frozenset({TcpState.FIN_BOTH, TcpState.TRANS})
 PROTO_NAMES = {int(IpProto.GRE): "GRE", int(IpProto.ESP): "ESP"}
 
 
-def _flow(src: int, sport: int, dst: int, dport: int) -> str:
+def _flow(src: int, sport: int, dst: int, dport: int):
+    """A drop's summary, made only if its event goes out (``EventQueue.drop``)."""
+    return partial(_flow_text, src, sport, dst, dport)
+
+
+def _flow_text(src: int, sport: int, dst: int, dport: int) -> str:
     return f"{ip_str(src)}:{sport} -> {ip_str(dst)}:{dport}"
 
 

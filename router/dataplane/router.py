@@ -233,7 +233,8 @@ class Router(Forwarding):
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
-    def drop(self, port: int | str, reason: DropReason | str, now: float, summary: str = "", count: int = 1) -> None:
+    def drop(self, port: int | str, reason: DropReason | str, now: float, summary="", count: int = 1) -> None:
+        """Count a drop, and tell it (rate limited); ``summary``: a string, or a callable that makes one."""
         reason = reason.value if isinstance(reason, DropReason) else reason
         key = "drop_" + reason
         self.counters[key] = self.counters.get(key, 0) + count   # a helper's undeclared reason still counts

@@ -5,6 +5,7 @@
     udp-echo PORT COUNT                echo COUNT datagrams back to their sender
     udp-ask HOST PORT [SPORT]          send one datagram (from SPORT), print the reply, or "refused" / "timeout"
     udp-listen PORT SECONDS            print every datagram received for SECONDS
+    udp-flood HOST PORT COUNT          COUNT datagrams from as many source ports, as fast as it can; print COUNT
 """
 
 from __future__ import annotations
@@ -68,6 +69,23 @@ def udp_ask(host: str, port: str, sport: str = "0") -> None:
             print("timeout")
 
 
+def udp_flood(host: str, port: str, count: str) -> None:
+    """New flows as fast as one host can open them: each datagram from the next source port (the kernel's
+    ephemeral range and beyond, wrapping), through a raw socket so that no port has to be bound."""
+    import struct
+    from router.packet.checksum import internet_checksum
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, int(port)))
+        me = probe.getsockname()[0]
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    addresses = socket.inet_aton(me) + socket.inet_aton(host)
+    for i in range(int(count)):
+        udp = struct.pack("!HHHH", 1024 + i % 64000, int(port), 13, 0) + b"flood"
+        header = struct.pack("!BBHHHBBH8s", 0x45, 0, 33, i & 0xFFFF, 0, 64, 17, 0, addresses)
+        raw.sendto(header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:] + udp, (host, 0))
+    print(count)
+
+
 def udp_listen(port: str, seconds: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("0.0.0.0", int(port)))
@@ -82,7 +100,7 @@ def udp_listen(port: str, seconds: str) -> None:
 
 
 ROLES = {"serve-tcp": serve_tcp, "fetch-tcp": fetch_tcp, "udp-echo": udp_echo, "udp-ask": udp_ask,
-         "udp-listen": udp_listen}
+         "udp-listen": udp_listen, "udp-flood": udp_flood}
 
 if __name__ == "__main__":
     ROLES[sys.argv[1]](*sys.argv[2:])

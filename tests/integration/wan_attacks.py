@@ -9,6 +9,7 @@ ATTACK is one of:
   natt SPI...              ESP in UDP 4500 (RFC 3948) with these SPIs, from the attacker's own port 4500
   ike SPI_I SPI_R          IKE_SA_INIT-shaped headers (RFC 7296 §3.1) with a live SA's SPIs, to UDP 500
   ports                    a TCP SYN and a UDP datagram to every port, 1 to 65535
+  flood SECONDS [PPS]      UDP datagrams to random ports for SECONDS, PPS a second (default: as fast as it can)
   icmp REMOTE PROTO PORT REMOTE_PORT
                            forged port unreachables (RFC 792) quoting the router's datagram
                            WAN_IP:PORT -> REMOTE:REMOTE_PORT, 100 of them
@@ -93,6 +94,28 @@ def ports(wan: str) -> int:
     return 2 * 65535
 
 
+def flood(wan: str, seconds: str, rate: str = "0") -> int:
+    """Unsolicited UDP to random ports for ``seconds``, ``rate`` a second or flat out: what a WAN flood costs
+    established flows (make bench)."""
+    import time
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ports = [rng.randrange(1024, 65536) for _ in range(4096)]
+    burst = 100
+    sent, start = 0, time.monotonic()
+    end = start + float(seconds)
+    while (now := time.monotonic()) < end:
+        if int(rate) and sent > (now - start) * int(rate):
+            time.sleep(burst / int(rate))
+            continue
+        for port in ports[sent % 4096:sent % 4096 + burst]:
+            try:
+                udp.sendto(b"flood", (wan, port))
+            except OSError:           # the namespace's queue is full: the flood is as fast as it gets
+                pass
+        sent += burst
+    return sent
+
+
 def icmp(wan: str, remote: str, proto: str, port: str, remote_port: str) -> int:
     """Port unreachables that quote the router's own datagram to ``remote``, as an on-path router would."""
     s = raw(socket.IPPROTO_ICMP)
@@ -141,7 +164,8 @@ def _own_address(towards: str) -> str:
     return probe.getsockname()[0]
 
 
-ATTACKS = {"gre": gre, "l2tp": l2tp, "esp": esp, "natt": natt, "ike": ike, "ports": ports, "icmp": icmp, "rst": rst}
+ATTACKS = {"gre": gre, "l2tp": l2tp, "esp": esp, "natt": natt, "ike": ike, "ports": ports, "flood": flood,
+           "icmp": icmp, "rst": rst}
 
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[2] not in ATTACKS:

@@ -33,7 +33,7 @@ import time
 
 from pathlib import Path
 
-from router.lab.topology import Lab
+from router.lab.topology import ROUTER_WAN, Lab
 from tests.perf import instructions
 from tests.perf.copier import copier_lab
 
@@ -178,6 +178,25 @@ for i, port in enumerate(range(20000, 20000 + int(sys.argv[2]))):
     if i % 200 == 199:
         time.sleep(0.02)   # paced, so that the TAP's queue never overflows
 """
+
+
+FLOOD_PPS = 20_000
+"""The WAN flood's offered rate: half of what vpnrouter forwards of 64-byte UDP on these machines."""
+
+
+def wan_flood(lab: Lab, seconds: int, progress) -> dict:
+    """TCP through the NAT alone, then beside a flood of unsolicited UDP from the server to random ports of the
+    router's WAN address, FLOOD_PPS a second (tests/integration/wan_attacks.py), from a second process."""
+    progress(f"TCP alone, then beside a WAN flood of unsolicited UDP, {FLOOD_PPS:,} a second")
+    quiet = tcp_gbps(lab, seconds)
+    flood = lab.popen_in(lab.server(1), sys.executable, "-m", "tests.integration.wan_attacks", ROUTER_WAN,
+                         "flood", str(seconds + 2), str(FLOOD_PPS), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        flooded = tcp_gbps(lab, seconds)
+    finally:
+        sent = int(flood.communicate(timeout=seconds + 60)[0] or 0)
+    return {"tcp_gbps_before_flood": round(quiet, 3), "tcp_gbps_flooded": round(flooded, 3),
+            "flood_sent_pps": round(sent / (seconds + 2))}
 
 
 def table_read_rtt(lab: Lab, progress, sessions: int = TABLE_SESSIONS, reads: int = 3) -> dict:
@@ -393,6 +412,7 @@ def main() -> int:
             if not lab.kernel:    # one client makes the 16,000 sessions of the table-read figure
                 lab.start_router(extra_config="[limits]\nsessions_per_host = 65536\n")
             results[name] = measure(lab, args.seconds, progress)
+            results[name].update(wan_flood(lab, args.seconds, progress))
             if not lab.kernel:
                 for kind in ("esp", "natt"):
                     received, sent, cpu = esp_pps(lab, kind, args.seconds, args.associations, progress)
@@ -451,6 +471,10 @@ def main() -> int:
         pps = v[f"udp64_{key}_pps"]
         print(f"vpnrouter, same run: plain UDP 64 B with {label}: {pps} pps (best of {v[f'udp64_{key}_runs']})"
               + ("" if key == "default" else f" (ratio to the default {pps / base:.2f}; goal at least 0.90)"))
+    for who, figures in (("Linux kernel NAT", k), ("vpnrouter", v)):
+        print(f"{who}, same run: TCP {figures['tcp_gbps_before_flood']} Gbit/s alone, {figures['tcp_gbps_flooded']} "
+              f"beside a WAN flood of unsolicited UDP at {figures['flood_sent_pps']} pps (ratio "
+              f"{figures['tcp_gbps_flooded'] / figures['tcp_gbps_before_flood']:.2f})")
     print(f"\nvpnrouter, same run: a ping every 5 ms, largest RTT {v['ping_max_ms_quiet']} ms alone, "
           f"{v['ping_max_ms_reading']} ms while {v['table_sessions']} sessions were read 3 times "
           f"(`ctl sessions --json`, {v['table_read_s']} s a read; goal: under 50 ms)")

@@ -35,7 +35,8 @@ WAKE_UP = 100
 """Frames queued before each wake-up."""
 FRAMES = (1_000, 6_000)
 """The two runs' frame counts."""
-CASES = (("copier", "out"), ("vpnrouter", "out"), ("vpnrouter", "in"))
+CASES = (("copier", "out"), ("vpnrouter", "out"), ("vpnrouter", "in"), ("vpnrouter", "unsolicited"))
+"""``unsolicited``: UDP from a WAN host to a port no session has, which the router drops (a WAN flood)."""
 
 
 class FakeTap:
@@ -55,15 +56,17 @@ class FakeTap:
             return False
 
 
-def _frames(router) -> tuple[bytes, bytes]:
-    """One UDP datagram out of C1 to S1 (which opens the session), and the server's answer to it."""
+def _frames(router) -> tuple[bytes, bytes, bytes]:
+    """One UDP datagram out of C1 to S1 (which opens the session), the server's answer to it, and a datagram
+    from S2 that nobody asked for."""
     from scapy.layers.inet import UDP
-    from tests.unit.frames import C1, LAN, S1, WAN, from_lan, from_wan, step, wire
+    from tests.unit.frames import C1, LAN, S1, S2, WAN, from_lan, from_wan, step, wire
     out = wire(from_lan(C1, S1, UDP(sport=5000, dport=5201) / (b"x" * 18)))
     sent = step(router, LAN, out)[WAN]
     outside_port = sent[0][UDP].sport
     answer = wire(from_wan(S1, UDP(sport=5201, dport=outside_port) / (b"y" * 18)))
-    return bytes(out), bytes(answer)
+    unsolicited = wire(from_wan(S2, UDP(sport=5201, dport=33333) / (b"z" * 18)))
+    return bytes(out), bytes(answer), bytes(unsolicited)
 
 
 def worker(who: str, direction: str, frames: int) -> None:
@@ -79,7 +82,7 @@ def worker(who: str, direction: str, frames: int) -> None:
     taps = [FakeTap("wan" if p else "lan", sink, sink) for p in (LAN, WAN)]
     taps[port].fd = read_end.fileno()
     router = make_router()
-    frame = _frames(router)[port]
+    frame = _frames(router)[("out", "in", "unsolicited").index(direction)]
     if who == "copier":
         target = Copier(tuple(taps))
         forwarded = lambda: target.copied[port] - target.dropped[port]  # noqa: E731
@@ -88,7 +91,7 @@ def worker(who: str, direction: str, frames: int) -> None:
         target.router = router
         target.clock = lambda: 1.0          # the time the router's ARP entries and session were made in
         target._schedule = lambda: None
-        counter = ("frames_out_wan", "frames_out_lan")[port]
+        counter = "drop_unsolicited" if direction == "unsolicited" else ("frames_out_wan", "frames_out_lan")[port]
         before = router.counters[counter]
         forwarded = lambda: router.counters[counter] - before  # noqa: E731
     for _ in range(frames // WAKE_UP):
@@ -117,7 +120,8 @@ def per_frame(who: str, direction: str) -> int:
 
 
 def measure(progress=lambda step: None) -> dict:
-    """Instructions per frame for each case: {"copier_out": ..., "vpnrouter_out": ..., "vpnrouter_in": ...}."""
+    """Instructions per frame for each case: {"copier_out": ..., "vpnrouter_out": ..., "vpnrouter_in": ...,
+    "vpnrouter_unsolicited": ...}."""
     figures = {}
     for who, direction in CASES:
         progress(f"instructions per frame: {who}, UDP {direction} (valgrind)")
@@ -132,13 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         who, direction, frames = args.worker
-        if who not in ("copier", "vpnrouter") or direction not in ("out", "in") or not frames.isdigit():
-            parser.error("--worker takes copier|vpnrouter, out|in and a number of frames")
+        if who not in ("copier", "vpnrouter") or direction not in ("out", "in", "unsolicited") or \
+                not frames.isdigit():
+            parser.error("--worker takes copier|vpnrouter, out|in|unsolicited and a number of frames")
         worker(who, direction, int(frames))
         return 0
     figures = measure(lambda step: print(f"{step}...", file=sys.stderr, flush=True))
     for who, direction in CASES:
-        print(f"{who:<10} UDP 64 B {direction:<3} {figures[f'{who}_{direction}']:>8} instructions/frame")
+        print(f"{who:<10} UDP 64 B {direction:<11} {figures[f'{who}_{direction}']:>8} instructions/frame")
     return 0
 
 

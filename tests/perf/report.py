@@ -32,6 +32,7 @@ RATIOS = (
     ("GRE / UDP", "vpnrouter", "gre16_pps", "vpnrouter", "udp64_pps"),
     ("port set / default", "vpnrouter", "udp64_port_set_pps", "vpnrouter", "udp64_default_pps"),
     ("APDM / default", "vpnrouter", "udp64_apdm_pps", "vpnrouter", "udp64_default_pps"),
+    ("TCP in a WAN flood / alone", "vpnrouter", "tcp_gbps_flooded", "vpnrouter", "tcp_gbps_before_flood"),
     ("instructions, copier / vpnrouter", "instructions", "copier_out", "instructions", "vpnrouter_out"),
 )
 
