@@ -8,7 +8,7 @@ DEBS := python3 python3-venv python3-dev gcc iproute2 nftables iperf3 iputils-pi
         tshark tmux valgrind pptpd pptp-linux xl2tpd strongswan-charon strongswan-swanctl libcharon-extra-plugins \
         libstrongswan-standard-plugins libstrongswan-extra-plugins coturn
 
-.PHONY: demo test unit tui integration bench deps debs clean
+.PHONY: demo test unit tui integration bench soak deps debs clean
 
 demo: deps
 	$(VENV)/bin/vpnrouter lab demo
@@ -28,6 +28,10 @@ integration: deps
 
 bench: deps
 	$(PY) -m tests.perf.bench $(BENCH_ARGS)
+
+# The soak test for half an hour (make test runs it for a minute); SOAK_SECONDS=... to choose.
+soak: deps
+	SOAK_SECONDS=$${SOAK_SECONDS:-1800} $(PY) -m pytest tests/integration/test_soak.py -s $(PYTEST_ARGS)
 
 deps: debs $(STAMP)
 
