@@ -125,6 +125,10 @@ class Config:
     """The group that may use the control socket (``[control] group``); its mode is then 0660 by default."""
     control_max_clients: int = 256
     """Connections the control socket serves at once; more are answered "busy" and closed."""
+    state_file: str = "/var/lib/vpnrouter/state"
+    """Where the router keeps its tables across a restart (``[state] file``; "" for nowhere)."""
+    state_interval: float = 60.0
+    """Seconds between two writes of the state while running (``[state] interval``; 0: only at exit)."""
     passthrough: dict = field(default_factory=lambda: dict.fromkeys(PASSTHROUGH_NAMES, "multi"))
     """vpn -> "off" | "single" | "multi"."""
     timeouts: Timeouts = Timeouts()
@@ -169,7 +173,8 @@ def load(path: str | Path) -> Config:
 
 
 def parse(data: dict) -> Config:
-    _known(data, "", {"lan", "wan", "control", "passthrough", "timeouts", "limits", "forward", "nat", "ipsec", "l2tp"})
+    _known(data, "", {"lan", "wan", "control", "passthrough", "timeouts", "limits", "forward", "nat", "ipsec", "l2tp",
+                      "state"})
     lan = _port(_table(data, "lan", required=True), "lan", 0)
     wan = _port(_table(data, "wan", required=True), "wan", 1)
     if lan.on_link(wan.address) or wan.on_link(lan.address):
@@ -215,6 +220,11 @@ def parse(data: dict) -> Config:
         raise ConfigError("control.mode: an octal file mode such as \"0600\"") from None
     if not 0 <= mode <= 0o777 or mode & 0o007:
         raise ConfigError(f"control.mode: {mode_text} lets others than the owner and the group in; at most 0770")
+    state = _table(data, "state")
+    _known(state, "state", {"file", "interval"})
+    state_interval = _typed(state, "state", "interval", float, 60.0)
+    if state_interval < 0:
+        raise ConfigError("state.interval: seconds, 0 or more (0: written only when the router stops)")
     max_clients = _typed(control, "control", "max_clients", int, 256)
     if not 1 <= max_clients <= 65536:
         raise ConfigError("control.max_clients: from 1 to 65536")
@@ -224,6 +234,8 @@ def parse(data: dict) -> Config:
         control_mode=mode,
         control_group=group,
         control_max_clients=max_clients,
+        state_file=_typed(state, "state", "file", str, "/var/lib/vpnrouter/state"),
+        state_interval=state_interval,
         passthrough=modes,
         timeouts=_numbers(Timeouts, _table(data, "timeouts"), "timeouts", float),
         limits=_numbers(Limits, _table(data, "limits"), "limits", int),

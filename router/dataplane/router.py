@@ -120,6 +120,31 @@ class Router(Forwarding):
             return self._arp(port, frame, now)
         return self.drop(port, DropReason.NON_IPV4, now, f"ethertype 0x{ethertype:04x}")
 
+    def tables(self) -> dict:
+        """What a restart must not lose (router.state): NAT, helpers, ARP, ids, single-passthrough holders."""
+        return {"nat": self.nat, "helpers": self.helpers, "arp": self.arp, "ids": self.ids,
+                "holders": self.admission.holders}
+
+    def restore(self, tables: dict) -> None:
+        """Take up the tables of a router that ran before (same ports and addresses; router.state checks).
+
+        The configuration may have changed in between: the NAT's timeouts, limits and behaviour, and the
+        passthrough modes and rules, are this configuration's.  Helpers of VPNs this router does not run are
+        left out, with their flows."""
+        nat = tables["nat"]
+        nat.timeouts, nat.limits = self.config.timeouts, self.config.limits
+        nat.set_behaviour(self.config.nat)
+        self.nat, self.arp, self.ids = nat, tuple(tables["arp"]), tables["ids"]
+        nat._ids = self.ids
+        mine = {helper.name for helper in self.helpers}
+        self.helpers = tuple(helper for helper in tables["helpers"] if helper.name in mine)
+        self.ip_handlers = {}
+        for helper in self.helpers:
+            helper.bind(self._context(helper.name))
+            for proto in helper.ip_protocols:
+                self.ip_handlers[proto] = helper
+        self.admission.holders = tables["holders"]
+
     def handle_timer(self, now: float) -> None:
         self.nat.expire(now)
         self.report_closed(now)

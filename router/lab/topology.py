@@ -163,7 +163,8 @@ class Lab:
                            for f in self.forwards)
         return (f'[lan]\ntap = "lan0"\naddress = "{ROUTER_LAN}/24"\n\n'
                 f'[wan]\ntap = "wan0"\naddress = "{ROUTER_WAN}/24"\n\n'
-                f'[control]\nsocket = "{self.socket_path}"\n{forwards}')
+                f'[control]\nsocket = "{self.socket_path}"\n\n'
+                f'[state]\nfile = "{self.state_dir / "router.state"}"\n{forwards}')
 
     # -- the router ------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import logging
 import signal
 import time
 
+from .. import state
 from ..config import Config
 from ..control.server import ControlServer
 from ..dataplane.router import LAN, WAN, Router
@@ -33,7 +34,11 @@ class Runtime:
         self.config = config
         self.router = Router(config, build_helpers(config))
         self.taps = taps
-        self.clock = time.monotonic
+        self.offset = self._restore()
+        """Added to time.monotonic(): the router's clock goes on from where the saved state left it."""
+        self.clock = lambda: time.monotonic() + self.offset
+        self.saver: int | None = None
+        """The pid of the child process writing the state in the background, while it runs."""
         self.control = ControlServer(self.router, self.clock, config.control_socket, config.control_mode,
                                      on_change=self._publish, group=config.control_group,
                                      max_clients=config.control_max_clients)
@@ -51,6 +56,8 @@ class Runtime:
         for port, tap in enumerate(self.taps):
             self.loop.add_reader(tap.fd, self._readable, port)
         log.info("forwarding between %s (LAN) and %s (WAN)", self.taps[LAN].name, self.taps[WAN].name)
+        if self.config.state_file and self.config.state_interval:
+            self.loop.call_later(self.config.state_interval, self._save_in_background)
         try:
             await self.stopped.wait()
         finally:
@@ -59,6 +66,8 @@ class Runtime:
             if self._timer is not None:
                 self._timer.cancel()
             await self.control.close()
+            self._reap_saver(wait=True)
+            self.save()
 
     def _readable(self, port: int) -> None:
         """Drain one TAP: read, route, write, until it is empty or a batch is done.
@@ -150,6 +159,86 @@ class Runtime:
         self.router.handle_timer(self.clock())
         self._flush()
         self._after_work()
+
+
+    # -- the state file (router/state.py) -----------------------------------------------------------
+
+    def _restore(self) -> float:
+        """Take up the state file's tables, if there is a usable one; the clock offset that continues its time."""
+        path = self.config.state_file
+        if not path:
+            return 0.0
+        try:
+            with open(path, "rb") as f:
+                saved = state.load(f.read(), self.config)
+        except FileNotFoundError:
+            return 0.0
+        except (OSError, state.StateError) as exc:
+            log.warning("state file %s ignored: %s", path, exc.strerror if isinstance(exc, OSError) else exc)
+            return 0.0
+        self.router.restore(saved.tables)
+        resume = saved.resume_at(time.time())
+        flows = sum(len(helper.flows()) for helper in self.router.helpers)
+        log.info("state file %s: %d sessions and %d VPN flows restored; the router was down %.1f s", path,
+                 len(self.router.nat), flows, resume - saved.now)
+        return resume - time.monotonic()
+
+    def save(self) -> None:
+        """Write the state file now, atomically: a new file, flushed to disk, then renamed over the old."""
+        path = self.config.state_file
+        if not path:
+            return
+        try:
+            write_atomically(path, state.dump(self.config, self.router.tables(), self.clock(), time.time()))
+        except OSError as exc:
+            log.error("state file %s not written: %s", path, exc.strerror or exc)
+            return
+        log.info("state file %s: %d sessions written", path, len(self.router.nat))
+
+    def _save_in_background(self) -> None:
+        """Every state.interval seconds: a child process, a copy-on-write snapshot of this one, writes the
+        state while this one forwards on (as Redis's BGSAVE does)."""
+        self.loop.call_later(self.config.state_interval, self._save_in_background)
+        if not self._reap_saver():
+            return          # the last one is still writing
+        pid = os.fork()
+        if pid == 0:
+            try:
+                logging.disable(logging.INFO)      # the parent logs; the child only writes
+                write_atomically(self.config.state_file, state.dump(
+                    self.config, self.router.tables(), self.clock(), time.time()))
+                code = 0
+            except BaseException:
+                code = 1
+            os._exit(code)
+        self.saver = pid
+
+    def _reap_saver(self, wait: bool = False) -> bool:
+        """Whether no background save is running (after collecting one that ended)."""
+        if self.saver is None:
+            return True
+        pid, status = os.waitpid(self.saver, 0 if wait else os.WNOHANG)
+        if pid == 0:
+            return False
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.error("state file %s: the background save failed", self.config.state_file)
+        self.saver = None
+        return True
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
 
 
 def open_taps(config: Config) -> tuple[TapPort, TapPort]:

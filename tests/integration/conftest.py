@@ -49,6 +49,26 @@ def wait_for(predicate, seconds: float = 30.0):
     return value
 
 
+THREE_VPNS = (("c1", "pptp"), ("c1", "l2tp"), ("c2", "ipsec"))
+"""A PPTP call and an L2TP tunnel from c1, an IPsec tunnel from c2, all to s1."""
+
+
+def three_vpns(lab: Lab):
+    """The lab's VPN servers started and THREE_VPNS connected; the ``VpnLab``."""
+    from router.lab.vpns import VpnLab
+    vpns = VpnLab(lab)
+    vpns.start_servers()
+    for client, vpn in THREE_VPNS:
+        vpns.connect(client, vpn)
+    return vpns
+
+
+def vpn_flows(lab: Lab) -> dict[int, dict]:
+    """The router's VPN flows (GRE calls, L2TP tunnels, ESP associations) by id."""
+    return {s["id"]: s for s in json.loads(ctl(lab, "sessions", "--json"))
+            if s.get("vpn") and s["proto"] in ("gre", "l2tp", "esp")}
+
+
 class Peers:
     """Runs tests/integration/peers.py roles inside the lab's namespaces."""
 

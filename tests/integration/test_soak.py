@@ -19,7 +19,7 @@ import pytest
 
 from router.lab.topology import Lab
 from router.lab.vpns import VpnLab
-from tests.integration.conftest import ROOT, Peers, ctl, require_root, wait_for
+from tests.integration.conftest import Peers, ctl, require_root, three_vpns, vpn_flows, wait_for
 from tests.integration.peers import payload
 
 S1 = "198.51.100.10"
@@ -37,11 +37,7 @@ def soak_lab():
     try:
         lab.up()
         lab.start_router(extra_config=f"[timeouts]\nudp = {TIMEOUT}\nicmp = {TIMEOUT}\ntcp_transitory = {TIMEOUT}\n")
-        vpns = VpnLab(lab)
-        vpns.start_servers()
-        for client, vpn in (("c1", "pptp"), ("c1", "l2tp"), ("c2", "ipsec")):
-            vpns.connect(client, vpn)
-        yield lab, vpns
+        yield lab, three_vpns(lab)
     finally:
         lab.down()
 
@@ -65,16 +61,15 @@ def one_round(lab: Lab, vpns: VpnLab, peers: Peers, n: int) -> None:
     assert vpns.ping("c2", "ipsec", count=2).returncode == 0
 
 
-def vpn_flows(lab: Lab) -> dict[int, int]:
-    """VPN flows (GRE, L2TP, ESP) by id: their packets both ways."""
-    return {s["id"]: s["packets_in"] + s["packets_out"] for s in json.loads(ctl(lab, "sessions", "--json"))
-            if s.get("vpn") and s["proto"] in ("gre", "l2tp", "esp")}
+def packets(lab: Lab) -> dict[int, int]:
+    """VPN flows by id: their packets both ways."""
+    return {i: f["packets_in"] + f["packets_out"] for i, f in vpn_flows(lab).items()}
 
 
 def test_soak_leaves_memory_and_tables_flat(soak_lab):
     lab, vpns = soak_lab
     peers = Peers(lab)
-    flows = vpn_flows(lab)
+    flows = packets(lab)
     assert len(flows) == 3
     one_round(lab, vpns, peers, 1)
     baseline = rss_mb(lab)
@@ -86,7 +81,7 @@ def test_soak_leaves_memory_and_tables_flat(soak_lab):
     # once the plain flows of the last rounds have expired, only the VPN's own sessions are left
     assert wait_for(lambda: json.loads(ctl(lab, "status", "--json"))["sessions"] <= 4, 3 * TIMEOUT + 10), \
         ctl(lab, "sessions")
-    now = vpn_flows(lab)
+    now = packets(lab)
     assert sorted(now) == sorted(flows) and all(now[i] > flows[i] for i in flows)   # the same tunnels, alive
     print(f"soak: {rounds} rounds in {SECONDS:.0f} s, router RSS {baseline:.1f} -> {final:.1f} MB")
     assert final - baseline <= RSS_GROWTH_MB, (baseline, final, rounds)
