@@ -35,6 +35,9 @@ from router.config import ConfigError, parse
     ({"control": {"mode": "rw"}}, "control.mode"),
     ({"control": {"max_clients": 0}}, "control.max_clients"),
     ({"control": {"max_clients": "many"}}, "control.max_clients"),
+    ({"state": {"interval": -1}}, "state.interval"),
+    ({"state": {"file": 7}}, "state.file"),
+    ({"state": {"path": "/tmp/x"}}, "state.path"),
 ])
 def test_bad_config_names_the_key(change, key):
     with pytest.raises(ConfigError) as info:
