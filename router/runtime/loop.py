@@ -19,12 +19,15 @@ from ..config import Config
 from ..control.server import ControlServer
 from ..dataplane.router import LAN, WAN, Router
 from ..helpers.registry import build_helpers
+from ..logs import Throttle, event_line
 from .tap import TapPort
 
 log = logging.getLogger("vpnrouter")
 PORT_COUNTERS = (("frames_out_lan", "bytes_out_lan", "write_errors_lan"),
                  ("frames_out_wan", "bytes_out_wan", "write_errors_wan"))
 BATCH = 256
+EVENT_LINES = 20
+"""Log lines of one kind of event in ten seconds (router/logs.py); the next says how many were left out."""
 MAX_TIMER = 1.0
 """Longest sleep between timer checks, in seconds."""
 
@@ -39,6 +42,7 @@ class Runtime:
         self.clock = lambda: time.monotonic() + self.offset
         self.saver: int | None = None
         """The pid of the child process writing the state in the background, while it runs."""
+        self.event_log = Throttle(logging.getLogger("vpnrouter.events"), burst=EVENT_LINES)
         self.control = ControlServer(self.router, self.clock, config.control_socket, config.control_mode,
                                      on_change=self._publish, group=config.control_group,
                                      max_clients=config.control_max_clients)
@@ -140,8 +144,11 @@ class Runtime:
         if router.nat.closed:
             router.report_closed(self.clock())
         if router.events:
-            publish = self.control.publish
+            publish, event_log = self.control.publish, self.event_log
             while (event := router.next_event()) is not None:
+                line = event_line(event)
+                if line is not None:
+                    event_log.log(*line)
                 publish(event)
 
     def _schedule(self) -> None:
