@@ -167,7 +167,6 @@ class Runtime:
         self._flush()
         self._after_work()
 
-
     # -- the state file (router/state.py) -----------------------------------------------------------
 
     def _restore(self) -> float:
