@@ -8,7 +8,9 @@ DEBS := python3 python3-venv python3-dev gcc iproute2 nftables iperf3 iputils-pi
         tshark tmux valgrind pptpd pptp-linux xl2tpd strongswan-charon strongswan-swanctl libcharon-extra-plugins \
         libstrongswan-standard-plugins libstrongswan-extra-plugins coturn
 
-.PHONY: demo test unit tui integration bench soak deps debs clean
+.PHONY: demo test unit tui integration bench soak fuzz deps debs clean
+FUZZ_TARGET ?= all
+FUZZ_SECONDS ?= 600
 
 demo: deps
 	$(VENV)/bin/vpnrouter lab demo
@@ -28,6 +30,11 @@ integration: deps
 
 bench: deps
 	$(PY) -m tests.perf.bench $(BENCH_ARGS)
+
+# Long fuzzing campaigns: atheris on every target in turn (make test runs a bounded one); a failing input is
+# kept in tests/data/fuzz/<target>/ and replayed by the tests from then on.
+fuzz: deps
+	$(PY) -m tests.fuzz $(FUZZ_TARGET) --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 # The soak test for half an hour (make test runs it for a minute); SOAK_SECONDS=... to choose.
 soak: deps

@@ -119,7 +119,7 @@ def parse_rule(entry: dict, where: str) -> Rule:
         raise ValueError(f"{where}: must be a table with vpn, client, server and action")
     unknown = set(entry) - {"vpn", "client", "server", "action"}
     if unknown:
-        raise ValueError(f"{where}.{sorted(unknown)[0]}: unknown key (known: action, client, server, vpn)")
+        raise ValueError(f"{where}.{sorted(unknown, key=str)[0]}: unknown key (known: action, client, server, vpn)")
     vpn = entry.get("vpn", "any")
     if vpn not in RULE_VPNS:
         raise ValueError(f"{where}.vpn: must be one of {', '.join(RULE_VPNS)}")
@@ -156,7 +156,7 @@ def nat_behaviour(table: dict, where: str = "nat") -> NatBehaviour:
     known = {"profile", "mapping", "filtering", "port_assignment", "hairpinning", "port_set"}
     unknown = set(table) - known
     if unknown:
-        raise ValueError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(known))})")
+        raise ValueError(f"{where}.{sorted(unknown, key=str)[0]}: unknown key (known: {', '.join(sorted(known))})")
     name = table.get("profile", "default")
     if name not in PROFILES:
         raise ValueError(f"{where}.profile: unknown profile {name!r} (known: {', '.join(PROFILES)})")
@@ -182,7 +182,7 @@ def _port_set(table, where: str) -> PortSet:
         raise ValueError(f"{where}: must be a table [{where}] with offset, psid_length and psid")
     unknown = set(table) - {"offset", "psid_length", "psid"}
     if unknown:
-        raise ValueError(f"{where}.{sorted(unknown)[0]}: unknown key (known: offset, psid, psid_length)")
+        raise ValueError(f"{where}.{sorted(unknown, key=str)[0]}: unknown key (known: offset, psid, psid_length)")
     values = {}
     for key in ("offset", "psid_length", "psid"):
         value = table.get(key)

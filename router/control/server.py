@@ -241,7 +241,8 @@ class ControlServer:
                     for message in unpacker:
                         complete = unpacker.tell()
                         await self._handle(message, conn)
-                except (protocol.ProtocolError, ValueError, msgpack.UnpackException) as exc:
+                except (protocol.ProtocolError, ValueError, TypeError, msgpack.UnpackException) as exc:
+                    # TypeError: msgpack refuses an unhashable map key (a map or an array as a key) with one
                     async with conn.lock:
                         writer.write(protocol.response(0, protocol.error("bad_request", str(exc)), None))
                         await drained(writer)
@@ -373,9 +374,10 @@ class ControlServer:
     def _capture(self, params, conn):
         if len(params) != 3 or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in params):
             raise ValueError("params: [id, count, seconds]")
-        session_id, count, seconds = _session_id(params[:1], 1), int(params[1]), float(params[2])
-        if not 1 <= count <= MAX_CAPTURE_FRAMES or not 0 < seconds <= MAX_CAPTURE_SECONDS:
+        session_id, count, seconds = _session_id(params[:1], 1), params[1], float(params[2])
+        if not 1 <= count <= MAX_CAPTURE_FRAMES or not 0 < seconds <= MAX_CAPTURE_SECONDS:   # NaN and inf too
             raise ValueError(f"count from 1 to {MAX_CAPTURE_FRAMES}, seconds up to {MAX_CAPTURE_SECONDS:.0f}")
+        count = int(count)
         target = self.router.find_session(session_id)
         if target is None:
             raise LookupError(f"no session or flow with id {session_id}")

@@ -135,7 +135,7 @@ class Session:
                  "packets_in", "packets_out", "bytes_in", "bytes_out", "out_key", "in_key",
                  "out_addr_delta", "out_ip_delta", "out_l4_delta",
                  "in_addr_delta", "in_ip_delta", "in_l4_delta", "closed", "helper", "helper_state",
-                 "inside_ip_bytes", "tap", "holds")
+                 "inside_ip_bytes", "tap", "holds", "scheduled")
 
     def __init__(self, sid: int, mapping: Mapping, remote_ip: int, remote_port: int, wan_ip: int, now: float):
         proto = mapping.proto
@@ -161,6 +161,8 @@ class Session:
         """A callable that gets each forwarded frame, while a capture runs (``ctl capture``)."""
         self.holds = False
         """It counts towards its client holding its helper's VPN (single passthrough): a live VPN session."""
+        self.scheduled = 0.0
+        """The earliest deadline this session has in the timer heap (0: none)."""
         if proto == IpProto.ICMP:
             self.out_key = (proto, self.inside_ip, self.inside_port, remote_ip, 0)
             self.in_key = (proto, remote_ip, 0, wan_ip, self.outside_port)
@@ -414,7 +416,13 @@ class NatTable:
             self.schedule(session)
 
     def schedule(self, session: Session) -> None:
-        heapq.heappush(self._heap, (session.deadline(), next(self._seq), session))
+        """Put the session in the timer heap, unless it is there already for an earlier time: then it is looked
+        at again then, and rescheduled (so one session has a few entries at most, whatever its packets do)."""
+        deadline = session.deadline()
+        if session.scheduled and session.scheduled <= deadline:
+            return
+        session.scheduled = deadline
+        heapq.heappush(self._heap, (deadline, next(self._seq), session))
 
     def next_deadline(self) -> float | None:
         return self._heap[0][0] if self._heap else None
@@ -423,12 +431,14 @@ class NatTable:
         """Close every session whose deadline has passed."""
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, _, session = heapq.heappop(heap)
+            when, _, session = heapq.heappop(heap)
+            if session.scheduled == when:
+                session.scheduled = 0.0
             if session.closed:
                 continue
             deadline = session.deadline()
             if deadline > now:
-                heapq.heappush(heap, (deadline, next(self._seq), session))
+                self.schedule(session)
             else:
                 self.close(session, "timeout")
 

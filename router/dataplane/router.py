@@ -91,6 +91,8 @@ class Router(Forwarding):
             for proto in helper.ip_protocols:
                 self.ip_handlers[proto] = helper
         self.outbox: tuple[list[bytearray], list[bytearray]] = ([], [])
+        self.flows_per_host: dict[int, int] = {}
+        """LAN host -> its live helper flows (calls, tunnels, associations), held to the session limits."""
         self.started: float | None = None
         self._icmp_second = 0
         self._icmp_sent = 0
@@ -123,7 +125,7 @@ class Router(Forwarding):
     def tables(self) -> dict:
         """What a restart must not lose (router.state): NAT, helpers, ARP, ids, single-passthrough holders."""
         return {"nat": self.nat, "helpers": self.helpers, "arp": self.arp, "ids": self.ids,
-                "holders": self.admission.holders}
+                "holders": self.admission.holders, "flows_per_host": self.flows_per_host}
 
     def restore(self, tables: dict) -> None:
         """Take up the tables of a router that ran before (same ports and addresses; router.state checks).
@@ -144,6 +146,7 @@ class Router(Forwarding):
             for proto in helper.ip_protocols:
                 self.ip_handlers[proto] = helper
         self.admission.holders = tables["holders"]
+        self.flows_per_host = tables["flows_per_host"]
 
     def handle_timer(self, now: float) -> None:
         self.nat.expire(now)
@@ -517,15 +520,32 @@ class Router(Forwarding):
             vpn, self.wan_ip, self.nat.rng, self.config.timeouts, lambda: next(self.ids), bump,
             lambda now, v, kind, details: events.push(VpnEvent(now, v, kind, tuple(details.items()))),
             events.allow, lambda reason, summary, now: self.drop(vpn, reason, now, summary), self._close,
-            self._flow_event, lambda v, client, server, now: self.admit(v, client, server, now, vpn))
+            self._flow_event, lambda v, client, server, now: self.admit(v, client, server, now, vpn),
+            lambda client, now: self.room_for_flow(vpn, client, now))
 
     def _flow_event(self, flow: Flow, reason: str | None, now: float) -> None:
+        flows = self.flows_per_host
         if reason is None:
             self.admission.held(flow.vpn, flow.inside_ip)
+            flows[flow.inside_ip] = flows.get(flow.inside_ip, 0) + 1
         else:
             self.admission.released(flow.vpn, flow.inside_ip)
+            left = flows.get(flow.inside_ip, 0) - 1
+            if left > 0:
+                flows[flow.inside_ip] = left
+            else:
+                flows.pop(flow.inside_ip, None)
         info = self.flow_info(flow, now)
         self.events.push(SessionOpened(now, info) if reason is None else SessionClosed(now, info, reason))
+
+    def room_for_flow(self, vpn: str, client: int, now: float) -> bool:
+        """Whether a helper may open one more flow for ``client``: helper flows are held to ``limits.sessions`` and
+        ``limits.sessions_per_host`` as NAT sessions are (a budget of their own); a refusal is a drop."""
+        limits, flows = self.config.limits, self.flows_per_host
+        if sum(flows.values()) < limits.sessions and flows.get(client, 0) < limits.sessions_per_host:
+            return True
+        self.drop(vpn, DropReason.SESSION_LIMIT, now, f"{vpn} flow from {ip_str(client)}")
+        return False
 
     def _close(self, session, reason: str) -> None:
         self.nat.close(session, reason)

@@ -193,7 +193,8 @@ class HelperContext:
     """
 
     def __init__(self, vpn: str, wan_ip: int, rng, timeouts, new_id, count, push_event, allow, drop, close_session,
-                 flow_event=lambda flow, reason, now: None, admit=lambda vpn, client, server, now: True):
+                 flow_event=lambda flow, reason, now: None, admit=lambda vpn, client, server, now: True,
+                 room=lambda client, now: True):
         self.vpn = vpn
         self.wan_ip = wan_ip
         self.rng = rng
@@ -208,12 +209,18 @@ class HelperContext:
         """End a NAT session this helper is attached to: ``close_session(session, reason)``."""
         self._flow_event = flow_event
         self._admit = admit
+        self._room = room
 
     def admit(self, client: int, server: int, now: float) -> bool:
         """Whether a new flow this helper opens on its own (not on a NAT session the router admitted), from LAN
         ``client`` to WAN ``server``, may pass: access rules and single passthrough. When it may not, the router
         has counted and told the refusal; the helper drops the packet and makes nothing."""
         return self._admit(self.vpn, client, server, now)
+
+    def room(self, client: int, now: float) -> bool:
+        """Whether one more flow for ``client`` fits the router's limits; when it does not, the router has
+        counted the refusal (``drop_session_limit``) and the helper makes nothing."""
+        return self._room(client, now)
 
     def flow_opened(self, flow: Flow, now: float) -> None:
         """A new flow (call, tunnel, association): told like a new NAT session (``session_opened``)."""

@@ -324,8 +324,9 @@ class IpsecHelper(Helper):
             return None
         entry = self.esp_out.get((src, dst, spi))
         if entry is None:
-            if (src, dst) not in self.associations and not self.ctx.admit(src, dst, now):
-                return None             # raw ESP opening an association: a VPN attempt (rules, single mode)
+            if (src, dst) not in self.associations and not (self.ctx.admit(src, dst, now)
+                                                            and self.ctx.room(src, now)):
+                return None             # raw ESP opening an association: a VPN attempt (rules, single mode, limits)
             entry = self._learn_out(src, dst, spi, now)
         entry.last_seen = now
         assoc = entry.assoc

@@ -376,6 +376,8 @@ class L2tpHelper(Helper):
             return None
         if not outbound:      # a remote LAC asks an inside LNS: its ID is the peer's
             tunnel = self.by_peer.get((inside, remote, msg.tunnel_id))
+            if tunnel is None and not self.ctx.room(inside, now):
+                return None
             if tunnel is None:
                 tunnel = self._new(inside, remote, False, now)
                 self._set_peer(tunnel, msg.tunnel_id)
@@ -386,14 +388,18 @@ class L2tpHelper(Helper):
             self._end(tunnel, "reopened", now)     # the same ID again after StopCCN: a new tunnel
             tunnel = None
         if tunnel is None:
+            if not self.ctx.room(inside, now):
+                return None
             tunnel = self._new(inside, remote, True, now)
             tunnel.host_name = msg.host_name
         self._assign(session, tunnel, frame, l4, msg, now)
         return tunnel
 
-    def _hidden_sccrq(self, inside: int, remote: int, msg: Message, now: float) -> Tunnel:
+    def _hidden_sccrq(self, inside: int, remote: int, msg: Message, now: float) -> Tunnel | None:
         """An SCCRQ whose Assigned Tunnel ID is hidden: untranslated, its ID learned from the LNS's reply."""
         tunnel = self._pending_hidden(inside, remote)
+        if tunnel is None and not self.ctx.room(inside, now):
+            return None
         if tunnel is None:
             tunnel = self._new(inside, remote, True, now)
             tunnel.host_name = msg.host_name
@@ -460,9 +466,7 @@ class L2tpHelper(Helper):
             tunnel.sessions.setdefault(assigned, L2tpSession(assigned, None))
         else:
             tunnel.pending.setdefault(assigned, L2tpSession(None, assigned))
-        for table in (tunnel.sessions, tunnel.pending):
-            while len(table) > MAX_SESSIONS:
-                del table[next(iter(table))]
+        _trim(tunnel)
 
     def _reply(self, tunnel: Tunnel, assigned: int, header_session: int, outbound: bool) -> None:
         """ICRP/OCRP: the sender announces its Session ID; the header names the requester's."""
@@ -470,6 +474,7 @@ class L2tpHelper(Helper):
             found = tunnel.pending.pop(header_session, None) or L2tpSession(None, header_session)
             found.session_id = assigned
             tunnel.sessions[assigned] = found
+            _trim(tunnel)
         else:
             found = tunnel.sessions.get(header_session)
             if found is not None:
@@ -569,6 +574,13 @@ def _write(frame: bytearray, l4: int, at: int, value: int) -> None:
         frame[at], frame[at + 1] = value >> 8, value & 0xFF
     else:
         rewrite_u16(frame, l4, at, value, l4 + 6, zero_is_none=True)
+
+
+def _trim(tunnel: Tunnel) -> None:
+    """At most MAX_SESSIONS sessions per table of a tunnel: the oldest go first."""
+    for table in (tunnel.sessions, tunnel.pending):
+        while len(table) > MAX_SESSIONS:
+            del table[next(iter(table))]
 
 
 def _opt(value) -> str:

@@ -362,6 +362,8 @@ class PptpHelper(Helper):
         old = control.calls.get(call_id)
         if old is not None:
             self._end(old, "call ID reused", now)
+        if not self.ctx.room(session.inside_ip, now):
+            return None
         translated = self._allocate(session.remote_ip, call_id)
         if translated is None:
             self.ctx.drop("pptp_call_ids_exhausted", f"no free Call ID towards {ip_str(session.remote_ip)}", now)

@@ -51,6 +51,9 @@ class Lab:
     servers: int = 2
     kernel: bool = False
     forwards: list[dict] = field(default_factory=list)
+    keep_state: bool = True
+    """The router keeps its tables across a restart in the lab's directory (``[state]``); False: every start is
+    fresh (make bench, whose restarts must each measure a new router)."""
     router_proc: subprocess.Popen | None = None
 
     @property
@@ -164,7 +167,7 @@ class Lab:
         return (f'[lan]\ntap = "lan0"\naddress = "{ROUTER_LAN}/24"\n\n'
                 f'[wan]\ntap = "wan0"\naddress = "{ROUTER_WAN}/24"\n\n'
                 f'[control]\nsocket = "{self.socket_path}"\n\n'
-                f'[state]\nfile = "{self.state_dir / "router.state"}"\n{forwards}')
+                f'[state]\nfile = "{self.state_dir / "router.state" if self.keep_state else ""}"\n{forwards}')
 
     # -- the router ------------------------------------------------------------------------------
 

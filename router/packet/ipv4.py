@@ -62,21 +62,23 @@ def icmp_message(icmp_type: int, code: int, rest: int, body: bytes | bytearray) 
 def finish_partial_checksum(frame: bytearray) -> None:
     """Complete a NEEDS_CSUM transport checksum in software and clear the flag.
 
-    virtio spec §5.1.6.2: the checksum of ``frame[csum_start:]`` goes at
-    ``csum_start + csum_offset``; the field already holds the pseudo-header sum.
+    virtio spec §5.1.6.2: the field already holds the pseudo-header sum.  It is found from the IPv4
+    header, as the data plane's own rewrites find it, not at ``csum_start + csum_offset``: a sender's
+    header may point those anywhere, even into the IPv4 header.
     """
     flags, gso_type, hdr_len, gso_size, start, offset, nbuf = VNET_HDR.unpack_from(frame, 0)
     if not flags & VNET_F_NEEDS_CSUM:
         return
-    begin = 12 + start
-    at = begin + offset
+    VNET_HDR.pack_into(frame, 0, flags & ~VNET_F_NEEDS_CSUM, gso_type, hdr_len, gso_size, 0, 0, nbuf)
+    proto = frame[IP_OFFSET + 9]
+    begin = IP_OFFSET + (frame[IP_OFFSET] & 15) * 4
+    at = begin + (16 if proto == IpProto.TCP else 6 if proto == IpProto.UDP else len(frame))
     if at + 2 > len(frame):
         return
     value = internet_checksum(frame, begin)
-    if value == 0 and frame[IP_OFFSET + 9] == IpProto.UDP:
+    if value == 0 and proto == IpProto.UDP:
         value = 0xFFFF
     frame[at:at + 2] = value.to_bytes(2, "big")
-    VNET_HDR.pack_into(frame, 0, flags & ~VNET_F_NEEDS_CSUM, gso_type, hdr_len, gso_size, 0, 0, nbuf)
 
 
 def fragment(frame: bytearray, mtu: int) -> list[bytearray]:

@@ -210,6 +210,8 @@ class Runtime:
         pid = os.fork()
         if pid == 0:
             try:
+                for tap in self.taps:      # the TAPs stay this process's: a router started after it may open them
+                    os.close(tap.fd)
                 logging.disable(logging.INFO)      # the parent logs; the child only writes
                 write_atomically(self.config.state_file, state.dump(
                     self.config, self.router.tables(), self.clock(), time.time()))

@@ -405,7 +405,7 @@ def main() -> int:
     with copier_lab(progress) as lab:     # the I/O ceiling: TAP to TAP in Python, no routing
         results["copier"] = measure(lab, args.seconds, progress)
     for name, lab in (("kernel", Lab(prefix="bk", clients=1, servers=1, kernel=True)),
-                      ("vpnrouter", Lab(prefix="bv", clients=args.esp_clients, servers=1))):
+                      ("vpnrouter", Lab(prefix="bv", clients=args.esp_clients, servers=1, keep_state=False))):
         progress = lambda step, name=name: print(f"bench: {name}: {step}...", file=sys.stderr, flush=True)
         try:
             lab.up()
