@@ -41,10 +41,18 @@ def serving(tmp_path, **options):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     ready.wait(5)
+    async def shut_down():
+        """As asyncio.run ends: the server closed, then every task left (a connection not yet begun) cancelled."""
+        await server.close()
+        left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+
     try:
         yield router, server, path, loop
     finally:
-        asyncio.run_coroutine_threadsafe(server.close(), loop).result(5)
+        asyncio.run_coroutine_threadsafe(shut_down(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
 
@@ -311,7 +319,7 @@ def test_a_message_left_unfinished_ends_the_connection_and_an_idle_one_does_not(
 
 
 def test_many_connections_and_garbage_leave_the_router_answering(served):
-    router, _, path, loop = served
+    router, server, path, loop = served
     sockets = []
     try:
         for i in range(200):
@@ -326,6 +334,10 @@ def test_many_connections_and_garbage_leave_the_router_answering(served):
     finally:
         for s in sockets:
             s.close()
+    for _ in range(100):        # let the server see every close before the fixture stops its loop
+        if not in_loop(loop, lambda: len(server.clients)):
+            break
+        threading.Event().wait(0.05)
 
 
 def test_a_client_that_leaves_its_answers_unread_is_disconnected(served, monkeypatch, caplog):
