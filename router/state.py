@@ -22,6 +22,8 @@ import pickle
 import struct
 from dataclasses import dataclass
 
+from .helpers.base import HelperContext
+
 MAGIC = b"VPNROUTER-STATE\n"
 VERSION = 1
 _HEADER = struct.Struct("!I32s")
@@ -92,9 +94,7 @@ class _Pickler(pickle.Pickler):
     """Leaves out what belongs to this process: helpers' bindings to the router, and live captures."""
 
     def persistent_id(self, obj):
-        module = type(obj).__module__
-        if module == "router.helpers.base" and type(obj).__name__ == "HelperContext" \
-                or module.startswith("router.control"):
+        if isinstance(obj, HelperContext) or type(obj).__module__.startswith("router.control"):    # captures
             return "gone"
         return None
 

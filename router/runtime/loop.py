@@ -195,11 +195,14 @@ class Runtime:
         if not path:
             return
         try:
-            write_atomically(path, state.dump(self.config, self.router.tables(), self.clock(), time.time()))
+            write_atomically(path, self._snapshot())
         except OSError as exc:
             log.error("state file %s not written: %s", path, exc.strerror or exc)
             return
         log.info("state file %s: %d sessions written", path, len(self.router.nat))
+
+    def _snapshot(self) -> bytes:
+        return state.dump(self.config, self.router.tables(), self.clock(), time.time())
 
     def _save_in_background(self) -> None:
         """Every state.interval seconds: a child process, a copy-on-write snapshot of this one, writes the
@@ -213,8 +216,7 @@ class Runtime:
                 for tap in self.taps:      # the TAPs stay this process's: a router started after it may open them
                     os.close(tap.fd)
                 logging.disable(logging.INFO)      # the parent logs; the child only writes
-                write_atomically(self.config.state_file, state.dump(
-                    self.config, self.router.tables(), self.clock(), time.time()))
+                write_atomically(self.config.state_file, self._snapshot())
                 code = 0
             except BaseException:
                 code = 1
