@@ -1,14 +1,16 @@
 # vpnrouter: `make demo` and `make test` set everything up on a fresh Debian 12 machine (as root).
 SHELL := /bin/bash
-PYTHON ?= python3
+# Debian's own Python, the one the appliance and every user run, whatever else is first on PATH.
+PYTHON := /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBS := python3 python3-venv python3-dev gcc iproute2 nftables iperf3 iputils-ping tcpdump ethtool procps \
-        tshark tmux valgrind pptpd pptp-linux xl2tpd strongswan-charon strongswan-swanctl libcharon-extra-plugins \
-        libstrongswan-standard-plugins libstrongswan-extra-plugins coturn
+# Every Debian package the code calls (router/lab/tools.py names the programs), the tests and the bench need.
+DEBS := python3 python3-venv python3-dev gcc iproute2 nftables iperf3 iputils-ping tcpdump ethtool procps kmod \
+        util-linux mount openssl tshark tmux valgrind pptpd pptp-linux xl2tpd strongswan-charon strongswan-swanctl \
+        libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins coturn
 
-.PHONY: demo test unit tui integration bench soak fuzz deps debs clean
+.PHONY: demo test unit tui integration bench soak fuzz deps debs venv-python clean
 FUZZ_TARGET ?= all
 FUZZ_SECONDS ?= 600
 
@@ -40,7 +42,14 @@ fuzz: deps
 soak: deps
 	SOAK_SECONDS=$${SOAK_SECONDS:-1800} $(PY) -m pytest tests/integration/test_soak.py -s $(PYTEST_ARGS)
 
-deps: debs $(STAMP)
+deps: debs venv-python $(STAMP)
+
+# A virtual environment made from another interpreter is made again from Debian's.
+venv-python:
+	@if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print(sys.base_prefix)')" != /usr ]; then \
+		echo "$(VENV) was made from $$($(PY) -c 'import sys; print(sys.base_prefix)'), not $(PYTHON): making it again"; \
+		rm -rf $(VENV); \
+	fi
 
 # Debian packages: installed only when one is missing, from the mirror apt is configured with.
 debs:

@@ -10,6 +10,7 @@ import sys
 from . import config as config_mod
 from .control.client import Client, ControlError
 from .control.schema import PROFILES
+from .version import version_line
 
 DEFAULT_SOCKET = "/run/vpnrouter/control.sock"
 EXIT_USAGE = 2
@@ -29,13 +30,33 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vpnrouter", description=__doc__.strip("` \n").replace("``", ""))
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="print vpnrouter's version and the Python it runs on, and exit")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the router in the foreground until SIGTERM or SIGINT",
-                         description="Run the router in the foreground until SIGTERM or SIGINT.")
+                         description="Run the router in the foreground until SIGTERM or SIGINT. It takes up the "
+                                     "tables its state file kept from its last run (see `vpnrouter state show`).")
     run.add_argument("--config", required=True, metavar="FILE", help="TOML configuration file")
+    run.add_argument("--fresh", action="store_true",
+                     help="start with empty tables: do not read the state file (it is written again on exit)")
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
     run.set_defaults(func=cmd_run)
+
+    state = sub.add_parser("state", help="look into a state file (what a restart brings back)",
+                           description="Look into a router's state file: what a restart brings back.")
+    state_sub = state.add_subparsers(title="actions", metavar="ACTION")
+    show = state_sub.add_parser("show", help="what a state file holds: version, age, ports, counts, records",
+                                description="What a state file holds: its format version, when and by what it was "
+                                            "written, the ports and addresses it belongs to, and its records, read "
+                                            "as a restart would read them: what would be taken up, and what left "
+                                            "out and why (with --config, for that configuration; otherwise for the "
+                                            "default settings on the file's own ports).")
+    show.add_argument("file", metavar="FILE", help="the state file ([state] file, as `ctl status` names it)")
+    show.add_argument("--config", metavar="FILE", help="read it as the router with this configuration would")
+    show.add_argument("--json", action="store_true", help="print JSON (the records in full, bytes as hex)")
+    show.set_defaults(func=cmd_state_show)
+    state.set_defaults(func=lambda a: (state.print_help(), EXIT_USAGE)[1])
 
     ctl = sub.add_parser("ctl", help="query or steer a running router over its control socket",
                          description="Query or steer a running router over its control socket.")
@@ -121,7 +142,7 @@ def cmd_run(args) -> int:
     from .runtime.loop import run
     from .runtime.tap import TapError
     try:
-        run(cfg)
+        run(cfg, fresh=args.fresh)
     except TapError as exc:
         print(f"vpnrouter: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -146,6 +167,10 @@ def cmd_status(args) -> int:
         print(json.dumps(status, indent=2))
         return 0
     print(f"uptime      {status['uptime']:.0f} s")
+    if "python" in status:
+        print(f"python      {status['python']['version']} ({status['python']['executable']})")
+    if status.get("state"):
+        print(f"state       {_state_line(status['state'])}")
     print("passthrough " + "  ".join(_switch_text(status, name) for name in status["passthrough"]))
     if "nat" in status:
         print(f"nat         {_nat_line(status['nat'])}")
@@ -163,6 +188,27 @@ def cmd_status(args) -> int:
 
 COLUMNS = ("proto", "inside", "outside", "remote", "state", "idle", "packets_out", "packets_in", "bytes_out",
            "bytes_in", "vpn", "id")   # new columns go at the end: scripts read the table by position
+
+
+def _state_line(state: dict) -> str:
+    """The state file and what the router took up from it at start."""
+    if not state.get("file"):
+        return "no state file ([state] file is empty)"
+    text = state["file"]
+    if state.get("fresh"):
+        return f"{text}: not read at start (--fresh)"
+    if state.get("refused"):
+        return f"{text}: ignored at start: {state['refused']}"
+    restored = state.get("restored")
+    if not restored:
+        return f"{text}: none at start"
+    from .state import describe
+    return f"{text}: {describe(restored)}"
+
+
+def cmd_state_show(args) -> int:
+    from .state_show import show
+    return show(args.file, args.config, args.json)
 
 
 def cmd_sessions(args) -> int:

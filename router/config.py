@@ -7,6 +7,7 @@ what is wrong in one line.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -125,8 +126,9 @@ class Config:
     """The group that may use the control socket (``[control] group``); its mode is then 0660 by default."""
     control_max_clients: int = 256
     """Connections the control socket serves at once; more are answered "busy" and closed."""
-    state_file: str = "/var/lib/vpnrouter/state"
-    """Where the router keeps its tables across a restart (``[state] file``; "" for nowhere)."""
+    state_file: str = ""
+    """Where the router keeps its tables across a restart (``[state] file``; "" for nowhere). By default a file
+    of this configuration's own (``default_state_file``), so that no other router takes up its tables."""
     state_interval: float = 60.0
     """Seconds between two writes of the state while running (``[state] interval``; 0: only at exit)."""
     passthrough: dict = field(default_factory=lambda: dict.fromkeys(PASSTHROUGH_NAMES, "multi"))
@@ -160,6 +162,17 @@ def default_mac(port_index: int, address: int) -> bytes:
     return bytes([0x02, 0x76, 0x72, port_index, (address >> 8) & 255, address & 255])
 
 
+STATE_DIR = "/var/lib/vpnrouter"
+
+
+def default_state_file(config_path: str | Path) -> str:
+    """The state file of the router a configuration file describes: one of its own, named after the file and
+    its absolute path, so that a router started with another configuration (another lab) never shares it."""
+    path = Path(config_path).resolve()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
+    return f"{STATE_DIR}/{path.stem}-{digest}.state"
+
+
 def load(path: str | Path) -> Config:
     try:
         text = Path(path).read_text()
@@ -169,10 +182,12 @@ def load(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse(data)
+    return parse(data, source=path)
 
 
-def parse(data: dict) -> Config:
+def parse(data: dict, source: str | Path | None = None) -> Config:
+    """The configuration in ``data`` (a parsed TOML document); ``source``: the file it was read from, which
+    names the default state file (without one, there is none unless ``[state] file`` names it)."""
     _known(data, "", {"lan", "wan", "control", "passthrough", "timeouts", "limits", "forward", "nat", "ipsec", "l2tp",
                       "state"})
     lan = _port(_table(data, "lan", required=True), "lan", 0)
@@ -234,7 +249,7 @@ def parse(data: dict) -> Config:
         control_mode=mode,
         control_group=group,
         control_max_clients=max_clients,
-        state_file=_typed(state, "state", "file", str, "/var/lib/vpnrouter/state"),
+        state_file=_typed(state, "state", "file", str, default_state_file(source) if source is not None else ""),
         state_interval=state_interval,
         passthrough=modes,
         timeouts=_numbers(Timeouts, _table(data, "timeouts"), "timeouts", float),

@@ -28,13 +28,13 @@ import pwd
 import socket
 import struct
 import time
-from importlib import metadata
 from pathlib import Path
 
 import msgpack
 
 from ..dataplane.events import event_to_dict
 from ..logs import Throttle
+from ..version import interpreter, package_version
 from . import protocol, schema
 
 log = logging.getLogger("vpnrouter.control")
@@ -101,8 +101,10 @@ class Capture:
 
 class ControlServer:
     def __init__(self, router, clock, path: str, mode: int = 0o600, on_change=None, group: int | None = None,
-                 max_clients: int = MAX_CLIENTS, partial_timeout: float = PARTIAL_TIMEOUT):
+                 max_clients: int = MAX_CLIENTS, partial_timeout: float = PARTIAL_TIMEOUT, about: dict | None = None):
         self.router = router
+        self.about = about or {}
+        """Added to ``status``: what the process knows beyond the data plane (``python``, ``state``)."""
         self.clock = clock
         self.path = path
         self.mode = mode
@@ -310,11 +312,12 @@ class ControlServer:
     # -- the methods ------------------------------------------------------------------------------
 
     def _version(self, params, conn):
-        return {"protocol": schema.PROTOCOL_VERSION, "router": _package_version()}
+        return {"protocol": schema.PROTOCOL_VERSION, "router": package_version(), "python": interpreter()["version"]}
 
     def _status(self, params, conn):
         status = self.router.status(self.clock())
         status["protocol"] = schema.PROTOCOL_VERSION
+        status.update(self.about)
         return status
 
     def _set_passthrough(self, params, conn):
@@ -453,13 +456,6 @@ def _brief(params) -> str:
     """A request's params for the log: one line, not too long."""
     text = repr(params)
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _package_version() -> str:
-    try:
-        return metadata.version("vpnrouter")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _socket_alive(path: str) -> bool:

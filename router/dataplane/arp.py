@@ -82,6 +82,14 @@ class ArpTable:
         waiting.frames.append(frame)
         return True, None
 
+    def probe(self, ip: int, now: float) -> bytearray | None:
+        """Resolve ``ip`` with no frame waiting (a restored session's host); the request, or None if it is
+        known, already being resolved, or too many are."""
+        if ip in self.cache or ip in self.pending or len(self.pending) >= self.max_pending:
+            return None
+        self.pending[ip] = Pending(now + self.retry)
+        return self.request(ip)
+
     def revalidate(self, ip: int, entry: Neighbour, now: float) -> bytearray | None:
         """A stale entry in use: ask its owner again, at most once per retry interval."""
         if now - entry.probed < self.retry:
@@ -91,14 +99,15 @@ class ArpTable:
             del self.cache[ip]
         return self.request(ip, unicast_to=entry.mac)
 
-    def tick(self, now: float) -> tuple[list[bytearray], int]:
-        """Retry pending resolutions; returns (requests to send, frames given up on)."""
-        requests, dropped = [], 0
+    def tick(self, now: float) -> tuple[list[bytearray], int, list[int]]:
+        """Retry pending resolutions; returns (requests to send, frames given up on, addresses given up on)."""
+        requests, dropped, unanswered = [], 0, []
         for ip, waiting in list(self.pending.items()):
             if waiting.next_try > now:
                 continue
             if waiting.tries >= PROBES:
                 dropped += len(waiting.frames)
+                unanswered.append(ip)
                 del self.pending[ip]
                 continue
             waiting.tries += 1
@@ -107,7 +116,7 @@ class ArpTable:
         for ip, entry in list(self.cache.items()):
             if now > entry.expires + PROBES * self.retry:
                 del self.cache[ip]
-        return requests, dropped
+        return requests, dropped, unanswered
 
     def next_deadline(self) -> float | None:
         if not self.pending:

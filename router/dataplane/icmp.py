@@ -16,16 +16,11 @@ dropped, and errors never refresh a session (RFC 5508).
 from __future__ import annotations
 
 from ..packet import checksum
-from ..packet.frame import IP_OFFSET, IPV4, L4_CHECKSUM_AT, IpProto, PORTS, U16
+from ..packet.frame import IP_OFFSET, IPV4, L4_CHECKSUM_AT, IpProto, PORTS, U16, is_unicast
 from ..packet.ipv4 import (ERROR_QUOTE_MAX, ERROR_TYPES, QUERY_REPLIES, QUERY_REQUESTS,
                            finish_partial_checksum, icmp_message, ipv4_header)
 
 IP = IP_OFFSET
-
-
-def is_unicast(addr: int) -> bool:
-    first = addr >> 24
-    return 0 < first < 224 and first != 127 and addr != 0xFFFFFFFF
 
 
 def error_datagram(router_ip: int, frame: bytearray, icmp_type: int, code: int, rest: int = 0) -> bytearray | None:

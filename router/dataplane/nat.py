@@ -79,6 +79,23 @@ def _port_delta(old: int, new: int) -> int:
     return (x & 0xFFFF) + (x >> 16)
 
 
+class Ids:
+    """Session ids, shared by the NAT's sessions and every helper's flows so that each is unique; the next one
+    is kept across a restart."""
+    __slots__ = ("next_id",)
+
+    def __init__(self, next_id: int = 1):
+        self.next_id = next_id
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> int:
+        ident = self.next_id
+        self.next_id = ident + 1
+        return ident
+
+
 class Mapping:
     """An inside endpoint's outside port (RFC 4787 §4.1)."""
     __slots__ = ("proto", "inside_ip", "inside_port", "outside_port", "static", "shared", "sessions", "remotes",
@@ -233,13 +250,13 @@ class NatTable:
         self.closed: list[tuple[Session, str]] = []
         """Sessions closed since the owner last looked: (session, reason)."""
         self._heap: list[tuple[float, int, Session]] = []
-        self._ids = ids if ids is not None else count(1)
+        self.ids = ids if ids is not None else Ids()
         self._seq = count()
+        self.gone_hosts: set[int] = set()
+        """LAN hosts whose restored mappings give way to new flows (``_make_room``): the router fills it."""
         for fwd in forwards:
             proto = IpProto.TCP if fwd.proto == "tcp" else IpProto.UDP
-            mapping = Mapping(proto, fwd.inside_ip, fwd.inside_port, fwd.port, static=True)
-            self.mappings[(proto, fwd.inside_ip, fwd.inside_port)] = mapping
-            self.by_outside[(proto, fwd.port)] = mapping
+            self.add_mapping(Mapping(proto, fwd.inside_ip, fwd.inside_port, fwd.port, static=True))
 
     def __len__(self) -> int:
         return len(self.out_sessions)
@@ -286,17 +303,25 @@ class NatTable:
             static = self.mappings.get((proto, src, sport))
             mapping = static if static is not None and static.static else None
         if mapping is None:
+            if self.gone_hosts:
+                self._make_room(proto, sport)
             if share and (proto, sport) not in self.by_outside:
                 mapping = Mapping(proto, src, sport, sport, shared=True, key=key, filtering=self.filtering)
-                self.shared_ports[(proto, sport)] = self.shared_ports.get((proto, sport), 0) + 1
             else:
                 outside = self._allocate(proto, sport)
                 if outside is None:
                     return DropReason.PORTS_EXHAUSTED
                 mapping = Mapping(proto, src, sport, outside, key=key, filtering=self.filtering)
-                self.by_outside[(proto, outside)] = mapping
-            self.mappings[key] = mapping
+            self.add_mapping(mapping)
         return self._add(mapping, dst, dport, now)
+
+    def _make_room(self, proto: int, port: int) -> None:
+        """A restored mapping whose inside host is gone (it answered no ARP after the restart) gives way to a
+        new flow that wants its outside port, so that a state file never blocks a new flow (router.state)."""
+        mapping = self.by_outside.get((proto, port))
+        if mapping is not None and not mapping.static and mapping.inside_ip in self.gone_hosts:
+            for session in [s for s in self.out_sessions.values() if s.mapping is mapping]:
+                self.close(session, "host_gone")
 
     def open_inbound(self, proto: int, src: int, sport: int, dport: int, now: float) -> Session | None:
         """A new flow from the WAN to a mapping, if the filter lets it in (RFC 4787 REQ-8).
@@ -331,6 +356,10 @@ class NatTable:
             return None
         return self._add(mapping, remote_ip, remote_port, now)
 
+    def limit_reached(self, inside_ip: int) -> bool:
+        """Whether one more session for ``inside_ip`` would pass ``limits.sessions`` or ``sessions_per_host``."""
+        return self._check_limits(inside_ip) is not None
+
     def _check_limits(self, inside_ip: int) -> DropReason | None:
         if len(self.out_sessions) >= self.limits.sessions:
             return DropReason.SESSION_LIMIT
@@ -339,9 +368,15 @@ class NatTable:
         return None
 
     def _add(self, mapping: Mapping, remote_ip: int, remote_port: int, now: float) -> Session:
-        session = Session(next(self._ids), mapping, remote_ip, remote_port, self.wan_ip, now)
+        session = Session(next(self.ids), mapping, remote_ip, remote_port, self.wan_ip, now)
         session.timeout = self.timeouts.icmp if mapping.proto == IpProto.ICMP else self.timeouts.udp
-        mapping.add_remote(remote_ip)
+        self.insert(session)
+        return session
+
+    def insert(self, session: Session) -> None:
+        """A new session into the tables (its mapping's, made or restored) and the timer heap."""
+        mapping = session.mapping
+        mapping.add_remote(session.remote_ip)
         mapping.sessions += 1
         self.per_host[mapping.inside_ip] = self.per_host.get(mapping.inside_ip, 0) + 1
         self.out_sessions[session.out_key] = session
@@ -350,7 +385,28 @@ class NatTable:
         else:
             self.in_sessions[session.in_key] = session
         self.schedule(session)
-        return session
+
+    def add_mapping(self, mapping: Mapping) -> None:
+        """A mapping into the tables: it holds its outside port (shared or not) until ``release``."""
+        self.mappings[mapping.key] = mapping
+        key = (mapping.proto, mapping.outside_port)
+        if mapping.shared:
+            self.shared_ports[key] = self.shared_ports.get(key, 0) + 1
+        else:
+            self.by_outside[key] = mapping
+
+    def release(self, mapping: Mapping) -> None:
+        """A mapping with no session left, out of the tables (a port forward's stays)."""
+        if mapping.static:
+            return
+        del self.mappings[mapping.key]
+        key = (mapping.proto, mapping.outside_port)
+        if not mapping.shared:
+            del self.by_outside[key]
+        elif self.shared_ports[key] > 1:
+            self.shared_ports[key] -= 1
+        else:
+            del self.shared_ports[key]
 
     def _allocate(self, proto: int, wanted: int) -> int | None:
         """An outside port by the configured assignment, from the port set if there is one; None if none is free.
@@ -408,12 +464,20 @@ class NatTable:
         else:
             session.fixed_deadline = 0.0
         shorter = state not in ESTABLISHED_LIFETIME and session.timeout > t.tcp_transitory
-        if state is TcpState.SYN_IN and session.mapping.static is False:
-            session.timeout = t.tcp_incoming_syn
-        else:
-            session.timeout = t.tcp_established if state in ESTABLISHED_LIFETIME else t.tcp_transitory
+        session.timeout = self.timeout_for(session)
         if shorter or state is TcpState.FIN_BOTH:
             self.schedule(session)
+
+    def timeout_for(self, session: Session) -> float:
+        """The idle timeout of a session in its state (a helper's own timeout aside)."""
+        t, state = self.timeouts, session.state
+        if session.proto == IpProto.ICMP:
+            return t.icmp
+        if state is None:
+            return t.udp
+        if state is TcpState.SYN_IN and session.mapping.static is False:
+            return t.tcp_incoming_syn
+        return t.tcp_established if state in ESTABLISHED_LIFETIME else t.tcp_transitory
 
     def schedule(self, session: Session) -> None:
         """Put the session in the timer heap, unless it is there already for an earlier time: then it is looked
@@ -463,15 +527,8 @@ class NatTable:
             self.per_host[session.inside_ip] = host_left
         else:
             del self.per_host[session.inside_ip]
-        if mapping.sessions == 0 and not mapping.static:
-            del self.mappings[mapping.key]
-            key = (mapping.proto, mapping.outside_port)
-            if not mapping.shared:
-                del self.by_outside[key]
-            elif self.shared_ports[key] > 1:
-                self.shared_ports[key] -= 1
-            else:
-                del self.shared_ports[key]
+        if mapping.sessions == 0:
+            self.release(mapping)
         self.closed.append((session, reason))
 
     def sessions(self) -> list[Session]:

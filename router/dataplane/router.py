@@ -26,23 +26,23 @@ from __future__ import annotations
 
 import random
 import struct
-from itertools import count
 
 from ..config import Config
 from ..packet import checksum
 from ..packet.arp import ArpOp, arp_frame, gratuitous_arp
-from ..packet.frame import ETH_OFFSET, EtherType, IP_DF, IP_MF, IP_OFFSET, IPV4, IpProto, ip_str
+from ..packet.frame import ETH_OFFSET, EtherType, IP_DF, IP_MF, IP_OFFSET, IPV4, IpProto, ip_str, is_unicast
 from ..packet.ipv4 import IcmpType, Unreachable, fragment
 from .arp import ArpTable, parse_arp
-from ..helpers.base import Flow, Helper, HelperContext
+from ..helpers.base import Flow, Helper, HelperContext, Record, Restore
 from ..behaviour import PROFILES, parse_rule
 from .admission import Admission
 from .events import (Counters, DropReason, EventQueue, LazyInfo, ProfileChanged, SessionClosed, SessionInfo,
                      SessionOpened, SwitchChanged, VpnEvent)
 from .forward import Forwarding
 from .fragments import FragmentTracker
-from .icmp import echo_reply, error_datagram, is_unicast
-from .nat import NatTable
+from .icmp import echo_reply, error_datagram
+from .nat import Ids, NatTable
+from .natrecords import NatRestore, mapping_records
 
 LAN, WAN = 0, 1
 PORT_NAMES = ("lan", "wan")
@@ -70,8 +70,7 @@ class Router(Forwarding):
         t, limits = config.timeouts, config.limits
         self.arp = tuple(ArpTable(p.mac, p.address, t.arp_cache, t.arp_retry, limits.arp_queue,
                                   limits.arp_pending) for p in self.ports)
-        self.ids = count(1)
-        """Session ids, shared by NAT sessions and helper flows so that each is unique."""
+        self.ids = Ids()
         self.nat = NatTable(wan.address, t, limits, config.nat, config.forwards, rng, self.ids)
         self.fragments = FragmentTracker(t.fragment, limits.fragments)
         self.helpers: tuple[Helper, ...] = tuple(helpers)
@@ -94,16 +93,24 @@ class Router(Forwarding):
         self.flows_per_host: dict[int, int] = {}
         """LAN host -> its live helper flows (calls, tunnels, associations), held to the session limits."""
         self.started: float | None = None
+        self.unconfirmed: set[int] = set()
+        """LAN hosts of restored sessions and flows not heard from since the restart (``restore``)."""
         self._icmp_second = 0
         self._icmp_sent = 0
 
     # -- the sans-IO surface ----------------------------------------------------------------
 
     def start(self, now: float) -> None:
-        """Announce the router's addresses on both ports (RFC 5227 §3)."""
+        """Announce the router's addresses on both ports (RFC 5227 §3), and ask for the LAN hosts of restored
+        sessions: those that answer no more give way to new flows (``nat.gone_hosts``)."""
         self.started = now
         for port in (LAN, WAN):
             self.outbox[port].append(gratuitous_arp(self.macs[port], self.addresses[port]))
+        for host in sorted(self.unconfirmed):
+            request = self.arp[LAN].probe(host, now)
+            if request is not None:
+                self.counters["arp_requests_sent"] += 1
+                self.outbox[LAN].append(request)
 
     def receive_frame(self, port: int, frame: bytearray, now: float) -> None:
         """One frame from ``port``; what it causes lands in ``outbox``."""
@@ -122,31 +129,52 @@ class Router(Forwarding):
             return self._arp(port, frame, now)
         return self.drop(port, DropReason.NON_IPV4, now, f"ethertype 0x{ethertype:04x}")
 
-    def tables(self) -> dict:
-        """What a restart must not lose (router.state): NAT, helpers, ARP, ids, single-passthrough holders."""
-        return {"nat": self.nat, "helpers": self.helpers, "arp": self.arp, "ids": self.ids,
-                "holders": self.admission.holders, "flows_per_host": self.flows_per_host}
+    # -- the state file (router.state) ---------------------------------------------------------------
 
-    def restore(self, tables: dict) -> None:
-        """Take up the tables of a router that ran before (same ports and addresses; router.state checks).
+    def state_records(self) -> dict:
+        """What a restart keeps, as plain values: the NAT's mappings and sessions, each helper's flows, the next
+        id. Not neighbours: a restarted router resolves them again."""
+        return {"next_id": self.ids.next_id, "mappings": mapping_records(self.nat),
+                "flows": {helper.name: helper.flow_records() for helper in self.helpers}}
 
-        The configuration may have changed in between: the NAT's timeouts, limits and behaviour, and the
-        passthrough modes and rules, are this configuration's.  Helpers of VPNs this router does not run are
-        left out, with their flows."""
-        nat = tables["nat"]
-        nat.timeouts, nat.limits = self.config.timeouts, self.config.limits
-        nat.set_behaviour(self.config.nat)
-        self.nat, self.arp, self.ids = nat, tuple(tables["arp"]), tables["ids"]
-        nat._ids = self.ids
-        mine = {helper.name for helper in self.helpers}
-        self.helpers = tuple(helper for helper in tables["helpers"] if helper.name in mine)
-        self.ip_handlers = {}
+    def restore(self, records: dict, clock: float) -> Restore:
+        """Take up the records of a router that ran before on these ports and addresses (``router.state`` checks
+        which); what was taken up and what was left out, and why, is in the ``Restore`` returned.
+
+        This configuration's timeouts, limits, NAT behaviour, passthrough modes and rules apply to what is
+        restored; the sessions and flows of a VPN whose passthrough is off are left out."""
+        lan = self.ports[LAN]
+        restore = Restore(lan.address, lan.prefix_len, self.wan_ip, clock, self.config.limits.sessions,
+                          self.config.limits.sessions_per_host)
+        top = Record(records)
+        flows = top.record("flows") or Record({})
         for helper in self.helpers:
-            helper.bind(self._context(helper.name))
-            for proto in helper.ip_protocols:
-                self.ip_handlers[proto] = helper
-        self.admission.holders = tables["holders"]
-        self.flows_per_host = tables["flows_per_host"]
+            mine = flows.items(helper.name)
+            if self.switches[helper.name]:
+                helper.restore_flows(mine, restore)
+            else:
+                for _ in mine:
+                    restore.drop(helper.flow_kind, f"{helper.name} passthrough is off")
+        for name in set(flows.data) - {helper.name for helper in self.helpers}:
+            restore.drop(f"{name} flow", f"no VPN helper {name!r}")
+        NatRestore(self.nat, restore, {h.name: h for h in self.helpers}, self.switches).mappings(top.items("mappings"))
+        for helper in self.helpers:
+            helper.restore_done(restore)
+        self._recount_holders()
+        self.ids.next_id = max([top.integer("next_id", 1, default=1), *(i + 1 for i in restore.ids)])
+        self.unconfirmed = {s.inside_ip for s in self.nat.out_sessions.values()}
+        self.unconfirmed.update(flow.inside_ip for helper in self.helpers for flow in helper.flows())
+        return restore
+
+    def _recount_holders(self) -> None:
+        """Who holds which VPN, and each host's helper flows, from the sessions and flows there are."""
+        for session in self.nat.out_sessions.values():
+            if session.holds:
+                self.admission.held(session.helper.name, session.inside_ip)
+        for helper in self.helpers:
+            for flow in helper.flows():
+                self.admission.held(flow.vpn, flow.inside_ip)
+                self.flows_per_host[flow.inside_ip] = self.flows_per_host.get(flow.inside_ip, 0) + 1
 
     def handle_timer(self, now: float) -> None:
         self.nat.expire(now)
@@ -158,11 +186,20 @@ class Router(Forwarding):
             self.counters["drop_fragment_orphaned"] += self.fragments.dropped
             self.fragments.dropped = 0
         for port in (LAN, WAN):
-            requests, dropped = self.arp[port].tick(now)
+            requests, dropped, unanswered = self.arp[port].tick(now)
             self.outbox[port].extend(requests)
             self.counters["arp_requests_sent"] += len(requests)
             if dropped:
                 self.drop(port, DropReason.ARP_UNRESOLVED, now, f"{dropped} frames", count=dropped)
+            if port == LAN and self.unconfirmed:
+                self._gone(unanswered)
+
+    def _gone(self, unanswered: list[int]) -> None:
+        """Restored hosts that answered no ARP: their mappings give way to new flows (``nat._make_room``)."""
+        for host in unanswered:
+            if host in self.unconfirmed:
+                self.unconfirmed.discard(host)
+                self.nat.gone_hosts.add(host)
 
     def get_timer(self) -> float | None:
         deadlines = [d for d in (self.nat.next_deadline(), self.fragments.next_deadline(),
@@ -237,7 +274,12 @@ class Router(Forwarding):
 
     def admit(self, vpn: str, client: int, server: int, now: float, port: int | str = LAN) -> bool:
         """Whether a VPN attempt from LAN ``client`` to WAN ``server`` may pass (rules, single passthrough);
-        a refusal is counted, and told as a ``vpn`` event (rate limited per client)."""
+        a refusal is counted, and told as a ``vpn`` event (rate limited per client). A single passthrough held
+        through restored sessions by a host that answers no more is let go first."""
+        gone = self.nat.gone_hosts
+        while gone and self.modes.get(vpn) == "single" and (holder := self.admission.holder(vpn)) in gone \
+                and holder != client:
+            self._end_vpn_of(vpn, holder, "host_gone", now)
         refusal = self.admission.decide(vpn, client, server)
         if refusal is None:
             return True
@@ -247,6 +289,19 @@ class Router(Forwarding):
         if suppressed is not None:
             self.events.push(VpnEvent(now, vpn, refusal.kind, tuple({**details, "suppressed": suppressed}.items())))
         return False
+
+    def _end_vpn_of(self, vpn: str, host: int, reason: str, now: float) -> None:
+        """End every session and flow of ``vpn`` that LAN ``host`` has."""
+        for session in self.nat.sessions():
+            if session.helper is not None and session.helper.name == vpn and session.inside_ip == host:
+                self.nat.close(session, reason)
+        self.report_closed(now)
+        for helper in self.helpers:
+            if helper.name == vpn:
+                for flow in [f for f in helper.flows() if f.inside_ip == host]:
+                    helper.close_flow(flow.id, now, reason)
+        self.report_closed(now)
+        self.admission.holders.get(vpn, {}).pop(host, None)     # whatever was counted, it holds nothing now
 
     def close_session(self, session_id: int, now: float) -> bool:
         """End a NAT session or a helper's flow by its id; False if there is none."""
@@ -297,6 +352,9 @@ class Router(Forwarding):
         if sender_ip and self._on_link(port, sender_ip) and (sender_ip in table.cache or target_ip == own_ip):
             for waiting in table.learn(sender_ip, sender_mac, now):
                 self.outbox[port].append(waiting)
+            if port == LAN and (self.unconfirmed or self.nat.gone_hosts):
+                self.unconfirmed.discard(sender_ip)      # a restored host that answers is here
+                self.nat.gone_hosts.discard(sender_ip)
         if op == ArpOp.REQUEST and target_ip == own_ip and sender_ip:
             self.counters["arp_replies_sent"] += 1
             self.outbox[port].append(arp_frame(ArpOp.REPLY, self.macs[port], own_ip, sender_mac, sender_ip,
@@ -517,7 +575,7 @@ class Router(Forwarding):
             counters[name] = counters.get(name, 0) + n
 
         return HelperContext(
-            vpn, self.wan_ip, self.nat.rng, self.config.timeouts, lambda: next(self.ids), bump,
+            vpn, self.wan_ip, self.nat.rng, self.config.timeouts, self.ids.__next__, bump,
             lambda now, v, kind, details: events.push(VpnEvent(now, v, kind, tuple(details.items()))),
             events.allow, lambda reason, summary, now: self.drop(vpn, reason, now, summary), self._close,
             self._flow_event, lambda v, client, server, now: self.admit(v, client, server, now, vpn),

@@ -30,7 +30,9 @@ tried.
 
 A helper declares its counters, drop reasons and timeouts; the data plane
 creates the counters at zero and calls ``expire``/``next_deadline`` with the
-router's timer.  Nothing a helper raises may escape for a malformed packet:
+router's timer.  For the state file it writes its own records and reads them
+back (``flow_records``, ``session_record`` and their ``restore_`` pairs, with
+``helpers/records.py``): plain values, never objects.  Nothing a helper raises may escape for a malformed packet:
 it checks lengths before it reads (see the tables in ``pptp.py``).
 """
 
@@ -41,6 +43,7 @@ from typing import Iterable
 
 from ..packet import checksum
 from ..packet.frame import ip_str
+from .records import BadRecord, Record, Restore, restore_counters  # noqa: F401 - the data plane reads them here
 
 
 class Verdict(Enum):
@@ -107,6 +110,8 @@ class Helper:
 
     name = ""
     """The passthrough switch this helper belongs to: "pptp", "l2tp" or "ipsec"."""
+    flow_noun = "flow"
+    """What one of its flows is called: "call", "tunnel", "association"."""
     counters: tuple[str, ...] = ()
     """Counters this helper bumps (with ``HelperContext.count``), created at zero."""
     drop_reasons: tuple[str, ...] = ()
@@ -180,9 +185,34 @@ class Helper:
         """The helper's own flows, for ``ctl sessions``."""
         return ()
 
-    def close_flow(self, flow_id: int, now: float) -> bool:
+    def close_flow(self, flow_id: int, now: float, reason: str = "closed_by_request") -> bool:
         """End one flow by its id; False if this helper has no such flow."""
         return False
+
+    # -- the state file (router.state, helpers/records.py) -------------------------------------------
+
+    @property
+    def flow_kind(self) -> str:
+        """Its flows' kind in a restore's tally: "pptp call", "l2tp tunnel"..."""
+        return f"{self.name} {self.flow_noun}"
+
+    def flow_records(self) -> list[dict]:
+        """Its flows that hang on no NAT session, as records (those that do go in ``session_record``)."""
+        return []
+
+    def restore_flows(self, records: list, restore: Restore) -> None:
+        """Build again the flows ``flow_records`` wrote, each through ``restore.each``; nothing is told."""
+
+    def session_record(self, session) -> dict | None:
+        """What it keeps on one of its NAT sessions (``session.helper_state``), as a record; None for nothing."""
+        return None
+
+    def restore_session(self, session, record: Record | None, restore: Restore) -> None:
+        """Give a restored NAT session back what ``session_record`` wrote (``record``: None if it wrote nothing).
+        Runs before the session is in the NAT's tables; a ``BadRecord`` leaves the session out."""
+
+    def restore_done(self, restore: Restore) -> None:
+        """Every record has been read: let go (``restore.undo``) of flows left with nothing to carry them."""
 
 
 class HelperContext:

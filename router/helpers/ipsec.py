@@ -48,6 +48,7 @@ from enum import IntEnum
 
 from ..packet.frame import IpProto, ip_str
 from .base import Flow, Helper, Verdict
+from .records import BadRecord, Record, Restore, flow_record, restore_counters
 
 IKE_PORT = 500
 NATT_PORT = 4500
@@ -96,6 +97,17 @@ class IkeSa:
         self.spi_i = spi_i
         self.spi_r = NO_SPI
         self.up = False
+
+    @classmethod
+    def restored(cls, entry) -> "IkeSa":
+        """One of ``Association.ike_sas`` as a state file holds it: [initiator SPI, responder SPI, up]."""
+        if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, bytes) and len(v) == 8
+                                                                    for v in entry[:2])
+                and entry[0] != NO_SPI and isinstance(entry[2], bool)):
+            raise BadRecord("an IKE SA is not [8-byte initiator SPI, 8-byte responder SPI, up]")
+        sa = cls(entry[0])
+        sa.spi_r, sa.up = entry[1], entry[2]
+        return sa
 
 
 class Association(Flow):
@@ -183,6 +195,7 @@ class IkeSession:
 
 class IpsecHelper(Helper):
     name = "ipsec"
+    flow_noun = "association"
     counters = ("ipsec_malformed", "ipsec_natt_keepalives", "ipsec_ike_sas_up", "ipsec_ike_ambiguous",
                 "ipsec_esp_learned", "ipsec_esp_ambiguous")
     drop_reasons = (
@@ -430,6 +443,9 @@ class IpsecHelper(Helper):
                                             "ike_spi_r": sa.spi_r.hex(), "reason": reason}, now)
         self.ctx.flow_closed(assoc, reason, now)
         del self.associations[(assoc.inside_ip, assoc.remote_ip)]
+        self._leave_gateway(assoc)
+
+    def _leave_gateway(self, assoc: Association) -> None:
         peers = self.by_gateway[assoc.remote_ip]
         peers.remove(assoc)
         if not peers:
@@ -458,14 +474,100 @@ class IpsecHelper(Helper):
     def flows(self) -> list[Association]:
         return list(self.associations.values())
 
-    def close_flow(self, flow_id: int, now: float) -> bool:
+    def close_flow(self, flow_id: int, now: float, reason: str = "closed_by_request") -> bool:
         assoc = next((a for a in self.associations.values() if a.id == flow_id), None)
         if assoc is None:
             return False
         for session in list(assoc.sessions):
-            self.ctx.close_session(session, "closed_by_request")
-        self._end(assoc, "closed_by_request", now)
+            self.ctx.close_session(session, reason)
+        self._end(assoc, reason, now)
         return True
+
+
+    # -- the state file: associations are the helper's records; an IKE session names its association ---
+
+    def flow_records(self) -> list[dict]:
+        return [{**flow_record(a), "inside_is_client": a.inside_is_client,
+                 "ike_sas": [[sa.spi_i, sa.spi_r, sa.up] for sa in a.ike_sas.values()],
+                 "esp_out": [[e.spi, e.last_seen] for e in a.esp_out.values()],
+                 "esp_in": [[e.spi, e.last_seen] for e in a.esp_in.values()],
+                 "natt_out": list(a.natt_out), "natt_in": list(a.natt_in), "awaiting": a.awaiting,
+                 "ambiguous": a.ambiguous, "last_out": a.last_out}
+                for a in self.associations.values()]
+
+    def restore_flows(self, records: list, restore: Restore) -> None:
+        restore.each(self.flow_kind, records, lambda r: self._restore_association(r, restore))
+
+    def _restore_association(self, r: Record, restore: Restore) -> Association:
+        inside, remote = restore.inside(r, "inside_ip"), restore.remote(r, "remote_ip")
+        if (inside, remote) in self.associations:
+            raise BadRecord(f"{ip_str(inside)} and {ip_str(remote)} have two associations")
+        ike_sas = [IkeSa.restored(entry) for entry in r.items("ike_sas", most=MAX_SPIS)]
+        esp_out = [_spi_entry(entry, restore) for entry in r.items("esp_out", most=MAX_SPIS)]
+        esp_in = [_spi_entry(entry, restore) for entry in r.items("esp_in", most=MAX_SPIS)]
+        if any((remote, spi) in self.esp_in for spi, _ in esp_in):
+            raise BadRecord(f"an inbound SPI from {ip_str(remote)} is another association's")
+        natt = [[_spi(v) for v in r.items(key, most=MAX_NATT_SPIS)] for key in ("natt_out", "natt_in")]
+        created, last_seen = restore.times(r)
+        last_out = restore.seen(r, "last_out", 0.0)
+        restore.take_flow(inside)
+        assoc = Association(restore.claim(r), inside, remote, r.flag("inside_is_client", True), self.ctx.wan_ip,
+                            created)
+        assoc.last_seen, assoc.last_out = last_seen, last_out
+        assoc.awaiting, assoc.ambiguous = r.flag("awaiting"), r.flag("ambiguous")
+        assoc.ike_sas = {sa.spi_i: sa for sa in ike_sas}
+        assoc.natt_out, assoc.natt_in = natt
+        restore_counters(assoc, r)
+        for spi, seen in esp_out:
+            self.esp_out[(inside, remote, spi)] = assoc.esp_out[spi] = EspSpi(assoc, spi, True, seen)
+        for spi, seen in esp_in:
+            self.esp_in[(remote, spi)] = assoc.esp_in[spi] = EspSpi(assoc, spi, False, seen)
+        self.associations[(inside, remote)] = restore.flows[assoc.id] = assoc
+        self.by_gateway.setdefault(remote, []).append(assoc)
+        return assoc
+
+    def session_record(self, session) -> dict | None:
+        state = session.helper_state
+        if state is None:
+            return None
+        return {"association": state.assoc.id, "natt": state.natt, "last_out": state.last_out,
+                "spi_out": state.spi_out, "spi_in": state.spi_in}
+
+    def restore_session(self, session, record: Record | None, restore: Restore) -> None:
+        """An IKE or NAT-T session and its association; without one (left out), it finds one on its next packet."""
+        if record is None:
+            return
+        assoc = restore.flows.get(record.integer("association", 1))
+        if not isinstance(assoc, Association) or (assoc.inside_ip, assoc.remote_ip) != (session.inside_ip,
+                                                                                          session.remote_ip):
+            return
+        state = IkeSession(assoc, record.flag("natt", NATT_PORT in (session.inside_port, session.remote_port)))
+        state.last_out = restore.seen(record, "last_out", 0.0)
+        state.spi_out = record.integer("spi_out", 0, 0xFFFFFFFF, default=0)
+        state.spi_in = record.integer("spi_in", 0, 0xFFFFFFFF, default=0)
+        session.helper_state = state
+        assoc.sessions.append(session)
+
+    def restore_done(self, restore: Restore) -> None:
+        """An association lives while it has IKE or NAT-T sessions or raw-ESP SPIs: one with none goes."""
+        for assoc in [a for a in self.associations.values() if not (a.sessions or a.esp_out or a.esp_in)]:
+            assoc.closed = True
+            del self.associations[(assoc.inside_ip, assoc.remote_ip)]
+            self._leave_gateway(assoc)
+            restore.undo(self.flow_kind, "no IKE session or ESP SPI of it was restored")
+
+
+def _spi(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 0xFFFFFFFF:
+        raise BadRecord("an SPI is not a number from 1 to 2**32 - 1")
+    return value
+
+
+def _spi_entry(entry, restore: Restore) -> tuple[int, float]:
+    """[SPI, last seen] of a learned raw-ESP SPI."""
+    if not isinstance(entry, list) or len(entry) != 2:
+        raise BadRecord("a raw-ESP SPI is not [SPI, last seen]")
+    return _spi(entry[0]), restore.seen(Record({"last_seen": entry[1]}), "last_seen")
 
 
 def _ike_header(frame, at: int, size: int) -> tuple[bytes, bytes] | None:

@@ -34,6 +34,7 @@ from enum import Enum, IntEnum
 from ..packet.checksum import rewrite_u16
 from ..packet.frame import IpProto, VNET_F_NEEDS_CSUM, ip_str
 from .base import Flow, Helper, Verdict
+from .records import BadRecord, Record, Restore, flow_record, restore_counters
 
 L2TP_PORT = 1701
 UDP_HEADER = 8
@@ -161,6 +162,7 @@ class Tunnel(Flow):
 
 class L2tpHelper(Helper):
     name = "l2tp"
+    flow_noun = "tunnel"
     counters = ("l2tp_tunnels_up", "l2tp_tunnels_down", "l2tp_sessions_up", "l2tp_sessions_down",
                 "l2tp_malformed", "l2tp_hidden_avp", "l2tp_other_version", "l2tp_tunnel_id_collision")
 
@@ -511,6 +513,17 @@ class L2tpHelper(Helper):
         if tunnel.translated is not None and self.by_translated.get((tunnel.remote_ip, tunnel.translated)) is tunnel:
             del self.by_translated[(tunnel.remote_ip, tunnel.translated)]
 
+    def _forget(self, tunnel: Tunnel) -> None:
+        """The tunnel out of every table."""
+        tunnel.closed = True
+        self.hidden.discard(tunnel)
+        self._unregister(tunnel)
+        if tunnel.peer_tunnel_id is not None:
+            key = (tunnel.inside_ip, tunnel.remote_ip, tunnel.peer_tunnel_id)
+            if self.by_peer.get(key) is tunnel:
+                del self.by_peer[key]
+        del self.tunnels[tunnel.id]
+
     def _stop(self, tunnel: Tunnel, now: float) -> None:
         """StopCCN: the tunnel and its sessions are down; its IDs stay known for the acknowledgement."""
         if tunnel.tunnel_state is TunnelState.STOPPING:
@@ -528,15 +541,9 @@ class L2tpHelper(Helper):
             return
         tunnel.closed = True
         self.ctx.flow_closed(tunnel, reason, now)
-        self.hidden.discard(tunnel)
         for found in list(tunnel.sessions.values()):
             self._end_session(tunnel, found, reason, now)
-        self._unregister(tunnel)
-        if tunnel.peer_tunnel_id is not None:
-            key = (tunnel.inside_ip, tunnel.remote_ip, tunnel.peer_tunnel_id)
-            if self.by_peer.get(key) is tunnel:
-                del self.by_peer[key]
-        del self.tunnels[tunnel.id]
+        self._forget(tunnel)
         if tunnel.tunnel_state is TunnelState.ESTABLISHED:
             self.ctx.event("tunnel_down", {**tunnel.ids(), "reason": reason}, now, counter="l2tp_tunnels_down")
 
@@ -561,11 +568,86 @@ class L2tpHelper(Helper):
     def flows(self) -> list[Tunnel]:
         return list(self.tunnels.values())
 
-    def close_flow(self, flow_id: int, now: float) -> bool:
+    def close_flow(self, flow_id: int, now: float, reason: str = "closed_by_request") -> bool:
         tunnel = self.tunnels.get(flow_id)
         if tunnel is not None:
-            self._end(tunnel, "closed_by_request", now)
+            self._end(tunnel, reason, now)
         return tunnel is not None
+
+
+    # -- the state file: tunnels are the helper's records; a NAT session keeps only its pair ------------
+
+    def flow_records(self) -> list[dict]:
+        return [{**flow_record(t), "tunnel_id": t.tunnel_id, "translated": t.translated,
+                 "peer_tunnel_id": t.peer_tunnel_id, "inside_is_lac": t.inside_is_lac, "host_name": t.host_name,
+                 "tunnel_state": t.tunnel_state.value, "hidden": t in self.hidden, "stop_deadline": t.stop_deadline,
+                 "sessions": [[s.session_id, s.peer_session_id, s.state] for s in t.sessions.values()],
+                 "pending": [[s.session_id, s.peer_session_id, s.state] for s in t.pending.values()]}
+                for t in self.tunnels.values()]
+
+    def restore_flows(self, records: list, restore: Restore) -> None:
+        restore.each(self.flow_kind, records, lambda r: self._restore_tunnel(r, restore))
+
+    def _restore_tunnel(self, r: Record, restore: Restore) -> Tunnel:
+        inside, remote = restore.inside(r, "inside_ip"), restore.remote(r, "remote_ip")
+        own, translated, peer = (r.optional_integer(key, 1, 65535) for key in ("tunnel_id", "translated",
+                                                                               "peer_tunnel_id"))
+        hidden = r.flag("hidden")
+        if (own is None) != (translated is None) or (hidden and own is not None):
+            raise BadRecord("its own and translated Tunnel IDs do not go together")
+        if own is not None and (inside, remote, own) in self.by_inside:
+            raise BadRecord(f"Tunnel ID {own} of {ip_str(inside)} twice")
+        if peer is not None and (inside, remote, peer) in self.by_peer:
+            raise BadRecord(f"peer Tunnel ID {peer} twice")
+        sessions = {s.session_id: s for s in _restore_sessions(r, "sessions", own_ids=True)}
+        pending = {s.peer_session_id: s for s in _restore_sessions(r, "pending", own_ids=False)}
+        created, last_seen = restore.times(r)
+        state = TunnelState(r.text("tunnel_state", "established", choices=TUNNEL_STATES))
+        host_name, stop_deadline = r.optional_text("host_name"), r.time("stop_deadline", 0.0)
+        restore.take_flow(inside)
+        tunnel = Tunnel(restore.claim(r), inside, remote, r.flag("inside_is_lac", True), self.ctx.wan_ip, created)
+        tunnel.last_seen, tunnel.tunnel_state, tunnel.host_name = last_seen, state, host_name
+        tunnel.stop_deadline, tunnel.sessions, tunnel.pending = stop_deadline, sessions, pending
+        tunnel.tunnel_id, tunnel.translated = own, translated
+        restore_counters(tunnel, r)
+        self.tunnels[tunnel.id] = tunnel
+        if hidden:
+            self.hidden.add(tunnel)
+        if own is not None:
+            self.by_inside[(inside, remote, own)] = tunnel
+            if self.preserve:
+                self.by_translated.setdefault((remote, translated), tunnel)
+        if peer is not None:
+            self._set_peer(tunnel, peer)
+        return tunnel
+
+    def restore_session(self, session, record: Record | None, restore: Restore) -> None:
+        pair = session.helper_state = (session.inside_ip, session.remote_ip)
+        self.pairs[pair] = self.pairs.get(pair, 0) + 1
+
+    def restore_done(self, restore: Restore) -> None:
+        """A tunnel lives while its pair has a NAT session: one whose sessions were all left out goes too."""
+        for tunnel in [t for t in self.tunnels.values() if (t.inside_ip, t.remote_ip) not in self.pairs]:
+            self._forget(tunnel)
+            restore.undo(self.flow_kind, "no NAT session of its LAC and LNS was restored")
+
+
+TUNNEL_STATES = tuple(state.value for state in TunnelState)
+SESSION_STATES = ("requested", "established")
+
+
+def _restore_sessions(r: Record, key: str, own_ids: bool) -> list[L2tpSession]:
+    """A tunnel's sessions as [own Session ID, peer's Session ID, state] (``own_ids``: the first is required)."""
+    made = []
+    for entry in r.items(key, most=MAX_SESSIONS):
+        if not (isinstance(entry, list) and len(entry) == 3 and entry[2] in SESSION_STATES
+                and all(v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65535)
+                        for v in entry[:2]) and entry[0 if own_ids else 1] is not None):
+            raise BadRecord(f"an L2TP session in {key} is not [Session ID, peer Session ID, state]")
+        session = L2tpSession(entry[0], entry[1])
+        session.state = entry[2]
+        made.append(session)
+    return made
 
 
 def _write(frame: bytearray, l4: int, at: int, value: int) -> None:

@@ -37,6 +37,7 @@ from enum import Enum, IntEnum
 
 from ..packet.frame import U16 as U16_STRUCT, IpProto, TCP_FIN, TCP_RST, TCP_SYN, ip_str
 from .base import Flow, Helper, Verdict
+from .records import BadRecord, Record, Restore, flow_record, restore_counters
 from .tcpstream import Segment, StreamDirection, write_payload_u16
 
 PPTP_PORT = 1723
@@ -154,6 +155,7 @@ class PptpHelper(Helper):
     """The PPTP helper: control connections on TCP 1723, and GRE demultiplexed by Call ID."""
 
     name = "pptp"
+    flow_noun = "call"
     counters = ("pptp_calls_up", "pptp_calls_down", "pptp_malformed", "pptp_desync", "pptp_split_field")
     drop_reasons = (
         "gre_malformed",            # not enhanced GRE v1 with a key (RFC 2637 §4.1)
@@ -446,11 +448,78 @@ class PptpHelper(Helper):
     def flows(self) -> list[PptpCall]:
         return list(self.inbound.values())
 
-    def close_flow(self, flow_id: int, now: float) -> bool:
+    def close_flow(self, flow_id: int, now: float, reason: str = "closed_by_request") -> bool:
         call = next((c for c in self.inbound.values() if c.id == flow_id), None)
         if call is not None:
-            self._end(call, "closed_by_request", now)
+            self._end(call, reason, now)
         return call is not None
+
+
+    # -- the state file: calls go with their control connection's NAT session -------------------------
+
+    def session_record(self, session) -> dict | None:
+        control = session.helper_state
+        if control is None:
+            return None
+        return {"out": _direction_record(control.out), "in": _direction_record(control.inbound),
+                "fin_out": control.fin_out, "fin_in": control.fin_in,
+                "calls": [{**flow_record(call), "call_id": call.call_id, "translated_call_id": call.translated_call_id,
+                           "peer_call_id": call.peer_call_id, "inside_is_client": call.inside_is_client,
+                           "call_state": call.call_state.value, "deadline": call.deadline}
+                          for call in control.calls.values()]}
+
+    def restore_session(self, session, record: Record | None, restore: Restore) -> None:
+        if record is None:
+            return
+        control = Control()
+        for direction, key in ((control.out, "out"), (control.inbound, "in")):
+            _restore_direction(direction, record.record(key) or Record({}))
+        control.fin_out, control.fin_in = record.flag("fin_out"), record.flag("fin_in")
+        session.helper_state = control
+        restore.each(self.flow_kind, record.items("calls"), lambda r: self._restore_call(session, control, r, restore))
+
+    def _restore_call(self, session, control: Control, r: Record, restore: Restore) -> PptpCall:
+        call_id, translated = r.port("call_id"), r.port("translated_call_id")
+        peer = r.optional_integer("peer_call_id", 0, 65535)
+        inside, remote = session.inside_ip, session.remote_ip
+        if call_id in control.calls:
+            raise BadRecord(f"Call ID {call_id} twice on one control connection")
+        if (remote, translated) in self.inbound:
+            raise BadRecord(f"translated Call ID {translated} towards {ip_str(remote)} taken twice")
+        if peer is not None and (inside, remote, peer) in self.outbound:
+            raise BadRecord(f"peer Call ID {peer} taken twice")
+        created, last_seen = restore.times(r)
+        state = CallState(r.text("call_state", "established", choices=CALL_STATES))
+        inside_is_client, deadline = r.flag("inside_is_client", True), r.time("deadline", 0.0)
+        restore.take_flow(inside)
+        call = PptpCall(restore.claim(r), control, inside, remote, call_id, translated, inside_is_client,
+                        self.ctx.wan_ip, created)
+        call.last_seen, call.call_state, call.deadline = last_seen, state, deadline
+        restore_counters(call, r)
+        control.calls[call_id] = self.inbound[(remote, translated)] = call
+        if peer is not None:
+            self._set_peer(call, peer)
+        return call
+
+
+CALL_STATES = tuple(state.value for state in CallState)
+
+
+def _direction_record(direction: Direction) -> dict:
+    return {"next_seq": direction.next_seq, "rewrites": [[seq, data] for seq, data in direction.rewrites],
+            "message": bytes(direction.message), "synced": direction.synced}
+
+
+def _restore_direction(direction: Direction, r: Record) -> None:
+    """A control stream direction as ``_direction_record`` wrote it: where it is, and the rewrites to replay."""
+    direction.next_seq = r.optional_integer("next_seq", 0, 0xFFFFFFFF)
+    for entry in r.items("rewrites", most=direction.rewrites.maxlen):
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)
+                and 0 <= entry[0] <= 0xFFFFFFFF and isinstance(entry[1], bytes) and 0 < len(entry[1]) <= 2):
+            raise BadRecord("a control stream rewrite is not [sequence number, 1 or 2 bytes]")
+        direction.rewrites.append((entry[0], entry[1]))
+    direction.message = bytearray(r.octets("message", most=MAX_LENGTH, default=b""))
+    direction.synced = r.flag("synced", True)
 
 
 def U16(data, at: int) -> int:  # noqa: N802 - reads like the struct format it stands for

@@ -22,7 +22,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .topology import LabError
+from .tools import LabError, require
 
 CHOICES = ("auto", "kernel", "userspace")
 PPP_MODULES = ("ppp_generic", "ppp_async", "ppp_mppe", "l2tp_ppp")
@@ -60,6 +60,7 @@ class Peers:
 
 
 def _modprobe(*modules: str) -> None:
+    require("modprobe")
     for module in modules:
         subprocess.run(["modprobe", "-q", module], capture_output=True, check=False)
 

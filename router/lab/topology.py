@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .tools import LabError, require
+
 LAN_PREFIX = "192.168.77"
 WAN_PREFIX = "198.51.100"
 ROUTER_LAN = f"{LAN_PREFIX}.1"
@@ -32,11 +34,8 @@ PEERS_DIR = Path("/var/lib/vpnrouter-lab")
 """Where the VPN daemons' files go: not under /run, which each daemon's private mount namespace replaces."""
 
 
-class LabError(RuntimeError):
-    pass
-
-
 def sh(*args: str, check: bool = True, ns: str | None = None, **kw) -> subprocess.CompletedProcess:
+    require("ip", args[0])
     cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
     result = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if check and result.returncode != 0:
@@ -238,6 +237,7 @@ class Lab:
         return sh(*cmd, ns=ns, check=check, timeout=timeout, **kw)
 
     def popen_in(self, ns: str, *cmd: str, **kw) -> subprocess.Popen:
+        require("ip", cmd[0])
         return subprocess.Popen(["ip", "netns", "exec", ns, *cmd], **kw)
 
 

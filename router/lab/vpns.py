@@ -24,8 +24,9 @@ from pathlib import Path
 
 from ..control.client import Client, ControlError
 from ..control.schema import is_vpn_flow
-from . import ipsec, l2tp, pptp
+from . import ipsec, l2tp, pptp, tools
 from .kernel import Peers, detect
+from .tools import require
 from .topology import Lab, LabError, is_router_process
 
 PROTOCOLS = ("pptp", "l2tp", "ipsec")
@@ -62,6 +63,7 @@ class VpnLab:
     def start_servers(self, progress=lambda msg: None, peers: str | None = None) -> None:
         """pptpd, an xl2tpd LNS and a strongSwan gateway in every server namespace; ``peers`` is "auto"
         (default), "kernel" or "userspace" (``kernel.detect``)."""
+        require(*tools.SERVERS)
         state = self.load()
         chosen = detect(peers)
         state["peers"] = chosen.to_dict()
@@ -106,6 +108,7 @@ class VpnLab:
         so: the router may have refused it (single passthrough, a rule, a port set: see its events)."""
         if proto not in PROTOCOLS:
             raise LabError(f"unknown VPN {proto!r}: {', '.join(PROTOCOLS)}")
+        require(*tools.CLIENTS[proto])
         name, ns, address = self.client(client)
         sname, _, server_ip = self.server(server)
         state = self.load()

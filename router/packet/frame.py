@@ -74,6 +74,12 @@ def parse_mac(text: str) -> bytes:
     return bytes(int(p, 16) for p in parts)
 
 
+def is_unicast(addr: int) -> bool:
+    """Neither 0/8, loopback, multicast, reserved (240/4) nor the limited broadcast (RFC 1812 §5.3.7)."""
+    first = addr >> 24
+    return 0 < first < 224 and first != 127 and addr != 0xFFFFFFFF
+
+
 def ip_str(addr: int) -> str:
     return f"{addr >> 24}.{(addr >> 16) & 255}.{(addr >> 8) & 255}.{addr & 255}"
 

@@ -20,6 +20,7 @@ from ..control.server import ControlServer
 from ..dataplane.router import LAN, WAN, Router
 from ..helpers.registry import build_helpers
 from ..logs import Throttle, event_line
+from ..version import interpreter, package_version
 from .tap import TapPort
 
 log = logging.getLogger("vpnrouter")
@@ -33,11 +34,12 @@ MAX_TIMER = 1.0
 
 
 class Runtime:
-    def __init__(self, config: Config, taps: tuple[TapPort, TapPort]):
+    def __init__(self, config: Config, taps: tuple[TapPort, TapPort], fresh: bool = False):
         self.config = config
         self.router = Router(config, build_helpers(config))
         self.taps = taps
-        self.offset = self._restore()
+        self.state_status: dict = {}
+        self.offset = self._restore(fresh)
         """Added to time.monotonic(): the router's clock goes on from where the saved state left it."""
         self.clock = lambda: time.monotonic() + self.offset
         self.saver: int | None = None
@@ -45,7 +47,8 @@ class Runtime:
         self.event_log = Throttle(logging.getLogger("vpnrouter.events"), burst=EVENT_LINES)
         self.control = ControlServer(self.router, self.clock, config.control_socket, config.control_mode,
                                      on_change=self._publish, group=config.control_group,
-                                     max_clients=config.control_max_clients)
+                                     max_clients=config.control_max_clients,
+                                     about={"python": interpreter(), "state": self.state_status})
         self.loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.stopped = asyncio.Event()
@@ -169,10 +172,16 @@ class Runtime:
 
     # -- the state file (router/state.py) -----------------------------------------------------------
 
-    def _restore(self) -> float:
-        """Take up the state file's tables, if there is a usable one; the clock offset that continues its time."""
+    def _restore(self, fresh: bool) -> float:
+        """Take up the state file's records, if there is a usable one; the clock offset that continues its time.
+        What happened is said in one log line, and in ``ctl status`` (``state``)."""
         path = self.config.state_file
+        self.state_status = {"file": path or None, "interval": self.config.state_interval, "restored": None,
+                             "refused": None, "fresh": fresh}
         if not path:
+            return 0.0
+        if fresh:
+            log.info("state file %s not read (--fresh): the tables start empty", path)
             return 0.0
         try:
             with open(path, "rb") as f:
@@ -180,13 +189,15 @@ class Runtime:
         except FileNotFoundError:
             return 0.0
         except (OSError, state.StateError) as exc:
-            log.warning("state file %s ignored: %s", path, exc.strerror if isinstance(exc, OSError) else exc)
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
+            log.warning("state file %s ignored: %s", path, why)
+            self.state_status["refused"] = why
             return 0.0
-        self.router.restore(saved.tables)
         resume = saved.resume_at(time.time())
-        flows = sum(len(helper.flows()) for helper in self.router.helpers)
-        log.info("state file %s: %d sessions and %d VPN flows restored; the router was down %.1f s", path,
-                 len(self.router.nat), flows, resume - saved.now)
+        tally = self.router.restore(saved.records, saved.clock)
+        restored = state.summary(saved, tally, time.time())
+        self.state_status["restored"] = restored
+        log.info("state file %s: %s", path, state.describe(restored))
         return resume - time.monotonic()
 
     def save(self) -> None:
@@ -202,7 +213,7 @@ class Runtime:
         log.info("state file %s: %d sessions written", path, len(self.router.nat))
 
     def _snapshot(self) -> bytes:
-        return state.dump(self.config, self.router.tables(), self.clock(), time.time())
+        return state.dump(self.config, self.router.state_records(), self.clock(), time.time(), package_version())
 
     def _save_in_background(self) -> None:
         """Every state.interval seconds: a child process, a copy-on-write snapshot of this one, writes the
@@ -261,8 +272,8 @@ def open_taps(config: Config) -> tuple[TapPort, TapPort]:
     return lan, wan
 
 
-def run(config: Config) -> None:
-    """Run the router until SIGTERM or SIGINT."""
+def run(config: Config, fresh: bool = False) -> None:
+    """Run the router until SIGTERM or SIGINT (``fresh``: without reading the state file)."""
     try:
         import uvloop
         uvloop.install()
@@ -270,7 +281,7 @@ def run(config: Config) -> None:
         pass
     taps = open_taps(config)
     try:
-        asyncio.run(Runtime(config, taps).run())
+        asyncio.run(Runtime(config, taps, fresh).run())
     finally:
         for tap in taps:
             tap.close()
