@@ -83,3 +83,15 @@ def is_vpn_flow(session: dict) -> bool:
     """A VPN's own flow (call, tunnel, association), as opposed to a NAT session."""
     vpn = session.get("vpn")
     return vpn is not None and VPN_FLOW_PROTOS.get(vpn) == session.get("proto")
+
+# -- added in version 3, no meaning changed: the process (issue 17) -------------------------------------------
+
+STATUS_PYTHON = ("version", "implementation", "executable", "base_prefix")
+"""``status()["python"]``: the interpreter that runs the router (``base_prefix`` "/usr" for Debian's).
+``version []`` answers ``{"protocol", "router", "python"}`` (``python``: its version)."""
+STATUS_STATE = ("file", "interval", "restored", "refused", "fresh")
+"""``status()["state"]``: the state file (null if none), its write interval, and what happened at start:
+``restored`` null or ``{"written": Unix time, "age": seconds between writing and restoring, "writer":
+{"vpnrouter", "python"}, "counts": {kind: n} ("mapping", "session", "pptp call", "l2tp tunnel", "ipsec
+association"), "dropped": [{"kind", "reason", "count"}]}``; ``refused`` null or the one-line reason the file was
+ignored; ``fresh`` true when ``vpnrouter run --fresh`` left it unread."""

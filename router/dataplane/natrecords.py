@@ -75,6 +75,7 @@ class NatRestore:
         key = (proto, inside_ip, inside_port, *destination)
         static, shared = r.flag("static"), r.flag("shared")
         filtering = DEPENDENCE[r.text("filtering", "address-dependent", choices=DEPENDENCE)]
+        sessions = r.items("sessions")
         mapping = nat.mappings.get(key)
         if static:
             if mapping is None or not mapping.static or mapping.outside_port != outside_port:
@@ -90,7 +91,7 @@ class NatRestore:
             mapping = Mapping(proto, inside_ip, inside_port, outside_port, shared=shared, key=key,
                               filtering=filtering)
             nat.add_mapping(mapping)
-        restore.each("session", r.items("sessions"), lambda s: self._session(mapping, s))
+        restore.each("session", sessions, lambda s: self._session(mapping, s))
         if not mapping.sessions and not mapping.static:
             nat.release(mapping)
             raise BadRecord("none of its sessions could be restored")

@@ -33,7 +33,7 @@ from ..packet.arp import ArpOp, arp_frame, gratuitous_arp
 from ..packet.frame import ETH_OFFSET, EtherType, IP_DF, IP_MF, IP_OFFSET, IPV4, IpProto, ip_str, is_unicast
 from ..packet.ipv4 import IcmpType, Unreachable, fragment
 from .arp import ArpTable, parse_arp
-from ..helpers.base import Flow, Helper, HelperContext, Record, Restore
+from ..helpers.base import BadRecord, Flow, Helper, HelperContext, Record, Restore
 from ..behaviour import PROFILES, parse_rule
 from .admission import Admission
 from .events import (Counters, DropReason, EventQueue, LazyInfo, ProfileChanged, SessionClosed, SessionInfo,
@@ -46,6 +46,16 @@ from .natrecords import NatRestore, mapping_records
 
 LAN, WAN = 0, 1
 PORT_NAMES = ("lan", "wan")
+
+
+def _section(restore: Restore, kind: str, read, default):
+    """A part of the records read with ``read``; ``default`` (and the reason counted) if it makes no sense."""
+    try:
+        return read()
+    except BadRecord as exc:
+        restore.drop(kind, str(exc))
+        return default
+
 FRAMES_IN = ("frames_in_lan", "frames_in_wan")
 BYTES_IN = ("bytes_in_lan", "bytes_in_wan")
 IP = IP_OFFSET
@@ -147,9 +157,9 @@ class Router(Forwarding):
         restore = Restore(lan.address, lan.prefix_len, self.wan_ip, clock, self.config.limits.sessions,
                           self.config.limits.sessions_per_host)
         top = Record(records)
-        flows = top.record("flows") or Record({})
+        flows = _section(restore, "flows", lambda: top.record("flows"), None) or Record({})
         for helper in self.helpers:
-            mine = flows.items(helper.name)
+            mine = _section(restore, helper.flow_kind, lambda: flows.items(helper.name), [])
             if self.switches[helper.name]:
                 helper.restore_flows(mine, restore)
             else:
@@ -157,11 +167,13 @@ class Router(Forwarding):
                     restore.drop(helper.flow_kind, f"{helper.name} passthrough is off")
         for name in set(flows.data) - {helper.name for helper in self.helpers}:
             restore.drop(f"{name} flow", f"no VPN helper {name!r}")
-        NatRestore(self.nat, restore, {h.name: h for h in self.helpers}, self.switches).mappings(top.items("mappings"))
+        mappings = _section(restore, "mapping", lambda: top.items("mappings"), [])
+        NatRestore(self.nat, restore, {h.name: h for h in self.helpers}, self.switches).mappings(mappings)
         for helper in self.helpers:
             helper.restore_done(restore)
         self._recount_holders()
-        self.ids.next_id = max([top.integer("next_id", 1, default=1), *(i + 1 for i in restore.ids)])
+        next_id = _section(restore, "next_id", lambda: top.integer("next_id", 1, default=1), 1)
+        self.ids.next_id = max([next_id, *(i + 1 for i in restore.ids)])
         self.unconfirmed = {s.inside_ip for s in self.nat.out_sessions.values()}
         self.unconfirmed.update(flow.inside_ip for helper in self.helpers for flow in helper.flows())
         return restore

@@ -106,10 +106,7 @@ class Lab:
         self.down()
         progress("namespaces")
         for ns in self.namespaces():
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "set", "lo", "up", ns=ns)
-            sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=ns)
-            sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
+            self._namespace(ns)
         sw = self.switch
         # A switch, not a firewall: where br_netfilter is loaded it would check and drop bridged IPv4.
         for table in ("iptables", "ip6tables", "arptables"):
@@ -125,12 +122,46 @@ class Lab:
                 sh("ip", "tuntap", "add", "dev", tap, "mode", "tap", ns=sw)
                 sh("ip", "link", "set", tap, "master", br, "up", ns=sw)
         progress("clients and servers")
-        for i in range(1, self.clients + 1):
-            self._host(self.client(i), f"c{i}", "br-lan", f"{self.client_ip(i)}/24", ROUTER_LAN)
-        for j in range(1, self.servers + 1):
-            self._host(self.server(j), f"s{j}", "br-wan", f"{self.server_ip(j)}/24", None)
+        for host in self._hosts():
+            self._host(*host)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.router_config())
+
+    def _hosts(self) -> list[tuple]:
+        """(namespace, tag, bridge, address, gateway) of every client and server."""
+        return [(self.client(i), f"c{i}", "br-lan", f"{self.client_ip(i)}/24", ROUTER_LAN)
+                for i in range(1, self.clients + 1)] + \
+            [(self.server(j), f"s{j}", "br-wan", f"{self.server_ip(j)}/24", None) for j in range(1, self.servers + 1)]
+
+    def rebuild_hosts(self) -> None:
+        """The clients and servers made again from nothing (new namespaces, so new MACs; the same addresses),
+        the switch with its bridges and TAPs kept: what a router restarted for a freshly built lab meets. The
+        router's state file stays; what the VPN daemons left goes."""
+        hosts = self._hosts()
+        for ns, tag, *_ in hosts:
+            sh("ip", "link", "del", f"v-{tag}", ns=self.switch, check=False)    # the pair goes at once
+            self._remove_namespace(ns)
+        shutil.rmtree(self.peers_dir, ignore_errors=True)
+        (self.state_dir / "vpn.json").unlink(missing_ok=True)
+        for ns, tag, bridge, address, gateway in hosts:
+            self._namespace(ns)
+            self._host(ns, tag, bridge, address, gateway)
+
+    @staticmethod
+    def _namespace(ns: str) -> None:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "set", "lo", "up", ns=ns)
+        sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=ns)
+        sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
+
+    def _remove_namespace(self, ns: str) -> None:
+        """End whatever still runs in the namespace, then remove it (its veths go with it)."""
+        for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        sh("ip", "netns", "del", ns, check=False)
 
     def _host(self, ns: str, tag: str, bridge: str, address: str, gateway: str | None) -> None:
         sw = self.switch
@@ -223,13 +254,7 @@ class Lab:
             while is_router_process(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
         for ns in self.existing_namespaces():
-            # end whatever still runs in the namespace, then remove it
-            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            sh("ip", "netns", "del", ns, check=False)
+            self._remove_namespace(ns)
         shutil.rmtree(self.state_dir, ignore_errors=True)
         shutil.rmtree(self.peers_dir, ignore_errors=True)
 

@@ -80,3 +80,22 @@ def test_run_with_bad_config_exits_2_with_one_line(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "router", "run", "--config", str(tmp_path / "none.toml")],
                              capture_output=True, text=True, timeout=30)
     assert missing.returncode == 2 and "cannot read config" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_the_default_state_file_is_the_configuration_files_own(tmp_path):
+    """Two routers started from two configuration files (two labs) never share a state file; one file's router
+    finds its own again after a restart; `[state] file` chooses another, and "" none."""
+    from router.config import load
+    toml = '[lan]\ntap = "lan0"\naddress = "192.168.77.1/24"\n[wan]\ntap = "wan0"\naddress = "198.51.100.1/24"\n'
+    first, second = tmp_path / "a" / "router.toml", tmp_path / "b" / "router.toml"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_text(toml)
+    a, b = load(first).state_file, load(second).state_file
+    assert a.startswith("/var/lib/vpnrouter/router-") and a.endswith(".state") and a != b
+    assert load(tmp_path / "a" / ".." / "a" / "router.toml").state_file == a
+    first.write_text(toml + '[state]\nfile = "/tmp/mine.state"\n')
+    assert load(first).state_file == "/tmp/mine.state"
+    first.write_text(toml + '[state]\nfile = ""\n')
+    assert load(first).state_file == ""
+    assert parse(config()).state_file == ""            # no file read, none named: no state file

@@ -52,3 +52,28 @@ def test_no_ppp_where_dev_ppp_does_not_open(monkeypatch):
     monkeypatch.setattr(kernel, "_modprobe", lambda *modules: None)
     monkeypatch.setattr(kernel.os, "open", refuse)
     assert kernel.has_ppp() is False
+
+
+def test_a_missing_program_is_one_line_naming_its_package(monkeypatch):
+    """`make demo` on a machine without kmod ended in a traceback from modprobe; now the lab names the package."""
+    from router.lab import tools
+    tools.installed.cache_clear()
+    monkeypatch.setattr(tools.shutil, "which", lambda program: None if program == "modprobe" else f"/bin/{program}")
+    monkeypatch.delenv("VPNROUTER_LAB_PEERS", raising=False)
+    try:
+        with pytest.raises(LabError) as refused:
+            detect()
+        assert str(refused.value) == ("modprobe is not installed: it comes with the Debian package kmod (apt-get "
+                                      "install kmod; `make deps` installs everything the lab needs)")
+        assert detect("userspace") == Peers("stand-in", "libipsec")       # which needs no module
+    finally:
+        tools.installed.cache_clear()
+
+
+def test_every_program_the_lab_names_comes_with_a_package_the_makefile_installs():
+    from pathlib import Path
+    from router.lab import tools
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    debs = makefile.split("DEBS :=", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ").split()
+    assert set(tools.PACKAGES.values()) <= set(debs), set(tools.PACKAGES.values()) - set(debs)
+    assert set(tools.SERVERS) | {p for ps in tools.CLIENTS.values() for p in ps} <= set(tools.PACKAGES)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
@@ -348,6 +349,58 @@ def test_a_vpn_whose_passthrough_is_now_off_is_left_out():
     assert {s.get("vpn") for s in views(b, 5.0)} == {None, "pptp", "l2tp"}
 
 
+WILD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-(2 ** 63), 2 ** 64 - 1),
+                        st.integers(-3, 70000), st.floats(), st.text(max_size=6), st.binary(max_size=9),
+                        st.lists(st.integers(0, 2 ** 32), max_size=3),
+                        st.dictionaries(st.text(max_size=3), st.integers(-(2 ** 63), 2 ** 63), max_size=2))
+
+
+def _leaves(value, path=()):
+    """(path, value) of every leaf and container in a records tree."""
+    yield path, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        yield from _leaves(item, (*path, key))
+
+
+@settings(max_examples=int(os.environ.get("VPNROUTER_FUZZ_EXAMPLES", "120")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_no_records_however_wild_break_a_restore_or_leave_anything_behind(data):
+    """Fields replaced by anything MessagePack holds, removed, or their record repeated: the restore never
+    raises, the tables stay within their limits, and once every timeout has passed nothing is left."""
+    from tests.fuzz.program import Checker, check_bounds
+    records = file_records(BUSY[0])
+    for _ in range(data.draw(st.integers(1, 6))):
+        paths = [path for path, _ in _leaves(records) if path]
+        if not paths:
+            break
+        path = data.draw(st.sampled_from(paths))
+        *where, key = path
+        parent = records
+        for step_ in where:
+            parent = parent[step_]
+        how = data.draw(st.sampled_from(("replace", "remove", "repeat")))
+        if how == "replace":
+            parent[key] = data.draw(WILD_VALUES)
+        elif isinstance(parent, dict):
+            parent.pop(key)
+        elif how == "repeat":
+            parent.append(copy.deepcopy(parent[key]))
+        else:
+            del parent[key]
+    body = msgpack.packb({"identity": state.identity(BUSY[0].config), "clock": 5.0, "written": 1000.0,
+                          "records": records}, use_bin_type=True)
+    b = make_router()
+    b.restore(state.read(_with_body(body)).records, 5.0)
+    check_bounds(b)
+    Checker(b).finish(5.0)
+
+
+BUSY = busy_router()
+"""One busy router for the property test to take records from (building it takes a while)."""
+
+
 # -- the golden file: what this version wrote, every later version reads ---------------------------------------------
 
 def golden_router():
@@ -478,6 +531,15 @@ def test_state_show_reads_a_file_as_a_restart_would(tmp_path, capsys):
     path.write_bytes(b"nonsense")
     assert main(["state", "show", str(path)]) == 1
     assert capsys.readouterr().err.strip() == f"vpnrouter state: {path}: not a vpnrouter state file"
+
+
+def test_version_names_the_python_that_runs(capsys):
+    from router.cli import main
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip().endswith("on CPython 3.11.2 (" + __import__("sys").executable
+                                                    + ", from /usr)")
 
 
 if __name__ == "__main__":
