@@ -37,36 +37,7 @@ flock -n 9 || { step "waiting for another build using $CACHE"; flock 9; }
 # --- keys -----------------------------------------------------------------------------------------------------
 
 # The Debian mirror and the security mirror, read from apt's own sources (one-line and deb822 formats).
-read -r MIRROR SECURITY < <("$HOST_PYTHON" - "$SUITE" <<'EOF'
-import glob, re, sys
-suite = sys.argv[1]
-entries = []   # (uri, suites)
-for path in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
-    try:
-        lines = open(path).read().splitlines()
-    except OSError:
-        continue
-    for line in lines:
-        line = re.sub(r"\[[^]]*\]", "", line.split("#", 1)[0]).split()
-        if len(line) >= 3 and line[0] == "deb":
-            entries.append((line[1], [line[2]]))
-for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-    for stanza in re.split(r"\n\s*\n", open(path).read()):
-        fields = {}
-        for line in stanza.splitlines():
-            if line.startswith("#") or ":" not in line or line[:1].isspace():
-                continue
-            key, value = line.split(":", 1)
-            fields[key.strip().lower()] = value.split()
-        if "deb" in fields.get("types", []) and fields.get("enabled", ["yes"])[0] != "no":
-            entries.extend((uri, fields.get("suites", [])) for uri in fields.get("uris", []))
-main = [u for u, s in entries if suite in s]
-security = [u for u, s in entries if f"{suite}-security" in s]
-if not main:
-    sys.exit(f"no apt source for {suite} in /etc/apt/sources.list or /etc/apt/sources.list.d")
-print(main[0].rstrip("/"), security[0].rstrip("/") if security else "-")
-EOF
-)
+read -r MIRROR SECURITY < <("$HOST_PYTHON" "$HERE/apt_sources.py" "$SUITE")
 [ -n "${MIRROR:-}" ] || die "no Debian mirror for $SUITE in apt's sources"
 
 VAGRANT_KEY=$(dpkg -L vagrant 2>/dev/null | grep -m1 '/keys/vagrant\.pub$' || true)

@@ -70,6 +70,12 @@ address = "198.51.100.1/24"
 [control]
 socket = "/run/vpnrouter/control.sock"
 
+[state]
+# The router's tables (NAT mappings and sessions, PPTP calls, L2TP tunnels, IPsec associations): written when
+# it stops and every interval seconds, taken up when it starts, so kept across restarts and reboots.
+file = "/var/lib/vpnrouter/router.state"
+# interval = 60
+
 [passthrough]
 pptp = true
 l2tp = true
@@ -86,6 +92,9 @@ Conflicts=vpnrouter-lab.service
 [Service]
 ExecStart=/usr/local/bin/vpnrouter run --config /etc/vpnrouter/router.toml
 RuntimeDirectory=vpnrouter
+# /var/lib/vpnrouter, owner only: the [state] file of router.toml, kept across restarts and reboots
+StateDirectory=vpnrouter
+StateDirectoryMode=0700
 Restart=on-failure
 RestartSec=2
 

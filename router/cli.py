@@ -28,9 +28,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class PrintVersion(argparse.Action):
+    """``--version``: the line as it is (argparse's own version action wraps it to the terminal's width)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vpnrouter", description=__doc__.strip("` \n").replace("``", ""))
-    parser.add_argument("--version", action="version", version=version_line(),
+    parser.add_argument("--version", action=PrintVersion, nargs=0,
                         help="print vpnrouter's version and the Python it runs on, and exit")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 

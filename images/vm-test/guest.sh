@@ -7,7 +7,10 @@
 # It checks the system, then the lab that vpnrouter-lab.service brought up at boot (c1 PPTP and c2 L2TP to s1,
 # c3 IPsec to s2): it adds a second client for each protocol (c2 PPTP to s1 and c1 IPsec to s2, the same servers;
 # c3 L2TP to s2, see below) and checks that all six tunnels carry traffic through vpnrouter, with the kernel's
-# peers: pppd with MPPE, xl2tpd on the kernel's L2TP, strongSwan on the kernel's ESP.
+# peers: pppd with MPPE, xl2tpd on the kernel's L2TP, strongSwan on the kernel's ESP. Then it stops the lab and
+# checks that vpnrouter.service keeps its sessions across `systemctl restart` and a reboot (state.sh): it asks
+# vm-test.sh for a second boot of the same disk, in which it runs again (the file boot in the share says 2) and
+# does only the checks after the reboot.
 #
 # Why the second L2TP client goes to the other server: xl2tpd on the kernel's L2TP gives each tunnel a UDP socket
 # connected to the LAC's address and port. Two LACs behind a NAT that keeps their port 1701 ([l2tp] port =
@@ -37,8 +40,30 @@ check() {       # check DESCRIPTION COMMAND...: run it, report ok or FAIL with w
 }
 in_ns() { local ns=$1; shift; ip netns exec "vr-$ns" "$@"; }
 has() { grep -q -E "$1" "$2"; }       # has REGEX FILE
+finish() {      # the summary, and the exit status: 0 when every check passed
+    echo
+    echo "units that failed:"
+    systemctl --no-pager --failed --plain --no-legend | sed 's/^/  /'
+    echo "vpnrouter-lab.service: $(systemctl is-active vpnrouter-lab.service)," \
+        "vpnrouter.service: $(systemctl is-active vpnrouter.service)"
+    echo "boot: $(systemd-analyze time 2>&1 | head -1)"
+    systemd-analyze blame 2>/dev/null | head -5 | sed 's/^/  /'
 
-echo "kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME"), machine-id $(cat /etc/machine-id)"
+    echo
+    echo "guest: $passed passed, $failed failed"
+    [ "$failed" = 0 ]
+    exit
+}
+. "$HERE/state.sh"      # the router's tables across a restart and a reboot (vpnrouter.service)
+
+# vm-test.sh boots the disk again when this script asks for it (the file reboot in the share), and says which
+# boot this is in the file boot.
+BOOT=$(cat "$HERE/boot" 2>/dev/null || echo 1)
+echo "boot $BOOT: kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME"), machine-id $(cat /etc/machine-id)"
+if [ "$BOOT" -ge 2 ]; then
+    state_after_reboot
+    finish
+fi
 for module in ppp_generic pptp l2tp_ppp esp4; do
     check "module $module loads" modprobe "$module"
 done
@@ -87,13 +112,6 @@ assert peers == {"ppp": "pppd", "esp": "kernel"}, peers' "$RESULTS/lab-status.js
     done
 fi
 
-echo
-echo "units that failed:"
-systemctl --no-pager --failed --plain --no-legend | sed 's/^/  /'
-echo "vpnrouter-lab.service: $(systemctl is-active vpnrouter-lab.service)"
-echo "boot: $(systemd-analyze time 2>&1 | head -1)"
-systemd-analyze blame 2>/dev/null | head -5 | sed 's/^/  /'
-
-echo
-echo "guest: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+# Last: it stops the lab, and ends in a second boot of this disk.
+state_before_reboot
+finish

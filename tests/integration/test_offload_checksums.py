@@ -54,4 +54,4 @@ def test_checksums_of_forwarded_tcp_both_ways(lab, peers, tmp_path):
     received_by_client = [p for p in client_side if p[IP].src == S1]
     assert len(received_by_client) > 100 and received_by_server
     for packet in received_by_server + received_by_client:
-        check_checksums(packet)
+        check_checksums(packet, completed_by_linux=True)    # the bridge port completed it

@@ -127,8 +127,11 @@ def vpn_round(lab: Lab, base, tag: str, spi_base: int) -> dict:
         server = peers.start(lab.server(1), "serve-tcp", 9100, 200_000, spi_base & 0xFFFF, 2)
         with ThreadPoolExecutor(4) as pool:
             tunnels = pool.map(ipsec.connect, clients)
+            for i in (1, 2):        # pairs one after another: a client's first reply is the unknown SPI paired with it
+                esp[i].ask("send 1")
+                assert wait_for(lambda: esp[i].count() >= 1, 10), (tag, i)
             for i in (1, 2):
-                esp[i].ask("send 3")
+                esp[i].ask("send 2")
             downloads = [pool.submit(peers.run, lab.client(i), "fetch-tcp", S1, 9100) for i in (1, 2)]
             result = {"tunnels": list(tunnels), "downloads": [d.result() for d in downloads]}
         server.wait(30)

@@ -533,8 +533,9 @@ def test_state_show_reads_a_file_as_a_restart_would(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"vpnrouter state: {path}: not a vpnrouter state file"
 
 
-def test_version_names_the_python_that_runs(capsys):
+def test_version_names_the_python_that_runs(capsys, monkeypatch):
     from router.cli import main
+    monkeypatch.setenv("COLUMNS", "40")                 # a narrow terminal, or a long path: one line still
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0
