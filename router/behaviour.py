@@ -19,13 +19,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, replace
 
-from .dataplane.portset import PortSet
+from .helpers import registry
+from .portset import PortSet
 
 MAPPINGS = ("endpoint-independent", "address-dependent", "address-and-port-dependent")
 FILTERINGS = MAPPINGS
 PORT_ASSIGNMENTS = ("preserve", "sequential", "random")
 PASSTHROUGH_MODES = ("off", "single", "multi")
-RULE_VPNS = ("pptp", "l2tp", "ipsec", "any")
 RULE_ACTIONS = ("allow", "deny")
 
 
@@ -59,12 +59,8 @@ class Profile:
     models: str
     evidence: str
     nat: NatBehaviour
-    passthrough: tuple[tuple[str, str], ...]
-    """(vpn, mode) for each of pptp, l2tp, ipsec."""
-
-
-def _modes(mode: str) -> tuple[tuple[str, str], ...]:
-    return tuple((vpn, mode) for vpn in ("pptp", "l2tp", "ipsec"))
+    passthrough: str
+    """The mode of every VPN's passthrough: "off", "single" or "multi"."""
 
 
 MAP_E_PORT_SET = PortSet(offset=4, psid_length=8, psid=1)
@@ -72,24 +68,24 @@ MAP_E_PORT_SET = PortSet(offset=4, psid_length=8, psid=1)
 PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile("default", "vpnrouter's own behaviour: the RFCs' recommendations and multi passthrough",
             "RFC 4787 REQ-1, REQ-8, REQ-9; RFC 5382; RFC 5508",
-            NatBehaviour(profile="default"), _modes("multi")),
+            NatBehaviour(profile="default"), "multi"),
     Profile("basic-home", "a basic home router: its \"VPN passthrough\" lets one LAN client per protocol through",
             "port-restricted cone NAT, as most home gateways (RFC 5780 §1, measured in RFC 4787's survey); "
             "single passthrough as vendors document it",
             NatBehaviour(filtering="address-and-port-dependent", hairpinning=False, profile="basic-home"),
-            _modes("single")),
+            "single"),
     Profile("strict", "a locked-down firewall: symmetric NAT, VPN passthrough off",
             "RFC 4787 §4.1 address-and-port-dependent mapping, §5 filtering; RFC 6056 random ports",
             NatBehaviour(mapping="address-and-port-dependent", filtering="address-and-port-dependent",
-                         port_assignment="random", hairpinning=False, profile="strict"), _modes("off")),
+                         port_assignment="random", hairpinning=False, profile="strict"), "off"),
     Profile("linux", "Linux's nftables masquerade with conntrack",
             "measured in the lab with turnutils_natdiscovery through nftables masquerade "
             "(tests/integration/test_nat_behaviour.py)",
             NatBehaviour(filtering="address-and-port-dependent", hairpinning=False, profile="linux"),
-            _modes("multi")),
+            "multi"),
     Profile("map-e", "IPv4 over IPv6 (MAP-E) address sharing: 240 ports, no GRE, no raw ESP",
             "RFC 7597 §5.1 with offset 4, PSID length 8, as a widely used MAP-E service assigns",
-            NatBehaviour(port_set=MAP_E_PORT_SET, profile="map-e"), _modes("multi")),
+            NatBehaviour(port_set=MAP_E_PORT_SET, profile="map-e"), "multi"),
 )}
 
 
@@ -109,6 +105,11 @@ class Rule:
         return {"vpn": self.vpn, "client": str(self.client), "server": str(self.server), "action": self.action}
 
 
+def rule_vpns() -> tuple[str, ...]:
+    """What a rule's ``vpn`` may be: a registered protocol, or "any"."""
+    return (*registry.names(), "any")
+
+
 def _mask(net: ipaddress.IPv4Network) -> int:
     return int(net.netmask)
 
@@ -121,8 +122,8 @@ def parse_rule(entry: dict, where: str) -> Rule:
     if unknown:
         raise ValueError(f"{where}.{sorted(unknown, key=str)[0]}: unknown key (known: action, client, server, vpn)")
     vpn = entry.get("vpn", "any")
-    if vpn not in RULE_VPNS:
-        raise ValueError(f"{where}.vpn: must be one of {', '.join(RULE_VPNS)}")
+    if vpn not in rule_vpns():
+        raise ValueError(f"{where}.vpn: must be one of {', '.join(rule_vpns())}")
     action = entry.get("action")
     if action not in RULE_ACTIONS:
         raise ValueError(f"{where}.action: must be \"allow\" or \"deny\"")

@@ -8,8 +8,9 @@ import logging
 import sys
 
 from . import config as config_mod
+from .behaviour import PROFILES, rule_vpns
 from .control.client import Client, ControlError
-from .control.schema import PROFILES
+from .helpers import registry
 from .version import version_line
 
 DEFAULT_SOCKET = "/run/vpnrouter/control.sock"
@@ -74,13 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
     sessions = ctl_sub.add_parser("sessions", help="the NAT sessions and VPN flows",
-                                  description="The NAT sessions and VPN flows (PPTP calls, L2TP tunnels, IPsec "
-                                              "associations). With --follow, the table and then every change as "
-                                              "it happens, like conntrack -E.")
+                                  description=f"The NAT sessions and VPN flows ({_flow_words(plural=True)}). With "
+                                              "--follow, the table and then every change as it happens, like "
+                                              "conntrack -E.")
     sessions.add_argument("--json", action="store_true", help="print JSON (with --follow: one JSON object a line)")
     sessions.add_argument("--follow", action="store_true", help="then print changes as they happen, until Ctrl-C")
     sessions.set_defaults(func=cmd_sessions)
-    close = ctl_sub.add_parser("close", help="end a session, PPTP call, L2TP tunnel or IPsec association by id")
+    close = ctl_sub.add_parser("close", help=f"end a session, {_flow_words()} by id")
     close.add_argument("id", type=int, help="the id `ctl sessions` shows")
     close.set_defaults(func=cmd_close)
     capture = ctl_sub.add_parser("capture", help="copy a session's frames into a pcap file",
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Turn a protocol's passthrough on or off (off ends its sessions), "
                                                  "or choose single (one LAN client at a time, as a basic home router) "
                                                  "or multi (any number). On brings back the mode it had.")
-    passthrough.add_argument("name", choices=config_mod.PASSTHROUGH_NAMES)
+    passthrough.add_argument("name", choices=registry.names(), help="the protocol")
     passthrough.add_argument("state", choices=("on", "off", "single", "multi"))
     passthrough.set_defaults(func=cmd_passthrough)
     profile = ctl_sub.add_parser("profile", help="behave like another router: apply a named profile",
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules_sub = rules.add_subparsers(title="changes", metavar="CHANGE")
     add = rules_sub.add_parser("add", help="add a rule (last, or at --position)")
     add.add_argument("action", choices=("allow", "deny"))
-    add.add_argument("--vpn", choices=("pptp", "l2tp", "ipsec", "any"), default="any", help="default any")
+    add.add_argument("--vpn", choices=rule_vpns(), default="any", help="default any")
     add.add_argument("--client", default="0.0.0.0/0", help="LAN address or prefix (default: any)")
     add.add_argument("--server", default="0.0.0.0/0", help="WAN address or prefix (default: any)")
     add.add_argument("--position", type=int, help="1 puts it first (default: last)")
@@ -127,9 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     events.set_defaults(func=cmd_events)
     ctl.set_defaults(func=lambda a: (ctl.print_help(), EXIT_USAGE)[1])
 
+    keys = [cls.key for cls in registry.helper_classes()]
     tui = sub.add_parser("tui", help="the live dashboard: sessions, VPNs and passthrough switches",
                          description="The live dashboard: VPN sessions by protocol, all NAT sessions, rates, "
-                                     "events, and the passthrough switches on p, l and i. Press ? for its keys.")
+                                     f"events, and the passthrough switches on {_either(keys, 'and')}. Press ? for "
+                                     "its keys.")
     tui.add_argument("--socket", default=DEFAULT_SOCKET, metavar="PATH",
                      help=f"the router's control socket (default {DEFAULT_SOCKET})")
     tui.set_defaults(func=cmd_tui)
@@ -137,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     from .lab.cli import add_lab_parser
     add_lab_parser(sub)
     return parser
+
+
+def _either(words, conjunction: str = "or") -> str:
+    """"a, b or c"."""
+    words = list(words)
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
+
+
+def _flow_words(plural: bool = False) -> str:
+    """"<Title> <flow noun>" of each registered protocol, in words ("..., ... or ...")."""
+    words = [f"{cls.title} {cls.flow_noun}{'s' if plural else ''}" for cls in registry.helper_classes()]
+    return ", ".join(words) if plural else _either(words)
 
 
 def cmd_run(args) -> int:
@@ -322,7 +337,7 @@ def cmd_passthrough(args) -> int:
 
 
 def _switch_text(status: dict, name: str) -> str:
-    """"pptp on" (multi), "l2tp on (single, held by 192.168.77.11)", "ipsec off"."""
+    """"<name> on" (multi), "<name> on (single, held by 192.168.77.11)", "<name> off"."""
     if not status["passthrough"][name]:
         return f"{name} off"
     if status.get("passthrough_mode", {}).get(name, "multi") == "multi":

@@ -1,7 +1,7 @@
 """A restart that keeps what it should: the router's tables as records in a state file, and back.
 
-What is kept: the NAT's mappings and sessions (TCP states, counters, deadlines), each helper's flows (PPTP
-calls, L2TP tunnels and sessions, IPsec associations and learned SPIs) and the id counter; who holds a
+What is kept: the NAT's mappings and sessions (TCP states, counters, deadlines), each helper's flows (its
+calls, tunnels or associations, as it writes them) and the id counter; who holds a
 single-passthrough VPN follows from them.  Not kept: neighbours (a restarted router resolves them again, so a
 host whose MAC changed meanwhile is reached), fragments waiting for their first piece, events not yet
 published, captures (their clients are gone).
@@ -39,7 +39,7 @@ FORMAT = """\
                            "filtering", "static", "shared",
                            "sessions": [{"id", "remote_ip", "remote_port", "created", "last_seen", "packets_in", ...,
                                          "tcp_state", "fixed_deadline", "vpn", "holds", "helper": {...}}]}],
-             "flows": {"pptp": [], "l2tp": [tunnel records], "ipsec": [association records]}}}
+             "flows": {<helper name>: [that helper's flow records], ...}}}
 Addresses are 32-bit numbers, times seconds; each helper's records are described in its module."""
 
 

@@ -6,6 +6,10 @@ model's changes to the widgets a few times a second.  So hundreds of events a
 second cost a dictionary update each, and the screen is redrawn four times a
 second whatever comes.  Requests (switches, close, capture, rules) run as
 workers that post their answer; a refusal is a notification, never a crash.
+
+The router describes its VPN protocols at every connection; the switch bar,
+the protocols' keys (``keys``) and the VPN pane's groups are built from that
+whenever it changes.  The dashboard itself names no protocol.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from typing import Callable
 
 from textual import on
 from textual.app import App, ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Footer, Input
@@ -25,8 +28,10 @@ from textual.widgets import Footer, Input
 from router.control import schema
 
 from . import format as fmt
-from .client import Dropped, Events, Link, LinkDown, LinkUp, Snapshot, Status, Subscribed
+from .client import Described, Dropped, Events, Link, LinkDown, LinkUp, Snapshot, Status, Subscribed
+from .keys import OWN_BINDINGS, KeysMixin
 from .model import Model
+from .protocols import SWITCH
 from .requests import RequestsMixin
 from .session import Session
 from .view import SORT_KEYS, FilterError, TableView
@@ -34,7 +39,7 @@ from .widgets.events import EventLog
 from .widgets.filter import FilterBar
 from .widgets.header import StatusHeader
 from .widgets.rates import RatesPanel
-from .widgets.screens import ConfirmScreen, DetailsScreen, HelpScreen, RulesScreen
+from .widgets.screens import DetailsScreen
 from .widgets.switches import SwitchBar
 from .widgets.table import Column, KeyedTable
 
@@ -69,44 +74,15 @@ VPN_COLUMNS = [
 ]
 """The VPN pane: calls, tunnels and associations under their protocol's title ("!" marks an ambiguous one)."""
 SORT_ORDER = [c.key for c in NAT_COLUMNS if c.key in SORT_KEYS]
-MODE_KEYS = Binding.Group("Single/multi")
-"""P, L, I in the footer: one label for the three."""
-KEYS = [
-    ("p", "PPTP passthrough on/off"), ("l", "L2TP passthrough on/off"), ("i", "IPsec passthrough on/off"),
-    ("P L I", "PPTP, L2TP, IPsec passthrough single (one LAN client at a time) / multi; from off: single"),
-    ("r", "the access rules and their hits (r there: read them again)"),
-    ("/", "filter the NAT sessions"), ("enter", "details of the selected session, with its last packets"),
-    ("k", "close the selected session (asks first)"), ("c", "capture the selected session to a pcap file"),
-    ("space", "pause / resume the view"), ("tab", "next pane (shift+tab: previous)"),
-    ("s / S", "sort the NAT sessions by the next column / reverse (or click a title)"),
-    ("up down pgup pgdn home end", "move in a table"), ("?", "this help"), ("q", "quit"),
-]
 
 
-class DashboardApp(RequestsMixin, App[int]):
+class DashboardApp(KeysMixin, RequestsMixin, App[int]):
     CSS_PATH = "styles.tcss"
     TITLE = "vpnrouter"
     ENABLE_COMMAND_PALETTE = False
     VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
-    BINDINGS = [
-        Binding("p", "switch('pptp')", "PPTP"),
-        Binding("l", "switch('l2tp')", "L2TP"),
-        Binding("i", "switch('ipsec')", "IPsec"),
-        Binding("P", "mode('pptp')", "PPTP single/multi", group=MODE_KEYS),
-        Binding("L", "mode('l2tp')", "L2TP single/multi", group=MODE_KEYS),
-        Binding("I", "mode('ipsec')", "IPsec single/multi", group=MODE_KEYS),
-        Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("enter", "details", "Details"),
-        Binding("k", "close_session", "Close"),
-        Binding("c", "capture", "Pcap"),
-        Binding("r", "rules", "Rules"),
-        Binding("space", "pause", "Pause"),
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("q", "quit", "Quit"),
-        Binding("tab", "focus_next", "Pane", show=False, priority=True),
-        Binding("s", "sort(1)", "Sort", show=False),
-        Binding("S", "sort(-1)", "Reverse sort", show=False),
-    ]
+    BINDINGS = OWN_BINDINGS
+    """The dashboard's own keys; each protocol's are bound when the router describes it (``keys``)."""
 
     class LinkMessage(Message):
         """Something the link heard from the router (a ``client.LinkItem``)."""
@@ -121,6 +97,8 @@ class DashboardApp(RequestsMixin, App[int]):
                  capture_frames: int = 100, capture_seconds: float = 10.0,
                  details_frames: int = 5, details_seconds: float = 3.0):
         super().__init__()
+        self._own_bindings = self._bindings
+        """The dashboard's own keys as Textual made them; the protocols' go ahead of them (``keys``)."""
         self.socket_path = socket_path
         self.clock, self.wallclock = clock, wallclock
         self.refresh_interval, self.status_interval = refresh_interval, status_interval
@@ -137,8 +115,9 @@ class DashboardApp(RequestsMixin, App[int]):
         self._shown_version = -1
         self._shown_second = -1
         self._shown_status: dict | None = None
+        self._shown_protocols = self.model.protocols
         self.update_times: deque[float] = deque(maxlen=10_000)
-        """Seconds each screen update took (model to widgets), for ``tui.bench``."""
+        """Seconds each screen update took (model to widgets), for ``tests.perf.dashboard``."""
 
     # -- layout -----------------------------------------------------------------------------------
 
@@ -186,7 +165,7 @@ class DashboardApp(RequestsMixin, App[int]):
     @on(LinkMessage)
     def _on_link(self, message: LinkMessage) -> None:
         item = message.item
-        if self.paused and not isinstance(item, (LinkUp, LinkDown)):
+        if self.paused and not isinstance(item, (LinkUp, LinkDown, Described)):
             self._hold(item)
             return
         self._apply(item)
@@ -198,6 +177,22 @@ class DashboardApp(RequestsMixin, App[int]):
         if reason is not None:
             model.note(now, "link", f"reading the table again: {reason}")
             self.link.resync()
+        if model.protocols is not self._shown_protocols:
+            self.call_later(self._show_protocols)
+
+    async def _show_protocols(self) -> None:
+        """The router described other protocols: their keys, then their switches (the VPN pane follows the
+        model)."""
+        protocols = self.model.protocols
+        if protocols is self._shown_protocols:
+            return
+        self._shown_protocols = protocols
+        notes = self.bind_protocol_keys(protocols)
+        for text in notes:
+            self.model.note(self.clock(), "link", text)
+        keys = {k.protocol.name: k.key for k in self.protocol_keys if k.kind == SWITCH}
+        await self.switch_bar.set_protocols(protocols, keys)
+        self.refresh_view(force=True)
 
     def _hold(self, item) -> None:
         """Paused: keep what comes, in order, for the resume; past MAX_HELD let events go (a gap: resync)."""
@@ -239,7 +234,7 @@ class DashboardApp(RequestsMixin, App[int]):
         vpn = self.vpn_table
         if changes.reset or changes.added or changes.removed:
             rows: list = []
-            for name in schema.VPNS:
+            for name in model.protocols:
                 rows.append(name)
                 rows.extend(sorted(model.flow_ids.get(name, ())))
             vpn.set_rows(rows)
@@ -259,7 +254,7 @@ class DashboardApp(RequestsMixin, App[int]):
             socket=self.socket_path, connected=model.connected, detail=model.link_detail,
             uptime=fmt.uptime(model.router_uptime(now)), sessions=model.nat_count if model.synced else None,
             flows=sum(model.flow_counts.values()), paused=self.paused)
-        self.switch_bar.update_view({name: model.switch_mode(name) for name in schema.VPNS}, model.holders,
+        self.switch_bar.update_view({name: model.switch_mode(name) for name in model.protocols}, model.holders,
                                     model.pending, model.flow_counts)
 
     def _update_titles(self) -> None:
@@ -282,12 +277,17 @@ class DashboardApp(RequestsMixin, App[int]):
         return fmt.nat_cells(session, self.clock())
 
     def _vpn_cells(self, key):
+        """A protocol's group title (its name as the key) or one of its flows (until the next screen update, a
+        row may still show a flow or a protocol that is gone)."""
+        protocols = self.model.protocols
         if isinstance(key, str):
-            return fmt.vpn_title(key, len(self.model.flow_ids.get(key, ())))
+            protocol = protocols.get(key)
+            return key if protocol is None else fmt.vpn_title(protocol, len(self.model.flow_ids.get(key, ())))
         session = self.model.sessions.get(key)
-        if session is None:
+        protocol = protocols.get(session.vpn) if session is not None else None
+        if protocol is None:
             return (str(key), "", "", "(closed)", "", "", "", "", "", "")
-        return fmt.vpn_cells(session, self.clock())
+        return fmt.vpn_cells(session, self.clock(), protocol)
 
     # -- selection --------------------------------------------------------------------------------
 
@@ -304,33 +304,7 @@ class DashboardApp(RequestsMixin, App[int]):
             self.notify("no session selected", severity="warning")
         return session
 
-    # -- keys -------------------------------------------------------------------------------------
-
-    def action_switch(self, name: str) -> None:
-        """On to off and back ("on": the mode it had before)."""
-        mode = self.model.switch_mode(name)
-        self._set_passthrough(name, mode, "on" if mode == "off" else "off")
-
-    def action_mode(self, name: str) -> None:
-        """Single to multi and back; from off, on in single."""
-        mode = self.model.switch_mode(name)
-        self._set_passthrough(name, mode, "multi" if mode == "single" else "single")
-
-    def _set_passthrough(self, name: str, mode: str | None, value: str) -> None:
-        if not self.model.connected or mode is None:
-            self._failed("set_passthrough", f"{fmt.VPN_TITLES[name]}: not connected to the router")
-            return
-        self.model.pending.add(name)
-        self._update_header(self.clock())
-        self._request("set_passthrough", name, value)
-
-    def action_rules(self) -> None:
-        self.push_screen(RulesScreen())
-        self.action_read_rules()
-
-    def action_read_rules(self) -> None:
-        """Ask for the rules; the answer goes to the rules screen if it is still up."""
-        self._request("rules")
+    # -- keys that change the view (the others: ``keys.KeysMixin``) ----------------------------------
 
     def action_filter(self) -> None:
         bar = self.filter_bar
@@ -392,44 +366,6 @@ class DashboardApp(RequestsMixin, App[int]):
                 self.link.resync()
         self.refresh_view(force=True)
 
-    def action_help(self) -> None:
-        self.push_screen(HelpScreen(KEYS))
-
-    def action_close_session(self) -> None:
-        session = self.selected()
-        if session is None:
-            return
-        sid = session.id
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._request("close_session", sid)
-
-        self.push_screen(ConfirmScreen(f"Close {describe(session)}?"), answered)
-
-    def action_details(self) -> None:
-        session = self.selected()
-        if session is None:
-            return
-        note = f"capturing up to {self.details_frames} frames for {self.details_seconds:g} s"
-        screen = DetailsScreen(session, self.clock(), note)
-        self.push_screen(screen)
-        self.run_worker(self._details_capture(screen, session.id), group="details", exit_on_error=False)
-
-    def action_capture(self) -> None:
-        session = self.selected()
-        if session is None:
-            return
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.wallclock()))
-        path = self.capture_dir / f"vpnrouter-{session.id}-{stamp}.pcap"
-        self.notify(f"capturing session {session.id} to {path} "
-                    f"({self.capture_frames} frames or {self.capture_seconds:g} s)", title="capture")
-        self.run_worker(self._capture_to_file(session.id, path), group="captures", exit_on_error=False)
-
-    async def action_quit(self) -> None:
-        self.link.stop()
-        self.exit(0)
-
 
 LINK_ITEMS = {
     Events: lambda model, item, now: model.apply_events(item.events, now),
@@ -438,6 +374,7 @@ LINK_ITEMS = {
     Subscribed: lambda model, item, now: model.subscribed(item.seq, now),
     LinkUp: lambda model, item, now: model.link_up(now),
     LinkDown: lambda model, item, now: model.link_down(item.reason, now),
+    Described: lambda model, item, now: model.describe(item.helpers, now),
     Dropped: lambda model, item, now: model.note(now, "error", f"the router dropped this dashboard: {item.reason}"),
 }
 """What each thing the link says does to the model."""
@@ -446,12 +383,6 @@ LINK_ITEMS = {
 def _set_title(pane, title: str) -> None:
     if pane.border_title != title:
         pane.border_title = title
-
-
-def describe(session: Session) -> str:
-    if session.flow:
-        return f"{fmt.VPN_TITLES.get(session.vpn, session.vpn)} {session.id} ({fmt.protocol_ids(session)})"
-    return f"session {session.id} ({session.proto} {session.inside} -> {session.remote})"
 
 
 def run(socket_path: str = schema.DEFAULT_SOCKET) -> int:

@@ -8,7 +8,8 @@ stream, after the events read before it and before those read after it.  The
 snapshot (``sessions``) and the subscription's seq travel this way, so the
 model sees events and snapshot in the order the router wrote them.
 
-``Link`` keeps a connection up: connect, subscribe, read the table, read
+``Link`` keeps a connection up: connect, ask ``version`` (and hand on the
+router's protocols, ``Described``), subscribe, read the table, read
 ``status`` every ``status_interval`` seconds, read the table again when asked
 (``resync``), and when the router goes away, say so and connect again, for ever.
 It tells the dashboard what happens through ``emit(item)`` with the items below;
@@ -53,6 +54,13 @@ class LinkDown:
 
 
 @dataclass(frozen=True, slots=True)
+class Described:
+    """The router's VPN protocols, as ``version()["helpers"]`` describes them, at every connection; None from a
+    router that sends none (older than the dashboard)."""
+    helpers: list | None
+
+
+@dataclass(frozen=True, slots=True)
 class Subscribed:
     seq: int
 
@@ -78,7 +86,7 @@ class Dropped:
     reason: str
 
 
-LinkItem = LinkUp | LinkDown | Subscribed | Snapshot | Events | Status | Dropped
+LinkItem = LinkUp | LinkDown | Described | Subscribed | Snapshot | Events | Status | Dropped
 
 
 # -- one connection ---------------------------------------------------------------------------------
@@ -240,7 +248,7 @@ class Link:
             conn.close()
 
     async def _serve(self, conn: Connection) -> str:
-        await _check_version(conn)
+        self.emit(Described(await _check_version(conn)))
         await conn.request("subscribe", then=lambda r: self.emit(Subscribed(int(r["seq"]))))
         await self._snapshot(conn)
         while True:
@@ -315,17 +323,21 @@ class Link:
         return reason, received
 
 
-async def _check_version(conn: Connection) -> None:
-    """Control protocol 2 or later (seq, sessions_updated, capture); an older router is named as such."""
+async def _check_version(conn: Connection) -> list | None:
+    """Control protocol 3 or later (modes, profiles, rules); an older router is named as such.  The router's
+    protocols as it describes them (None if it does not)."""
     try:
-        protocol_version = (await conn.request("version")).get("protocol", 1)
+        answer = await conn.request("version")
     except RequestError as exc:
         if exc.code != "unknown_method":
             raise
-        protocol_version = 1
+        answer = {}
+    protocol_version = answer.get("protocol", 1)
     if protocol_version < schema.PROTOCOL_VERSION:
         raise RequestError("old_router", f"the router speaks control protocol {protocol_version}; "
                                          f"the dashboard needs {schema.PROTOCOL_VERSION}")
+    helpers = answer.get("helpers")
+    return helpers if isinstance(helpers, list) else None
 
 
 def _describe(exc: OSError, path: str) -> str:

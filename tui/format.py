@@ -3,16 +3,10 @@ lines (pure: values in, strings out)."""
 
 from __future__ import annotations
 
-from .session import Session
+from router.control.flowview import render_ids
 
-VPN_TITLES = {"pptp": "PPTP", "l2tp": "L2TP", "ipsec": "IPsec"}
-VPN_FLOW_NAMES = {"pptp": ("call", "calls"), "l2tp": ("tunnel", "tunnels"), "ipsec": ("SA", "SAs")}
-"""What one flow of each VPN is called on screen: a PPTP call, an L2TP tunnel, an IPsec association."""
-VPN_ID_LEGENDS = {
-    "pptp": "Call ID client>translated<>server",
-    "l2tp": "Tunnel ID client>translated<>LNS, sessions client<>LNS",
-    "ipsec": "NAT-T or raw, ESP SPIs out/in, IKE SPIs i/r",
-}
+from .protocols import Protocol
+from .session import Session
 
 
 def human(n: float | None) -> str:
@@ -70,52 +64,24 @@ def nat_cells(s: Session, now: float) -> tuple[str, ...]:
 
 # -- the VPN pane -----------------------------------------------------------------------------------
 
-def vpn_cells(s: Session, now: float) -> tuple[str, ...]:
-    """id, client, server, protocol IDs, state, mark, age, idle, packets in/out, bytes in/out."""
+def vpn_cells(s: Session, now: float, protocol: Protocol) -> tuple[str, ...]:
+    """id, client, server, protocol IDs, state, mark, age, idle, packets in/out, bytes in/out: the fields its
+    ``protocol``'s view names."""
     f = s.fields
-    peer = f.get("server") or f.get("lns") or f.get("gateway") or s.remote
-    mark = "!" if f.get("ambiguous") else ""
-    return (str(s.id), str(f.get("client") or s.inside), str(peer), protocol_ids(s), s.state, mark,
-            duration(s.age(now)), duration(s.idle(now)), pair(s.packets_in, s.packets_out),
-            pair(s.bytes_in, s.bytes_out))
+    mark = "!" if protocol.mark and f.get(protocol.mark) else ""
+    return (str(s.id), str(f.get(protocol.client) or s.inside), str(f.get(protocol.server) or s.remote),
+            protocol_ids(s, protocol), s.state, mark, duration(s.age(now)), duration(s.idle(now)),
+            pair(s.packets_in, s.packets_out), pair(s.bytes_in, s.bytes_out))
 
 
-def protocol_ids(s: Session) -> str:
-    f = s.fields
-    if s.vpn == "pptp":
-        return f"call {_id(f.get('call_id'))}>{_id(f.get('translated_call_id'))}<>{_id(f.get('peer_call_id'))}"
-    if s.vpn == "l2tp":
-        text = (f"tun {_id(f.get('tunnel_id'))}>{_id(f.get('translated_tunnel_id'))}"
-                f"<>{_id(f.get('peer_tunnel_id'))}")
-        sessions = f.get("sessions") or []
-        if sessions:
-            text += " ses " + ",".join(f"{_id(x.get('session_id'))}<>{_id(x.get('peer_session_id'))}"
-                                       for x in sessions if isinstance(x, dict))
-        return text
-    if s.vpn == "ipsec":
-        esp = f"ESP {_spi(f.get('esp_spi_out'))}/{_spi(f.get('esp_spi_in'))}"
-        ike = f"IKE {_spi(f.get('ike_spi_i'))}/{_spi(f.get('ike_spi_r'))}"
-        return f"{'NAT-T' if f.get('natt') else 'raw'} {esp} {ike}"
-    return ""
+def protocol_ids(s: Session, protocol: Protocol) -> str:
+    """The flow's protocol IDs in one short line, as its protocol's ``ids`` template writes them."""
+    return render_ids(protocol.ids, s.fields)
 
 
-def _id(value) -> str:
-    return "?" if value is None else str(value)
-
-
-def _spi(value, width: int = 8) -> str:
-    """An SPI in hex, cut to ``width`` digits (details show them whole); several joined by commas."""
-    if value is None or value == []:
-        return "?"
-    if isinstance(value, list):
-        return ",".join(_spi(v, width) for v in value)
-    text = str(value)
-    return text if len(text) <= width else text[:width] + "…"
-
-
-def vpn_title(vpn: str, count: int) -> str:
-    one, many = VPN_FLOW_NAMES.get(vpn, ("flow", "flows"))
-    return f"{VPN_TITLES.get(vpn, vpn)}  {count} {one if count == 1 else many}  ({VPN_ID_LEGENDS.get(vpn, '')})"
+def vpn_title(protocol: Protocol, count: int) -> str:
+    """A protocol's group in the VPN pane: "<title>  2 <flows>  (<what the IDs mean>)"."""
+    return f"{protocol.title}  {count} {protocol.noun(count)}  ({protocol.legend})"
 
 
 # -- details ----------------------------------------------------------------------------------------
@@ -184,12 +150,12 @@ def rule_cells(rule: dict) -> tuple[str, ...]:
 
 # -- the event log ----------------------------------------------------------------------------------
 
-def switch_note(name: str, on: bool, mode: str | None) -> str:
-    """"PPTP passthrough on (single)", "L2TP passthrough off"."""
+def switch_note(title: str, on: bool, mode: str | None) -> str:
+    """"<title> passthrough on (single)", "<title> passthrough off"."""
     state = "on" if on else "off"
     if on and mode in ("single", "multi"):
         state += f" ({mode})"
-    return f"{VPN_TITLES.get(name, name)} passthrough {state}"
+    return f"{title} passthrough {state}"
 
 
 PROFILE_SCOPE = "  applies to new sessions; existing sessions keep the behaviour they were made with"
@@ -200,9 +166,10 @@ def profile_notes(name: str, nat: dict) -> list[str]:
     return [f"NAT {nat_brief({'profile': name, **nat})}", PROFILE_SCOPE]
 
 
-def vpn_note(event: dict) -> str:
-    """A helper's ``vpn`` event as one line: refusals in words, the others as their fields."""
-    title, words = VPN_TITLES.get(event.get("vpn"), event.get("vpn")), VPN_EVENT_WORDS.get(event.get("event"))
+def vpn_note(event: dict, title: str) -> str:
+    """A helper's ``vpn`` event as one line, after its protocol's ``title``: refusals in words, the others as
+    their fields."""
+    words = VPN_EVENT_WORDS.get(event.get("event"))
     if words is not None:
         return f"{title}: {words(event)}"
     rest = " ".join(f"{k}={_short(v)}" for k, v in event.items() if k not in ("type", "time", "seq", "vpn", "event"))

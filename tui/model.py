@@ -5,9 +5,14 @@ Pure: no Textual, no sockets, no clock.  Every method that needs the time takes
 
 Theory of operation (control protocol 3, ``router.control.schema``)
 ------------------------------------------------------------------
-The link subscribes, then reads the table.  ``subscribed(seq)`` records the
-seq the next event carries; ``load_snapshot(sessions)`` replaces the table;
-``apply_events(events)`` applies events in the order they came.  The stream is
+The link asks the router's ``version`` first: its ``helpers`` describe the
+router's VPN protocols (``describe``, ``tui.protocols``), which decide which
+sessions are a VPN's own flows, what its events change and what the switches
+are.  Descriptions that come after the table (or change on a reconnection)
+sort the table again.  Then the link subscribes and reads the table.
+``subscribed(seq)`` records the seq the next event carries;
+``load_snapshot(sessions)`` replaces the table; ``apply_events(events)``
+applies events in the order they came.  The stream is
 ordered (one socket), so an event read before the snapshot's answer is already
 in the snapshot and one read after it is newer: applying both is safe because
 every event is applied idempotently.
@@ -25,13 +30,14 @@ Rules, in the order they are checked for each event:
    missed: a resync is requested, at most once every ``UNKNOWN_RESYNC_INTERVAL``.
    (Today's router announces NAT sessions with ``session_opened`` but not the
    VPN flows, so a new call, tunnel or association is learned this way.)
-6. A ``vpn`` event naming a known flow by ``id`` updates its protocol fields
-   (an L2TP ``session_up``/``session_down`` its session list); a PPTP
-   ``call_down`` or an L2TP ``tunnel_down`` ends the flow it names.
+6. A ``vpn`` event naming a known flow by ``id`` updates the fields its
+   protocol's view lets events change, and a list field by the view's
+   ``list_events``; one of the view's ``ending_events`` ends the flow.
 
 The router's settings come from ``status`` (every second) and from the events
-that change them: each switch's mode and holder (``switch_changed``), the NAT
-behaviour new sessions get (``profile_changed``), the access rules' summary.
+that change them: each switch's mode and holder (``switch_changed``; by the
+names the router gives them, its protocols'), the NAT behaviour new sessions
+get (``profile_changed``), the access rules' summary.
 A ``set_passthrough`` answer says only on or off: the mode it confirms is the
 one asked for ("single", "multi", "off"); after "on" it is unknown ("on")
 until the event or the next status says which.
@@ -48,6 +54,7 @@ from dataclasses import dataclass
 from router.control import schema
 
 from . import format as fmt
+from .protocols import Protocol, flow_protos, read_protocols, title
 from .rates import Rates
 from .session import Changes, Session
 
@@ -71,20 +78,24 @@ class LogEntry:
 class Model:
     def __init__(self) -> None:
         self.sessions: dict[int, Session] = {}
-        self.switches: dict[str, bool | None] = {name: None for name in schema.VPNS}
-        """Each switch as the router last confirmed it; None before the first status."""
+        self.protocols: dict[str, Protocol] = {}
+        """The router's VPN protocols, in the order of their switches (``describe``); none until it says."""
+        self.protos: dict[str, str] = {}
+        """vpn -> the ``proto`` of its own flows, from ``protocols``."""
+        self.switches: dict[str, bool | None] = {}
+        """Each switch as the router last confirmed it, by name; absent (None) before the first status."""
         self.pending: set[str] = set()
         """Switches asked for and not yet confirmed."""
-        self.modes: dict[str, str | None] = {name: None for name in schema.VPNS}
+        self.modes: dict[str, str | None] = {}
         """Each switch's mode as the router last said ("off", "single", "multi"); None if it has not."""
-        self.holders: dict[str, str | None] = {name: None for name in schema.VPNS}
+        self.holders: dict[str, str | None] = {}
         """In single mode, the LAN client holding the protocol (from status)."""
         self.nat: dict | None = None
         """The NAT behaviour new sessions get (``status()["nat"]``, ``profile_changed``)."""
         self.rules: dict | None = None
         """The access rules in brief: ``{"default_action", "count"}``."""
-        self.flow_ids: dict[str, set[int]] = {name: set() for name in schema.VPNS}
-        """The ids of each VPN's own flows (calls, tunnels, associations)."""
+        self.flow_ids: dict[str, set[int]] = {}
+        """The ids of each protocol's own flows (calls, tunnels, associations), for every protocol described."""
         self.connected = False
         self.link_detail = "connecting"
         self.uptime: float | None = None
@@ -120,12 +131,30 @@ class Model:
             self.note(now, "link", f"disconnected: {reason}")
         self.version += 1
 
+    def describe(self, helpers: list | None, now: float) -> None:
+        """The router's protocols (``version()["helpers"]``, at every connection; None from a router that sends
+        none, which then shows no switches).  New ones sort the table again: flows and NAT sessions by them."""
+        if helpers is None:
+            self.note(now, "error", "the router describes no VPN protocols (it is older than this dashboard): "
+                                    "no switches, no VPN sessions")
+        protocols, notes = read_protocols(helpers)
+        for text in notes:
+            self.note(now, "error", text)
+        if protocols == self.protocols:
+            return
+        self.protocols, self.protos = protocols, flow_protos(protocols)
+        for session in self.sessions.values():
+            session.classify(self.protos)
+        self._recount()
+        self._changes = Changes(reset=True)
+        self.version += 1
+
     def subscribed(self, seq: int, now: float) -> None:
         self.expected, self.synced = seq, False
 
     def load_snapshot(self, sessions: list[dict], now: float) -> None:
         """Replace the table with the router's (after subscribing, after a gap, after a reconnect)."""
-        self.sessions = {data["id"]: Session(data, now) for data in sessions}
+        self.sessions = {data["id"]: Session(data, now, self.protos) for data in sessions}
         self._recount()
         self._changes = Changes(reset=True)
         self.synced = True
@@ -175,15 +204,14 @@ class Model:
 
     def set_switches(self, switches: dict, quiet: bool = False) -> None:
         """The switches as the router confirms them (a ``set_passthrough`` answer or a status)."""
-        for name in schema.VPNS:
-            if name in switches:
-                self.switches[name] = bool(switches[name])
-                if not quiet:
-                    self.pending.discard(name)
+        for name, on in switches.items():
+            self.switches[name] = bool(on)
+            if not quiet:
+                self.pending.discard(name)
 
     def _take_modes(self, modes: dict, holders: dict) -> None:
         """A status's ``passthrough_mode`` and ``passthrough_holder`` (absent: modes unknown)."""
-        for name in schema.VPNS:
+        for name in self.switches:
             mode = modes.get(name)
             self.modes[name] = mode if mode in schema.PASSTHROUGH_MODES else None
             self.holders[name] = holders.get(name) if mode == "single" else None
@@ -253,12 +281,12 @@ class Model:
 
     def _switch(self, event: dict, now: float) -> None:
         name, on, mode = event.get("name"), bool(event.get("on")), event.get("mode")
-        if name in self.switches:
+        if isinstance(name, str):
             self.switches[name] = on
             self._set_mode(name, mode if mode in schema.PASSTHROUGH_MODES else None)
             self.pending.discard(name)
             self.version += 1
-        self.note(now, "switch", fmt.switch_note(name, on, mode))
+        self.note(now, "switch", fmt.switch_note(title(self.protocols, name), on, mode))
 
     def _profile(self, event: dict, now: float) -> None:
         """A profile applies to new sessions: the NAT behaviour shown follows; sessions up keep theirs."""
@@ -274,22 +302,20 @@ class Model:
         self.note(now, "drop", f"drop {event.get('reason')} on {event.get('port')}: {event.get('summary', '')}{more}")
 
     def _vpn(self, event: dict, now: float) -> None:
-        """A helper's event: merge what it says of a known flow; end a PPTP call or an L2TP tunnel it ends."""
+        """A helper's event: merge what it says of a known flow, or end the flow if it is one of the events
+        its protocol ends flows with."""
         vpn, kind, flow_id = event.get("vpn"), event.get("event", ""), event.get("id")
         flow = self.sessions.get(flow_id) if isinstance(flow_id, int) else None
-        if flow is not None and flow.vpn == vpn:
-            if kind in FLOW_ENDING_EVENTS.get(vpn, ()):
+        protocol = self.protocols.get(vpn)
+        if flow is not None and flow.vpn == vpn and protocol is not None:
+            if kind in protocol.ending_events:
                 self._remove(flow_id, now)
             else:
-                known = set(schema.VPN_FIELDS.get(vpn, ())) - {"sessions", "ports"}
-                merged = {k: v for k, v in event.items() if k in known}
-                if vpn == "l2tp" and kind in ("session_up", "session_down"):
-                    merged["sessions"] = _l2tp_sessions(flow.fields.get("sessions") or [], event,
-                                                        up=kind == "session_up")
+                merged = protocol.merge(flow.fields, event)
                 if merged:
                     flow.fields.update(merged)
                     self._changes.replaced.add(flow_id)
-        self.note(now, "drop" if kind in REFUSALS else "vpn", fmt.vpn_note(event))
+        self.note(now, "drop" if kind in REFUSALS else "vpn", fmt.vpn_note(event, title(self.protocols, vpn)))
 
     def _updated(self, event: dict, now: float) -> None:
         sessions, changed = self.sessions, self._changes.changed
@@ -318,14 +344,14 @@ class Model:
         sid = data["id"]
         session = self.sessions.get(sid)
         if session is None:
-            session = self.sessions[sid] = Session(data, now)
+            session = self.sessions[sid] = Session(data, now, self.protos)
             if session.flow:
                 self.flow_ids.setdefault(session.vpn, set()).add(sid)
             self._changes.added.add(sid)
             self._changes.removed.discard(sid)
         else:
             was_flow = session.flow
-            session.update(data, now)
+            session.update(data, now, self.protos)
             if was_flow != session.flow:
                 self._recount()
             self._changes.replaced.add(sid)
@@ -345,7 +371,7 @@ class Model:
         self.version += 1
 
     def _recount(self) -> None:
-        flow_ids = {name: set() for name in schema.VPNS}
+        flow_ids = {name: set() for name in self.protocols}
         for session in self.sessions.values():
             if session.flow:
                 flow_ids.setdefault(session.vpn, set()).add(session.id)
@@ -353,7 +379,7 @@ class Model:
 
     @property
     def flow_counts(self) -> dict[str, int]:
-        """How many flows each VPN has: the switches' live counts."""
+        """How many flows each protocol has: the switches' live counts."""
         return {name: len(ids) for name, ids in self.flow_ids.items()}
 
     @property
@@ -376,8 +402,6 @@ EVENT_HANDLERS = {
 }
 """Event types (``schema.EVENT_TYPES``) to what they do to the model."""
 
-FLOW_ENDING_EVENTS = {"pptp": ("call_down",), "l2tp": ("tunnel_down",)}
-"""Helper events after which the flow they name is gone (IPsec associations end with session_closed only)."""
 REFUSALS = frozenset({"refused_single", "denied"})
 """``vpn`` events of an attempt the router refused (single passthrough held, or an access rule): logged as drops."""
 
@@ -387,10 +411,3 @@ def _session_text(data: dict) -> str:
     return (f"#{data.get('id')} {data.get('proto', '?')} {data.get('inside', '')} -> {data.get('outside', '')} "
             f"-> {data.get('remote', '')}{vpn}")
 
-
-def _l2tp_sessions(sessions: list, event: dict, up: bool) -> list:
-    """A tunnel's session list after an L2TP session_up or session_down event (RFC 2661 §5.1: by Session ID)."""
-    kept = [s for s in sessions if s.get("session_id") != event.get("session_id")]
-    if up:
-        kept.append({k: event.get(k) for k in ("session_id", "peer_session_id", "state")})
-    return kept

@@ -18,21 +18,26 @@ class Session:
     __slots__ = ("id", "proto", "inside", "outside", "remote", "state", "vpn", "packets_in", "packets_out",
                  "bytes_in", "bytes_out", "created", "last_seen", "fields", "flow")
 
-    def __init__(self, data: dict, now: float):
+    def __init__(self, data: dict, now: float, protos: dict[str, str]):
         self.id = data["id"]
         self.created = now - float(data.get("age") or 0.0)
         self.packets_in = self.packets_out = self.bytes_in = self.bytes_out = 0
         self.fields: dict = {}
-        self.update(data, now)
+        self.update(data, now, protos)
 
-    def update(self, data: dict, now: float) -> None:
+    def update(self, data: dict, now: float, protos: dict[str, str]) -> None:
         """Take a full session dict (snapshot, opened): every field, counters never lowered."""
         self.proto = data.get("proto", "?")
         self.inside, self.outside, self.remote = data.get("inside", ""), data.get("outside", ""), data.get("remote", "")
         self.vpn = data.get("vpn")
         self.fields = {k: v for k, v in data.items() if k not in BASE_FIELDS}
-        self.flow = schema.is_vpn_flow(data)
+        self.classify(protos)
         self.update_counters(data, now)
+
+    def classify(self, protos: dict[str, str]) -> None:
+        """A VPN's own flow or a NAT session, by the protocols the router described (``protos``: vpn -> the
+        ``proto`` of its flows); again whenever they change."""
+        self.flow = schema.is_vpn_flow(self, protos)            # a Session reads as its dict (``get``)
 
     def update_counters(self, data: dict, now: float) -> None:
         """Take what ``sessions_updated`` says (state, idle and counters)."""

@@ -13,23 +13,21 @@ capture, version; 3: passthrough modes, NAT behaviour and profiles, access rules
 
 DEFAULT_SOCKET = "/run/vpnrouter/control.sock"
 
-VPNS = ("pptp", "l2tp", "ipsec")
-"""The passthrough switches, in the order the dashboard shows them."""
-
 SESSION_FIELDS = ("id", "proto", "inside", "outside", "remote", "state", "idle", "age",
                   "packets_in", "packets_out", "bytes_in", "bytes_out")
-"""Fields every session dict has; VPN sessions add ``vpn`` and their protocol's fields (below)."""
+"""Fields every session dict has; VPN sessions add ``vpn``, and a VPN's own flows the fields its helper declares."""
 
-VPN_FIELDS = {
-    "pptp": ("client", "server", "call_id", "translated_call_id", "peer_call_id", "call_state"),
-    "l2tp": ("client", "lns", "tunnel_id", "translated_tunnel_id", "peer_tunnel_id", "sessions", "host_name"),
-    "ipsec": ("client", "gateway", "ike_spi_i", "ike_spi_r", "esp_spi_out", "esp_spi_in", "natt", "ports",
-              "ambiguous"),
-}
-"""Fields of each VPN's own flows: PPTP calls (proto "gre"), L2TP tunnels ("l2tp"), IPsec associations ("esp")."""
-
-VPN_FLOW_PROTOS = {"pptp": "gre", "l2tp": "l2tp", "ipsec": "esp"}
-"""The ``proto`` of each VPN's own flows; its NAT sessions (TCP 1723, UDP 1701/500/4500) carry ``vpn`` too."""
+HELPER_FIELDS = ("name", "title", "key", "noun", "flow_noun", "flow_proto", "view", "counters", "drop_reasons",
+                 "options", "timeouts")
+"""``version()["helpers"]``: the router's VPN protocols, in the order of their switches, each described by its
+helper (``router.helpers.base.Helper.description``): ``name`` (its switch, its ``vpn`` in sessions), ``title``,
+``key`` (the dashboard's on/off key; its capital switches single/multi), ``noun`` ([one flow, several], as the
+dashboard writes them), ``flow_noun``, ``flow_proto`` (the ``proto`` of its own flows: a call, a tunnel, an
+association), ``view`` (``{"fields", "client", "server", "ids", "legend", "mark", "fixed", "ending_events",
+"list_events"}``: how its flows look, ``router.helpers.spec.FlowView``; ``flowview.render_ids`` writes ``ids``),
+``counters`` and ``drop_reasons`` (its counters in ``status()["counters"]``, drops as ``drop_<reason>``),
+``options`` and ``timeouts`` (its configuration keys with their defaults). The protocols are the router's: a
+client learns them here and names none itself."""
 
 UPDATE_FIELDS = ("id", "state", "idle", "packets_in", "packets_out", "bytes_in", "bytes_out")
 """What a ``sessions_updated`` event says of each session that changed."""
@@ -53,12 +51,10 @@ the switch had before it went off, "multi" at first) and answers ``{vpn: bool}``
 NAT_MAPPINGS = ("endpoint-independent", "address-dependent", "address-and-port-dependent")
 NAT_FILTERINGS = NAT_MAPPINGS
 PORT_ASSIGNMENTS = ("preserve", "sequential", "random")
-PROFILES = ("default", "basic-home", "strict", "linux", "map-e")
 """``status()["nat"]``: ``{"profile": name, "overrides": [keys set explicitly over it], "mapping", "filtering", "port_assignment", "hairpinning": bool,
 "port_set": null | {"offset", "psid_length", "psid", "size", "ranges": [[first, last], ...]}}``.
 ``set_profile [name]`` applies a profile to new sessions and answers the new ``nat`` dict."""
 
-RULE_VPNS = ("pptp", "l2tp", "ipsec", "any")
 RULE_ACTIONS = ("allow", "deny")
 RULE_FIELDS = ("index", "vpn", "client", "server", "action", "hits")
 """``rules []`` answers ``{"default_action", "rules": [rule, ...]}``, each rule with these fields (``index`` from 1,
@@ -79,19 +75,26 @@ PORT_COUNTERS = ("frames_in", "frames_out", "bytes_in", "bytes_out", "write_erro
 """Per-port counters in ``status()["counters"]``, named ``<counter>_<port>``."""
 
 
-def is_vpn_flow(session: dict) -> bool:
-    """A VPN's own flow (call, tunnel, association), as opposed to a NAT session."""
+def flow_protos(helpers: list[dict]) -> dict[str, str]:
+    """vpn -> the ``proto`` of its own flows, from ``version()["helpers"]``."""
+    return {h["name"]: h["flow_proto"] for h in helpers if isinstance(h, dict) and "name" in h}
+
+
+def is_vpn_flow(session, protos: dict[str, str]) -> bool:
+    """A VPN's own flow (call, tunnel, association), as opposed to a NAT session; ``session``: a session dict (or
+    anything with its ``get``), ``protos`` from ``flow_protos``."""
     vpn = session.get("vpn")
-    return vpn is not None and VPN_FLOW_PROTOS.get(vpn) == session.get("proto")
+    return vpn is not None and protos.get(vpn) == session.get("proto")
 
 # -- added in version 3, no meaning changed: the process (issue 17) -------------------------------------------
 
 STATUS_PYTHON = ("version", "implementation", "executable", "base_prefix")
 """``status()["python"]``: the interpreter that runs the router (``base_prefix`` "/usr" for Debian's).
-``version []`` answers ``{"protocol", "router", "python"}`` (``python``: its version)."""
+``version []`` answers ``{"protocol", "router", "python", "helpers"}`` (``python``: its version; ``helpers``:
+``HELPER_FIELDS``)."""
 STATUS_STATE = ("file", "interval", "restored", "refused", "fresh")
 """``status()["state"]``: the state file (null if none), its write interval, and what happened at start:
 ``restored`` null or ``{"written": Unix time, "age": seconds between writing and restoring, "writer":
-{"vpnrouter", "python"}, "counts": {kind: n} ("mapping", "session", "pptp call", "l2tp tunnel", "ipsec
-association"), "dropped": [{"kind", "reason", "count"}]}``; ``refused`` null or the one-line reason the file was
+{"vpnrouter", "python"}, "counts": {kind: n} ("mapping", "session", and each helper's "<name> <flow_noun>"),
+"dropped": [{"kind", "reason", "count"}]}``; ``refused`` null or the one-line reason the file was
 ignored; ``fresh`` true when ``vpnrouter run --fresh`` left it unread."""

@@ -27,15 +27,16 @@ import os
 import pwd
 import socket
 import struct
-import time
 from pathlib import Path
 
 import msgpack
 
+from ..behaviour import PROFILES
 from ..dataplane.events import event_to_dict
 from ..logs import Throttle
 from ..version import interpreter, package_version
 from . import protocol, schema
+from .capture import Capture
 
 log = logging.getLogger("vpnrouter.control")
 QUEUE_LIMIT = 10000
@@ -74,29 +75,6 @@ class Connection:
         """Queue a notification for this client (its pump writes it between answers)."""
         if self.queue is not None:
             self.queue.put_nowait(data)
-
-
-class Capture:
-    """Copies of one session's frames, streamed to the client that asked (``capture``)."""
-
-    def __init__(self, cid: int, target, conn: Connection, count: int, clock):
-        self.id, self.target, self.conn, self.count, self.clock = cid, target, conn, count, clock
-        self.sent = 0
-        self.timer: asyncio.TimerHandle | None = None
-
-    def __call__(self, frame: bytearray) -> None:
-        self.conn.send(protocol.notification(schema.NOTIFY_CAPTURE, [self.id, time.time(), bytes(frame[12:])]))
-        self.sent += 1
-        if self.sent >= self.count:
-            self.end("count")
-
-    def end(self, reason: str) -> None:
-        if self.target.tap is self:
-            self.target.tap = None
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.conn.captures.pop(self.id, None) is not None:
-            self.conn.send(protocol.notification(schema.NOTIFY_CAPTURE_END, [self.id, reason, self.sent]))
 
 
 class ControlServer:
@@ -312,7 +290,8 @@ class ControlServer:
     # -- the methods ------------------------------------------------------------------------------
 
     def _version(self, params, conn):
-        return {"protocol": schema.PROTOCOL_VERSION, "router": package_version(), "python": interpreter()["version"]}
+        return {"protocol": schema.PROTOCOL_VERSION, "router": package_version(), "python": interpreter()["version"],
+                "helpers": [helper.description() for helper in self.router.helpers]}
 
     def _status(self, params, conn):
         status = self.router.status(self.clock())
@@ -321,19 +300,20 @@ class ControlServer:
         return status
 
     def _set_passthrough(self, params, conn):
+        names = _either(self.router.switches)
         if len(params) != 2 or not isinstance(params[0], str) or not (
                 isinstance(params[1], bool) or params[1] in ("on", *schema.PASSTHROUGH_MODES)):
-            raise ValueError("params: [name, value] with name pptp, l2tp or ipsec and value a boolean or "
+            raise ValueError(f"params: [name, value] with name {names} and value a boolean or "
                              "\"on\", \"off\", \"single\" or \"multi\"")
         if params[0] not in self.router.switches:
-            raise ValueError(f"unknown passthrough {params[0]!r}: pptp, l2tp or ipsec")
+            raise ValueError(f"unknown passthrough {params[0]!r}: {names}")
         self.router.set_passthrough(params[0], params[1], self.clock())
         self.on_change()
         return dict(self.router.switches)
 
     def _set_profile(self, params, conn):
         if len(params) != 1 or not isinstance(params[0], str):
-            raise ValueError(f"params: [name] with name one of {', '.join(schema.PROFILES)}")
+            raise ValueError(f"params: [name] with name one of {', '.join(PROFILES)}")
         nat = self.router.set_profile(params[0], self.clock())
         self.on_change()
         return nat
@@ -380,19 +360,13 @@ class ControlServer:
         session_id, count, seconds = _session_id(params[:1], 1), params[1], float(params[2])
         if not 1 <= count <= MAX_CAPTURE_FRAMES or not 0 < seconds <= MAX_CAPTURE_SECONDS:   # NaN and inf too
             raise ValueError(f"count from 1 to {MAX_CAPTURE_FRAMES}, seconds up to {MAX_CAPTURE_SECONDS:.0f}")
-        count = int(count)
-        target = self.router.find_session(session_id)
-        if target is None:
-            raise LookupError(f"no session or flow with id {session_id}")
-        if target.tap is not None:
-            raise ValueError(f"session {session_id} is being captured already")
+        capture = Capture(next(self._capture_ids), self.router, conn, int(count))
+        capture.target = self.router.start_capture(session_id, capture)
         if conn.queue is None:      # captured frames travel like events, through the connection's pump
             conn.queue = asyncio.Queue()
             conn.pump = asyncio.ensure_future(_pump(conn))
-        capture = Capture(next(self._capture_ids), target, conn, count, self.clock)
         conn.captures[capture.id] = capture
         capture.timer = asyncio.get_running_loop().call_later(seconds, capture.end, "seconds")
-        target.tap = capture
         return {"capture": capture.id}
 
 
@@ -410,6 +384,12 @@ HANDLERS = {
     "del_rule": ControlServer._del_rule,
 }
 """RPC methods to handlers (``sessions`` is streamed, so it is handled apart)."""
+
+
+def _either(names) -> str:
+    """"a, b or c": the names in words."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _session_id(params, count: int) -> int:

@@ -1,8 +1,8 @@
 """Who may open a VPN through the router: access rules and single passthrough.
 
 A VPN *attempt* is a new NAT session that a passthrough helper claims (a
-PPTP control connection, an L2TP tunnel's UDP, IKE, NAT-T) or a new flow a
-helper opens on its own (raw ESP), named by (vpn, client, server).  It is
+control connection, a tunnel's UDP) or a new flow a helper opens on its own
+(portless datagrams), named by (vpn, client, server).  It is
 decided here, once, before anything is made for it:
 
 1. **Rules** (``[[passthrough.rule]]``): the first whose vpn, client prefix

@@ -21,6 +21,7 @@ from ..packet.frame import (IP_OFFSET, IpProto, PORTS, TCP_ACK, TCP_RST, TCP_SYN
                             VNET_F_NEEDS_CSUM, ip_str)
 from ..packet.ipv4 import ERROR_TYPES, QUERY_REPLIES, QUERY_REQUESTS, IcmpType, Unreachable
 from ..helpers.base import Verdict
+from .contract import RouterCore
 from .events import DropReason, VpnEvent
 from .icmp import embedded_flow, rewrite_embedded, rewrite_outer
 from .tcpstate import TcpState, next_state
@@ -46,8 +47,8 @@ def _flow_text(src: int, sport: int, dst: int, dport: int) -> str:
     return f"{ip_str(src)}:{sport} -> {ip_str(dst)}:{dport}"
 
 
-class Forwarding:
-    """Mixed into ``Router``: the NAT paths.  Uses its ``nat``, ``send``, ``drop`` and friends."""
+class Forwarding(RouterCore):
+    """A part of ``Router``: the NAT paths.  What it uses of the rest is declared in ``contract.RouterCore``."""
 
     # -- LAN to WAN ---------------------------------------------------------------------------
 
@@ -128,14 +129,14 @@ class Forwarding:
         result = self.nat.open_outbound(proto, src, sport, dst, dport, now, share)
         if isinstance(result, DropReason):
             # RFC 5508, RFC 4787 §7: tell the host (a full table, or a port set with no port left)
-            return self._icmp_error(LAN, frame, IcmpType.DEST_UNREACHABLE, Unreachable.ADMIN_PROHIBITED,
+            return self.icmp_error(LAN, frame, IcmpType.DEST_UNREACHABLE, Unreachable.ADMIN_PROHIBITED,
                                     now, result)
         if share and not result.mapping.shared:
             self._translated_under_port_set(helper, result, now)
         return self._opened(result, helper, SYN_OUT, now)
 
     def _translated_under_port_set(self, helper, session, now):
-        """A helper's preserved port (IKE 500, L2TP 1701) lies outside the port set: translated instead, told."""
+        """A helper's preserved port (its well-known one) lies outside the port set: translated instead, told."""
         key = ("port_set_translated", helper.name, session.inside_ip)
         suppressed = self.events.allow(key, now)
         if suppressed is not None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from ..helpers.base import BadRecord, Record, Restore, restore_counters
 from ..packet.frame import IpProto, ip_str
-from .nat import DEPENDENCE, Mapping, NatTable, Session
+from .nat import DEPENDENCE, NatTable
+from .natsession import Mapping, Session
 from .tcpstate import TcpState
 
 PROTOCOLS = (int(IpProto.ICMP), int(IpProto.TCP), int(IpProto.UDP))

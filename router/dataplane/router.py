@@ -28,33 +28,23 @@ import random
 import struct
 
 from ..config import Config
+from ..helpers.base import Helper
 from ..packet import checksum
 from ..packet.arp import ArpOp, arp_frame, gratuitous_arp
 from ..packet.frame import ETH_OFFSET, EtherType, IP_DF, IP_MF, IP_OFFSET, IPV4, IpProto, ip_str, is_unicast
 from ..packet.ipv4 import IcmpType, Unreachable, fragment
-from .arp import ArpTable, parse_arp
-from ..helpers.base import BadRecord, Flow, Helper, HelperContext, Record, Restore
-from ..behaviour import PROFILES, parse_rule
 from .admission import Admission
-from .events import (Counters, DropReason, EventQueue, LazyInfo, ProfileChanged, SessionClosed, SessionInfo,
-                     SessionOpened, SwitchChanged, VpnEvent)
+from .arp import ArpTable, parse_arp
+from .contract import LAN, PORT_NAMES, WAN
+from .events import DropReason, EventQueue, LazyInfo, SessionClosed, SessionOpened
 from .forward import Forwarding
 from .fragments import FragmentTracker
 from .icmp import echo_reply, error_datagram
-from .nat import Ids, NatTable
-from .natrecords import NatRestore, mapping_records
-
-LAN, WAN = 0, 1
-PORT_NAMES = ("lan", "wan")
-
-
-def _section(restore: Restore, kind: str, read, default):
-    """A part of the records read with ``read``; ``default`` (and the reason counted) if it makes no sense."""
-    try:
-        return read()
-    except BadRecord as exc:
-        restore.drop(kind, str(exc))
-        return default
+from .nat import NatTable
+from .natsession import Ids
+from .passthrough import Passthrough
+from .restart import Restart
+from .views import ControlViews
 
 FRAMES_IN = ("frames_in_lan", "frames_in_wan")
 BYTES_IN = ("bytes_in_lan", "bytes_in_wan")
@@ -62,7 +52,7 @@ IP = IP_OFFSET
 MIN_IP_FRAME = IP + 20
 
 
-class Router(Forwarding):
+class Router(Forwarding, Passthrough, Restart, ControlViews):
     """Two Ethernet ports, IPv4 routing between them, NAPT on the WAN address."""
 
     def __init__(self, config: Config, helpers: tuple[Helper, ...] = (), rng: random.Random | None = None):
@@ -83,22 +73,12 @@ class Router(Forwarding):
         self.ids = Ids()
         self.nat = NatTable(wan.address, t, limits, config.nat, config.forwards, rng, self.ids)
         self.fragments = FragmentTracker(t.fragment, limits.fragments)
-        self.helpers: tuple[Helper, ...] = tuple(helpers)
-        self.counters = Counters(sum((h.counters for h in self.helpers), ()),
-                                 sum((h.drop_reasons for h in self.helpers), ()))
         self.events = EventQueue()
-        self.modes: dict[str, str] = dict(config.passthrough)
-        """vpn -> "off" | "single" | "multi"."""
-        self.switches = {name: mode != "off" for name, mode in self.modes.items()}
-        """vpn -> on: what the per-frame path reads."""
-        self._mode_when_on = {name: mode if mode != "off" else "multi" for name, mode in self.modes.items()}
+        self.helpers: tuple[Helper, ...] = tuple(helpers)
+        self.init_switches()
         self.admission = Admission(self.modes, config.rules, config.default_action)
         self.ip_handlers: dict[int, Helper] = {}
-        """IP protocol without ports -> the helper that finds its flows."""
-        for helper in self.helpers:
-            helper.bind(self._context(helper.name))
-            for proto in helper.ip_protocols:
-                self.ip_handlers[proto] = helper
+        self.bind_helpers()
         self.outbox: tuple[list[bytearray], list[bytearray]] = ([], [])
         self.flows_per_host: dict[int, int] = {}
         """LAN host -> its live helper flows (calls, tunnels, associations), held to the session limits."""
@@ -139,55 +119,6 @@ class Router(Forwarding):
             return self._arp(port, frame, now)
         return self.drop(port, DropReason.NON_IPV4, now, f"ethertype 0x{ethertype:04x}")
 
-    # -- the state file (router.state) ---------------------------------------------------------------
-
-    def state_records(self) -> dict:
-        """What a restart keeps, as plain values: the NAT's mappings and sessions, each helper's flows, the next
-        id. Not neighbours: a restarted router resolves them again."""
-        return {"next_id": self.ids.next_id, "mappings": mapping_records(self.nat),
-                "flows": {helper.name: helper.flow_records() for helper in self.helpers}}
-
-    def restore(self, records: dict, clock: float) -> Restore:
-        """Take up the records of a router that ran before on these ports and addresses (``router.state`` checks
-        which); what was taken up and what was left out, and why, is in the ``Restore`` returned.
-
-        This configuration's timeouts, limits, NAT behaviour, passthrough modes and rules apply to what is
-        restored; the sessions and flows of a VPN whose passthrough is off are left out."""
-        lan = self.ports[LAN]
-        restore = Restore(lan.address, lan.prefix_len, self.wan_ip, clock, self.config.limits.sessions,
-                          self.config.limits.sessions_per_host)
-        top = Record(records)
-        flows = _section(restore, "flows", lambda: top.record("flows"), None) or Record({})
-        for helper in self.helpers:
-            mine = _section(restore, helper.flow_kind, lambda: flows.items(helper.name), [])
-            if self.switches[helper.name]:
-                helper.restore_flows(mine, restore)
-            else:
-                for _ in mine:
-                    restore.drop(helper.flow_kind, f"{helper.name} passthrough is off")
-        for name in set(flows.data) - {helper.name for helper in self.helpers}:
-            restore.drop(f"{name} flow", f"no VPN helper {name!r}")
-        mappings = _section(restore, "mapping", lambda: top.items("mappings"), [])
-        NatRestore(self.nat, restore, {h.name: h for h in self.helpers}, self.switches).mappings(mappings)
-        for helper in self.helpers:
-            helper.restore_done(restore)
-        self._recount_holders()
-        next_id = _section(restore, "next_id", lambda: top.integer("next_id", 1, default=1), 1)
-        self.ids.next_id = max([next_id, *(i + 1 for i in restore.ids)])
-        self.unconfirmed = {s.inside_ip for s in self.nat.out_sessions.values()}
-        self.unconfirmed.update(flow.inside_ip for helper in self.helpers for flow in helper.flows())
-        return restore
-
-    def _recount_holders(self) -> None:
-        """Who holds which VPN, and each host's helper flows, from the sessions and flows there are."""
-        for session in self.nat.out_sessions.values():
-            if session.holds:
-                self.admission.held(session.helper.name, session.inside_ip)
-        for helper in self.helpers:
-            for flow in helper.flows():
-                self.admission.held(flow.vpn, flow.inside_ip)
-                self.flows_per_host[flow.inside_ip] = self.flows_per_host.get(flow.inside_ip, 0) + 1
-
     def handle_timer(self, now: float) -> None:
         self.nat.expire(now)
         self.report_closed(now)
@@ -225,106 +156,6 @@ class Router(Forwarding):
     def take_outbox(self, port: int) -> list[bytearray]:
         frames, self.outbox[port][:] = list(self.outbox[port]), []
         return frames
-
-    def set_passthrough(self, name: str, value: bool | str, now: float) -> None:
-        """A protocol's passthrough: True or "on" (the mode it had before it went off), False or "off" (which
-        tears down its live sessions), "single" or "multi". Sessions already up stay up in single mode."""
-        if name not in self.switches:
-            raise KeyError(name)
-        if value is True or value == "on":
-            mode = self._mode_when_on[name]
-        elif value is False or value == "off":
-            mode = "off"
-        elif value in ("single", "multi"):
-            mode = value
-        else:
-            raise ValueError(f"passthrough {name}: on, off, single or multi, not {value!r}")
-        on = mode != "off"
-        if on:
-            self._mode_when_on[name] = mode
-        if self.modes[name] != mode:
-            self.modes[name] = mode
-            self.switches[name] = on
-            self.events.push(SwitchChanged(now, name, on, mode))
-        if not on:
-            for session in self.nat.sessions():
-                if session.helper is not None and session.helper.name == name:
-                    self.nat.close(session, "passthrough_off")
-            self.report_closed(now)   # each helper's closed() ends what hangs on the session (PPTP: its calls)
-            for helper in self.helpers:
-                if helper.name == name:
-                    helper.switched_off(now)
-
-    def set_profile(self, name: str, now: float) -> dict:
-        """Apply a named profile to new sessions: its NAT behaviour and passthrough modes (existing sessions keep
-        the behaviour they were made with)."""
-        profile = PROFILES.get(name)
-        if profile is None:
-            raise LookupError(f"no profile {name!r} (known: {', '.join(PROFILES)})")
-        self.nat.set_behaviour(profile.nat)
-        for vpn, mode in profile.passthrough:
-            if vpn in self.switches:
-                self.set_passthrough(vpn, mode, now)
-        nat = profile.nat.to_dict()
-        self.events.push(ProfileChanged(now, name, tuple(nat.items())))
-        return nat
-
-    def add_rule(self, entry: dict, position: int | None, now: float) -> dict:
-        """A ``[[passthrough.rule]]`` at run time (``ValueError`` naming what is wrong)."""
-        self.admission.add_rule(parse_rule(entry, "rule"), position)
-        return self.admission.view()
-
-    def delete_rule(self, index: int, now: float) -> dict:
-        self.admission.delete_rule(index)
-        return self.admission.view()
-
-    def hold(self, session, holds: bool) -> None:
-        """Count a helper's NAT session towards its client holding the VPN (single passthrough), or stop."""
-        if session.holds != holds:
-            session.holds = holds
-            (self.admission.held if holds else self.admission.released)(session.helper.name, session.inside_ip)
-
-    def admit(self, vpn: str, client: int, server: int, now: float, port: int | str = LAN) -> bool:
-        """Whether a VPN attempt from LAN ``client`` to WAN ``server`` may pass (rules, single passthrough);
-        a refusal is counted, and told as a ``vpn`` event (rate limited per client). A single passthrough held
-        through restored sessions by a host that answers no more is let go first."""
-        gone = self.nat.gone_hosts
-        while gone and self.modes.get(vpn) == "single" and (holder := self.admission.holder(vpn)) in gone \
-                and holder != client:
-            self._end_vpn_of(vpn, holder, "host_gone", now)
-        refusal = self.admission.decide(vpn, client, server)
-        if refusal is None:
-            return True
-        details = refusal.details
-        self.drop(port, refusal.drop_reason, now, f"{vpn} {details['client']} -> {details['server']}")
-        suppressed = self.events.allow((refusal.kind, vpn, client), now)
-        if suppressed is not None:
-            self.events.push(VpnEvent(now, vpn, refusal.kind, tuple({**details, "suppressed": suppressed}.items())))
-        return False
-
-    def _end_vpn_of(self, vpn: str, host: int, reason: str, now: float) -> None:
-        """End every session and flow of ``vpn`` that LAN ``host`` has."""
-        for session in self.nat.sessions():
-            if session.helper is not None and session.helper.name == vpn and session.inside_ip == host:
-                self.nat.close(session, reason)
-        self.report_closed(now)
-        for helper in self.helpers:
-            if helper.name == vpn:
-                for flow in [f for f in helper.flows() if f.inside_ip == host]:
-                    helper.close_flow(flow.id, now, reason)
-        self.report_closed(now)
-        self.admission.holders.get(vpn, {}).pop(host, None)     # whatever was counted, it holds nothing now
-
-    def close_session(self, session_id: int, now: float) -> bool:
-        """End a NAT session or a helper's flow by its id; False if there is none."""
-        for session in self.nat.sessions():
-            if session.id == session_id:
-                self.nat.close(session, "closed_by_request")
-                self.report_closed(now)
-                return True
-        closed = any(helper.close_flow(session_id, now) for helper in self.helpers)
-        self.report_closed(now)     # NAT sessions the helper closed with its flow
-        return closed
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -415,7 +246,7 @@ class Router(Forwarding):
         if dst == self.lan_bcast or not is_unicast(dst):
             return self.drop(LAN, DropReason.MARTIAN, now, f"destination {ip_str(dst)}")
         if ttl <= 1:
-            return self._icmp_error(LAN, frame, IcmpType.TIME_EXCEEDED, 0, now, DropReason.TTL_EXCEEDED)
+            return self.icmp_error(LAN, frame, IcmpType.TIME_EXCEEDED, 0, now, DropReason.TTL_EXCEEDED)
         if dst & self.lan_mask == self.lan_net:
             return self._route_plain(LAN, frame, tot_len, frag, dst, now)
         if frag & (IP_MF | 0x1FFF):
@@ -432,7 +263,7 @@ class Router(Forwarding):
                 and frame[IP + ihl] == IcmpType.ECHO_REQUEST:
             return self._local(WAN, frame, ihl, frag, proto, src, dst, now)
         if ttl <= 1:
-            return self._icmp_error(WAN, frame, IcmpType.TIME_EXCEEDED, 0, now, DropReason.TTL_EXCEEDED)
+            return self.icmp_error(WAN, frame, IcmpType.TIME_EXCEEDED, 0, now, DropReason.TTL_EXCEEDED)
         if frag & (IP_MF | 0x1FFF):
             return self.forward_fragment(frame, ihl, tot_len, ident, frag, proto, src, dst, False, now)
         return self.forward_in(frame, ihl, tot_len, frag, proto, src, dst, now)
@@ -448,7 +279,7 @@ class Router(Forwarding):
             self.counters["echo_replies_sent"] += 1
             return self.send(port, src, reply, now)
         if proto == IpProto.UDP and port == LAN:
-            return self._icmp_error(LAN, frame, IcmpType.DEST_UNREACHABLE, Unreachable.PORT, now,
+            return self.icmp_error(LAN, frame, IcmpType.DEST_UNREACHABLE, Unreachable.PORT, now,
                                     DropReason.UNSUPPORTED_PROTOCOL)
         self.drop(port, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} to the router")
 
@@ -469,7 +300,7 @@ class Router(Forwarding):
         mtu = self.mtus[port]
         if tot_len <= mtu or frame[1] or not frag & IP_DF:
             return False
-        self._icmp_error(1 - port, frame, IcmpType.DEST_UNREACHABLE, Unreachable.FRAG_NEEDED, now,
+        self.icmp_error(1 - port, frame, IcmpType.DEST_UNREACHABLE, Unreachable.FRAG_NEEDED, now,
                          DropReason.FRAG_NEEDED, rest=mtu)
         return True
 
@@ -505,7 +336,7 @@ class Router(Forwarding):
             self.counters["arp_requests_sent"] += 1
             self.outbox[port].append(request)
 
-    def _icmp_error(self, port: int, frame: bytearray, icmp_type: int, code: int, now: float,
+    def icmp_error(self, port: int, frame: bytearray, icmp_type: int, code: int, now: float,
                     reason: DropReason, rest: int = 0) -> None:
         """Drop ``frame`` (from ``port``) for ``reason`` and tell its sender, rate limited."""
         src = int.from_bytes(frame[IP + 12:IP + 16], "big")
@@ -525,97 +356,3 @@ class Router(Forwarding):
         out += datagram
         self.send(port, src, out, now)
 
-    # -- views for the control socket ---------------------------------------------------------
-
-    def status(self, now: float) -> dict:
-        self.counters["events_lost"] = self.events.lost
-        return {
-            "passthrough": dict(self.switches),
-            "passthrough_mode": dict(self.modes),
-            "passthrough_holder": {vpn: ip_str(h) if (h := self.admission.holder(vpn)) is not None
-                                   and self.modes[vpn] == "single" else None for vpn in self.modes},
-            "nat": self.nat.behaviour.to_dict(),
-            "rules": {"default_action": self.admission.default_action, "count": len(self.admission.rules)},
-            "counters": dict(self.counters),
-            "uptime": round(now - self.started, 3) if self.started is not None else 0.0,
-            "sessions": len(self.nat),
-            "mappings": len(self.nat.mappings),
-            "arp": {PORT_NAMES[p]: {ip_str(ip): e.mac.hex(":") for ip, e in self.arp[p].cache.items()}
-                    for p in (LAN, WAN)},
-            "ports": {PORT_NAMES[p]: {"address": f"{ip_str(c.address)}/{c.prefix_len}", "mac": c.mac.hex(":"),
-                                      "mtu": c.mtu, "tap": c.tap} for p, c in enumerate(self.ports)},
-            "limits": {"sessions": self.config.limits.sessions,
-                       "sessions_per_host": self.config.limits.sessions_per_host},
-        }
-
-    def session_infos(self, now: float) -> list:
-        return [self.info_of(ref, now) for ref in self.session_refs()]
-
-    def session_refs(self) -> list:
-        """Every NAT session and helper flow, cheaply (a list copy): the control socket converts them a chunk
-        at a time with ``info_of``."""
-        refs = list(self.nat.out_sessions.values())
-        for helper in self.helpers:
-            refs += helper.flows()
-        return refs
-
-    def info_of(self, ref, now: float) -> SessionInfo:
-        return self.flow_info(ref, now) if isinstance(ref, Flow) else ref.info(now, self.wan_ip)
-
-    @staticmethod
-    def brief(obj, now: float) -> tuple:
-        """(id, state, idle, packets in, packets out, bytes in, bytes out): what ``sessions_updated`` tells."""
-        return (obj.id, obj.view_state(), round(max(0.0, now - obj.last_seen), 3), *obj.totals())
-
-    def find_session(self, session_id: int):
-        """A live NAT session or helper flow by id (cold path: a linear scan)."""
-        return next((obj for obj in self.session_refs() if obj.id == session_id), None)
-
-    def flow_info(self, flow: Flow, now: float) -> SessionInfo:
-        """A helper's flow as a session: its protocol's IDs stand where ports would."""
-        packets_in, packets_out, bytes_in, bytes_out = flow.totals()
-        return SessionInfo(
-            id=flow.id, proto=flow.proto, inside=flow.inside(), outside=flow.outside(self.wan_ip),
-            remote=flow.remote(), state=flow.state(), idle=round(max(0.0, now - flow.last_seen), 3),
-            age=round(max(0.0, now - flow.created), 3), packets_in=packets_in, packets_out=packets_out,
-            bytes_in=bytes_in, bytes_out=bytes_out, vpn=flow.vpn, details=tuple(flow.details().items()))
-
-    def _context(self, vpn: str) -> HelperContext:
-        counters, events = self.counters, self.events
-
-        def bump(name: str, n: int) -> None:
-            counters[name] = counters.get(name, 0) + n
-
-        return HelperContext(
-            vpn, self.wan_ip, self.nat.rng, self.config.timeouts, self.ids.__next__, bump,
-            lambda now, v, kind, details: events.push(VpnEvent(now, v, kind, tuple(details.items()))),
-            events.allow, lambda reason, summary, now: self.drop(vpn, reason, now, summary), self._close,
-            self._flow_event, lambda v, client, server, now: self.admit(v, client, server, now, vpn),
-            lambda client, now: self.room_for_flow(vpn, client, now))
-
-    def _flow_event(self, flow: Flow, reason: str | None, now: float) -> None:
-        flows = self.flows_per_host
-        if reason is None:
-            self.admission.held(flow.vpn, flow.inside_ip)
-            flows[flow.inside_ip] = flows.get(flow.inside_ip, 0) + 1
-        else:
-            self.admission.released(flow.vpn, flow.inside_ip)
-            left = flows.get(flow.inside_ip, 0) - 1
-            if left > 0:
-                flows[flow.inside_ip] = left
-            else:
-                flows.pop(flow.inside_ip, None)
-        info = self.flow_info(flow, now)
-        self.events.push(SessionOpened(now, info) if reason is None else SessionClosed(now, info, reason))
-
-    def room_for_flow(self, vpn: str, client: int, now: float) -> bool:
-        """Whether a helper may open one more flow for ``client``: helper flows are held to ``limits.sessions`` and
-        ``limits.sessions_per_host`` as NAT sessions are (a budget of their own); a refusal is a drop."""
-        limits, flows = self.config.limits, self.flows_per_host
-        if sum(flows.values()) < limits.sessions and flows.get(client, 0) < limits.sessions_per_host:
-            return True
-        self.drop(vpn, DropReason.SESSION_LIMIT, now, f"{vpn} flow from {ip_str(client)}")
-        return False
-
-    def _close(self, session, reason: str) -> None:
-        self.nat.close(session, reason)

@@ -28,9 +28,15 @@ inside hosts hold it too.  Inbound datagrams to such a port match several
 sessions; ``demux`` picks one from the payload, before anything else is
 tried.
 
-A helper declares its counters, drop reasons and timeouts; the data plane
-creates the counters at zero and calls ``expire``/``next_deadline`` with the
-router's timer.  For the state file it writes its own records and reads them
+A helper declares what it is (``helpers/spec.py``): its name, title,
+dashboard key and flow nouns, its configuration section and timeouts, how its
+flows look (``FlowView``), its counters and drop reasons.  The config parser,
+the control socket, ``ctl`` and the dashboard read all of it from the registry
+(``helpers/registry.py``), so a protocol is named in its own module only.  The
+data plane creates the counters at zero and calls ``expire``/``next_deadline``
+with the router's timer.  Its flows are kept by id (``live``): a helper tells
+the router of each through ``opened``/``ended``, and the defaults of ``flows``,
+``close_flow`` and ``switched_off`` work from that.  For the state file it writes its own records and reads them
 back (``flow_records``, ``session_record`` and their ``restore_`` pairs, with
 ``helpers/records.py``): plain values, never objects.  Nothing a helper raises may escape for a malformed packet:
 it checks lengths before it reads (see the tables in ``pptp.py``).
@@ -39,11 +45,13 @@ it checks lengths before it reads (see the tables in ``pptp.py``).
 from __future__ import annotations
 
 from enum import Enum
-from typing import Iterable
+from types import MappingProxyType, SimpleNamespace
+from typing import Iterable, Mapping, Protocol, Sized
 
 from ..packet import checksum
 from ..packet.frame import ip_str
 from .records import BadRecord, Record, Restore, restore_counters  # noqa: F401 - the data plane reads them here
+from .spec import FlowView, Option, Timeout
 
 
 class Verdict(Enum):
@@ -51,12 +59,32 @@ class Verdict(Enum):
     DROP = "drop"
 
 
+class SessionView(Protocol):
+    """What a helper may read of a NAT session it is attached to (``router.dataplane.natsession.Session``), and
+    the one field it may write: ``helper_state``, its own state for the session."""
+    id: int
+    proto: int
+    inside_ip: int
+    inside_port: int
+    outside_port: int
+    remote_ip: int
+    remote_port: int
+    created: float
+    last_seen: float
+    packets_in: int
+    packets_out: int
+    bytes_in: int
+    bytes_out: int
+    closed: bool
+    helper_state: object
+
+
 class Flow:
     """A portless flow a helper owns (a PPTP call's GRE, an IPsec association's ESP).
 
     The data plane rewrites one address of each datagram with the precomputed
     deltas and keeps the counters; the helper keeps the protocol's state.  The
-    attribute names match ``nat.Session`` where they mean the same, so IP
+    attribute names match ``natsession.Session`` where they mean the same, so IP
     fragments follow a flow exactly as they follow a session.
     """
 
@@ -104,14 +132,34 @@ class Flow:
         """packets in, packets out, bytes in, bytes out, as ``ctl sessions`` shows them."""
         return self.packets_in, self.packets_out, self.bytes_in, self.bytes_out
 
+    def tables(self) -> dict[str, tuple[Sized, int]]:
+        """The tables it keeps within a bound, by name: (table, the most it may hold)."""
+        return {}
+
 
 class Helper:
     """Base class of the passthrough helpers: every hook present, every default inert."""
 
+    # -- what it is (read by the registry, the config parser, the control socket and the dashboard) ---------
+
     name = ""
-    """The passthrough switch this helper belongs to: "pptp", "l2tp" or "ipsec"."""
+    """Its passthrough switch, config section and ``vpn`` in sessions: a short lower-case word."""
+    title = ""
+    """How people write the protocol's name ("PPTP")."""
+    key = ""
+    """Its dashboard key: a lower-case letter turns it on and off, the capital switches single/multi."""
     flow_noun = "flow"
-    """What one of its flows is called: "call", "tunnel", "association"."""
+    """What one of its flows is called in words and logs: "call", "tunnel", "association"."""
+    flow_nouns = ("flow", "flows")
+    """One flow and several, as the dashboard writes them (it may be shorter: "SA", "SAs")."""
+    flow_proto = "flow"
+    """The ``proto`` of its own flows in ``ctl sessions`` (its NAT sessions keep theirs: "tcp", "udp")."""
+    view: FlowView | None = None
+    """How its flows look in ``ctl sessions --json`` and on the dashboard."""
+    options: tuple[Option, ...] = ()
+    """The keys of its own configuration section ``[<name>]`` (none: it has no section)."""
+    timeouts: tuple[Timeout, ...] = ()
+    """Its keys in ``[timeouts]``; it reads them as ``ctx.timeouts.<key>``."""
     counters: tuple[str, ...] = ()
     """Counters this helper bumps (with ``HelperContext.count``), created at zero."""
     drop_reasons: tuple[str, ...] = ()
@@ -124,7 +172,32 @@ class Helper:
 
     def __init__(self, config=None) -> None:
         self.config = config
+        own = config.helpers.get(self.name) if config is not None else None
+        self.settings: Mapping[str, object] = MappingProxyType(self.defaults() if own is None else dict(own.settings))
+        """Its section's values, by key (``options``): the configuration's, or the defaults where it has none."""
         self.ctx: HelperContext | None = None
+        self.live: dict[int, Flow] = {}
+        """Its live flows by id (``opened``, ``ended``, ``adopt``)."""
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Its section's values when the configuration says nothing."""
+        return {option.key: option.default for option in cls.options}
+
+    @classmethod
+    def default_timeouts(cls) -> dict:
+        return {timeout.key: timeout.default for timeout in cls.timeouts}
+
+    @classmethod
+    def description(cls) -> dict:
+        """What a control client learns of the protocol (``version()["helpers"]``): plain values only."""
+        view = cls.view.to_dict() if cls.view is not None else None
+        return {"name": cls.name, "title": cls.title or cls.name, "key": cls.key, "noun": list(cls.flow_nouns),
+                "flow_noun": cls.flow_noun, "flow_proto": cls.flow_proto, "view": view,
+                "counters": list(cls.counters), "drop_reasons": list(cls.drop_reasons),
+                "options": {o.key: {"default": o.default, "choices": list(o.choices), "doc": o.doc}
+                            for o in cls.options},
+                "timeouts": {t.key: {"default": t.default, "doc": t.doc} for t in cls.timeouts}}
 
     def bind(self, ctx: "HelperContext") -> None:
         """Called once by the router that runs this helper."""
@@ -140,22 +213,23 @@ class Helper:
         """Whether a new outbound flow keeps its inside port on the outside, shared with other hosts."""
         return False
 
-    def timeout(self, session) -> float | None:
+    def timeout(self, session: SessionView) -> float | None:
         """Idle timeout for a new session of this helper (None: the NAT's default for its protocol)."""
         return None
 
-    def demux(self, candidates: list, frame: bytearray, ip: int, l4: int, now: float):
+    def demux(self, candidates: list[SessionView], frame: bytearray, ip: int, l4: int, now: float):
         """Pick the session an inbound datagram to a shared port belongs to, or None to drop it."""
         return None
 
-    def packet(self, session, frame: bytearray, ip: int, l4: int, outbound: bool, now: float) -> Verdict:
+    def packet(self, session: SessionView, frame: bytearray, ip: int, l4: int, outbound: bool,
+               now: float) -> Verdict:
         """One packet of an attached session, before its addresses are translated."""
         return Verdict.FORWARD
 
-    def closed(self, session, now: float) -> None:
+    def closed(self, session: SessionView, now: float) -> None:
         """The session ended (timeout, RST, switch turned off)."""
 
-    def describe(self, session) -> Iterable[tuple[str, object]]:
+    def describe(self, session: SessionView) -> Iterable[tuple[str, object]]:
         """Extra fields for ``ctl sessions --json`` (such as call IDs)."""
         return ()
 
@@ -180,14 +254,42 @@ class Helper:
 
     def switched_off(self, now: float) -> None:
         """The switch went off: end every flow (attached sessions are closed by the NAT)."""
+        for flow in list(self.live.values()):
+            self.end_flow(flow, "passthrough_off", now)
 
-    def flows(self) -> Iterable[Flow]:
+    def flows(self) -> list[Flow]:
         """The helper's own flows, for ``ctl sessions``."""
-        return ()
+        return list(self.live.values())
 
     def close_flow(self, flow_id: int, now: float, reason: str = "closed_by_request") -> bool:
         """End one flow by its id; False if this helper has no such flow."""
-        return False
+        flow = self.live.get(flow_id)
+        if flow is None:
+            return False
+        self.end_flow(flow, reason, now)
+        return True
+
+    def end_flow(self, flow: Flow, reason: str, now: float) -> None:
+        """End one of its flows and everything that hangs on it; ``ended`` tells the router."""
+        self.ended(flow, reason, now)
+
+    def opened(self, flow: Flow, now: float) -> None:
+        """A new flow of this helper: kept by id, and told like a new NAT session."""
+        self.live[flow.id] = flow
+        self.ctx.flow_opened(flow, now)
+
+    def ended(self, flow: Flow, reason: str, now: float) -> None:
+        """A flow of this helper is over: forgotten, and told like a NAT session that closed."""
+        if self.live.pop(flow.id, None) is flow:
+            self.ctx.flow_closed(flow, reason, now)
+
+    def adopt(self, flow: Flow) -> None:
+        """A flow restored from the state file: kept, and told to no one (a restart tells nothing)."""
+        self.live[flow.id] = flow
+
+    def tables(self) -> dict[str, Sized]:
+        """Every table it keeps, by name: each is empty once it has no flow left (the fuzz checks read them)."""
+        return {"live": self.live}
 
     # -- the state file (router.state, helpers/records.py) -------------------------------------------
 
@@ -203,11 +305,11 @@ class Helper:
     def restore_flows(self, records: list, restore: Restore) -> None:
         """Build again the flows ``flow_records`` wrote, each through ``restore.each``; nothing is told."""
 
-    def session_record(self, session) -> dict | None:
+    def session_record(self, session: SessionView) -> dict | None:
         """What it keeps on one of its NAT sessions (``session.helper_state``), as a record; None for nothing."""
         return None
 
-    def restore_session(self, session, record: Record | None, restore: Restore) -> None:
+    def restore_session(self, session: SessionView, record: Record | None, restore: Restore) -> None:
         """Give a restored NAT session back what ``session_record`` wrote (``record``: None if it wrote nothing).
         Runs before the session is in the NAT's tables; a ``BadRecord`` leaves the session out."""
 
@@ -228,7 +330,8 @@ class HelperContext:
         self.vpn = vpn
         self.wan_ip = wan_ip
         self.rng = rng
-        self.timeouts = timeouts
+        self.timeouts = SimpleNamespace(**timeouts) if isinstance(timeouts, dict) else timeouts
+        """The helper's own timeouts (its ``[timeouts]`` keys), as attributes."""
         self.new_id = new_id
         """A session id unique across NAT sessions and every helper's flows."""
         self._count = count

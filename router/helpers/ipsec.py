@@ -43,159 +43,33 @@ malformed ESP is dropped.  Nothing here reads the clock or raises on input.
 
 from __future__ import annotations
 
-import struct
-from enum import IntEnum
-
 from ..packet.frame import IpProto, ip_str
-from .base import Flow, Helper, Verdict
+from .base import Helper, Verdict
+from .ipsec_sa import (IKE_PORT, IPSEC_PORTS, KEEPALIVE, MAX_NATT_SPIS, MAX_SPIS, NATT_PORT, NO_SPI,
+                       NON_ESP_MARKER, U32, UDP_HEADER, Association, EspSpi, IkeSa, IkeSession, ike_header,
+                       spi_entry, spi_value)
 from .records import BadRecord, Record, Restore, flow_record, restore_counters
-
-IKE_PORT = 500
-NATT_PORT = 4500
-IPSEC_PORTS = (IKE_PORT, NATT_PORT)
-UDP_HEADER = 8
-IKE_HEADER_LEN = 28
-"""SPIi 8, SPIr 8, next payload, version, exchange type, flags, message ID 4, length 4 (RFC 7296 §3.1)."""
-IKE_LENGTH_AT = 24
-NO_SPI = bytes(8)
-NON_ESP_MARKER = bytes(4)
-KEEPALIVE = 0xFF
-U32 = struct.Struct("!I")
-MAX_SPIS = 32
-"""Raw-ESP SPIs kept per association and direction; the least recently used goes first."""
-MAX_NATT_SPIS = 8
-"""ESP-in-UDP SPIs remembered per association and direction, for display."""
-
-
-class IkeExchangeType(IntEnum):
-    """Exchange types (RFC 2408 §3.1 for IKEv1, RFC 7296 §3.1 for IKEv2)."""
-    IDENTITY_PROTECTION = 2
-    AGGRESSIVE = 4
-    INFORMATIONAL_V1 = 5
-    QUICK_MODE = 32
-    IKE_SA_INIT = 34
-    IKE_AUTH = 35
-    CREATE_CHILD_SA = 36
-    INFORMATIONAL = 37
-
-
-class EspSpi:
-    """One learned raw-ESP SPI: its association, direction and last use."""
-    __slots__ = ("assoc", "spi", "outbound", "last_seen")
-
-    def __init__(self, assoc: "Association", spi: int, outbound: bool, now: float):
-        self.assoc = assoc
-        self.spi = spi
-        self.outbound = outbound
-        self.last_seen = now
-
-
-class IkeSa:
-    __slots__ = ("spi_i", "spi_r", "up")
-
-    def __init__(self, spi_i: bytes):
-        self.spi_i = spi_i
-        self.spi_r = NO_SPI
-        self.up = False
-
-    @classmethod
-    def restored(cls, entry) -> "IkeSa":
-        """One of ``Association.ike_sas`` as a state file holds it: [initiator SPI, responder SPI, up]."""
-        if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, bytes) and len(v) == 8
-                                                                    for v in entry[:2])
-                and entry[0] != NO_SPI and isinstance(entry[2], bool)):
-            raise BadRecord("an IKE SA is not [8-byte initiator SPI, 8-byte responder SPI, up]")
-        sa = cls(entry[0])
-        sa.spi_r, sa.up = entry[1], entry[2]
-        return sa
-
-
-class Association(Flow):
-    """A (client, gateway) pair: its IKE SAs, ESP SPIs, NAT sessions, and raw-ESP counters."""
-
-    __slots__ = ("inside_is_client", "ike_sas", "esp_out", "esp_in", "natt_out", "natt_in", "sessions",
-                 "awaiting", "ambiguous", "last_out")
-    proto = "esp"
-    vpn = "ipsec"
-
-    def __init__(self, aid: int, inside_ip: int, remote_ip: int, inside_is_client: bool, wan_ip: int, now: float):
-        super().__init__(aid, inside_ip, remote_ip, wan_ip, now)
-        self.inside_is_client = inside_is_client
-        self.ike_sas: dict[bytes, IkeSa] = {}
-        """Initiator SPI -> IKE SA."""
-        self.esp_out: dict[int, EspSpi] = {}
-        self.esp_in: dict[int, EspSpi] = {}
-        self.natt_out: list[int] = []
-        self.natt_in: list[int] = []
-        self.sessions: list = []
-        """The NAT sessions (UDP 500/4500) carrying its IKE and NAT-T traffic."""
-        self.awaiting = False
-        """An outbound SPI appeared and no inbound SPI was learned since."""
-        self.ambiguous = False
-        self.last_out = 0.0
-        """When raw ESP last left towards the gateway."""
-
-    @property
-    def client(self) -> int:
-        return self.inside_ip if self.inside_is_client else self.remote_ip
-
-    @property
-    def gateway(self) -> int:
-        return self.remote_ip if self.inside_is_client else self.inside_ip
-
-    def natt(self) -> bool:
-        return bool(self.natt_out or self.natt_in) or any(NATT_PORT in (s.inside_port, s.remote_port)
-                                                          for s in self.sessions)
-
-    def state(self) -> str:
-        outbound, inbound = self.esp_out or self.natt_out, self.esp_in or self.natt_in
-        if outbound and inbound:
-            return "established"
-        return "half_open" if outbound or inbound else "negotiating"
-
-    def totals(self) -> tuple[int, int, int, int]:
-        packets_in, packets_out, bytes_in, bytes_out = self.packets_in, self.packets_out, self.bytes_in, self.bytes_out
-        for s in self.sessions:
-            packets_in += s.packets_in
-            packets_out += s.packets_out
-            bytes_in += s.bytes_in
-            bytes_out += s.bytes_out
-        return packets_in, packets_out, bytes_in, bytes_out
-
-    def details(self) -> dict:
-        sas = list(self.ike_sas.values())
-        return {
-            "client": ip_str(self.client), "gateway": ip_str(self.gateway),
-            "ike_spi_i": _one_or_list([sa.spi_i.hex() for sa in sas]),
-            "ike_spi_r": _one_or_list([sa.spi_r.hex() for sa in sas if sa.spi_r != NO_SPI]),
-            "esp_spi_out": _one_or_list([f"{spi:08x}" for spi in [*self.esp_out, *self.natt_out]]),
-            "esp_spi_in": _one_or_list([f"{spi:08x}" for spi in [*self.esp_in, *self.natt_in]]),
-            "natt": self.natt(),
-            "ports": [{"inside": s.inside_port, "outside": s.outside_port, "remote": s.remote_port}
-                      for s in self.sessions],
-            "ambiguous": self.ambiguous,
-        }
-
-    def summary(self) -> dict:
-        return {"id": self.id, "client": ip_str(self.client), "gateway": ip_str(self.gateway)}
-
-
-class IkeSession:
-    """What the helper keeps on a NAT session of UDP 500 or 4500 (``session.helper_state``)."""
-    __slots__ = ("assoc", "natt", "last_out", "spi_out", "spi_in")
-
-    def __init__(self, assoc: Association, natt: bool):
-        self.assoc = assoc
-        self.natt = natt
-        self.last_out = 0.0
-        """When the inside host last sent IKE on this session."""
-        self.spi_out = self.spi_in = 0
-        """The ESP-in-UDP SPI last seen each way (the per-packet check is one comparison)."""
-
+from .spec import FlowView, Option, Timeout
 
 class IpsecHelper(Helper):
     name = "ipsec"
+    title = "IPsec"
+    key = "i"
     flow_noun = "association"
+    flow_nouns = ("SA", "SAs")
+    flow_proto = "esp"
+    view = FlowView(
+        fields=("client", "gateway", "ike_spi_i", "ike_spi_r", "esp_spi_out", "esp_spi_in", "natt", "ports",
+                "ambiguous"),
+        client="client", server="gateway",
+        ids="{natt:if|NAT-T|raw} ESP {esp_spi_out:spi}/{esp_spi_in:spi} IKE {ike_spi_i:spi}/{ike_spi_r:spi}",
+        legend="NAT-T or raw, ESP SPIs out/in, IKE SPIs i/r", mark="ambiguous", fixed=("ports",))
+    options = (Option("ike_port", "preserve", ("preserve", "translate"),
+                      '"preserve": every client\'s IKE leaves from UDP 500, demultiplexed by IKE SPIs; "translate": '
+                      'plain NAPT.'),)
+    timeouts = (Timeout("natt", 600.0, "Idle lifetime of a NAT-T session on UDP 4500: longer than any keepalive "
+                                       "interval (RFC 3948 §4)."),
+                Timeout("esp", 600.0, "Idle time after which a learned raw-ESP SPI is forgotten."))
     counters = ("ipsec_malformed", "ipsec_natt_keepalives", "ipsec_ike_sas_up", "ipsec_ike_ambiguous",
                 "ipsec_esp_learned", "ipsec_esp_ambiguous")
     drop_reasons = (
@@ -207,7 +81,7 @@ class IpsecHelper(Helper):
 
     def __init__(self, config=None) -> None:
         super().__init__(config)
-        self.preserve = config is None or config.ipsec.ike_port == "preserve"
+        self.preserve = self.settings["ike_port"] == "preserve"
         self.associations: dict[tuple[int, int], Association] = {}
         """(inside address, remote address) -> association."""
         self.by_gateway: dict[int, list[Association]] = {}
@@ -248,7 +122,7 @@ class IpsecHelper(Helper):
     def demux(self, candidates, frame, ip, l4, now):
         """Inbound IKE to the shared port 500: the client whose IKE SA the SPIs name."""
         at = l4 + UDP_HEADER
-        header = _ike_header(frame, at, len(frame) - at)
+        header = ike_header(frame, at, len(frame) - at)
         if header is None:
             self._malformed("IKE to the shared port 500 that names no SA", candidates[0], now)
             return None
@@ -292,7 +166,7 @@ class IpsecHelper(Helper):
         return state
 
     def _ike(self, session, state: IkeSession, frame, at: int, size: int, outbound: bool, now: float) -> None:
-        header = _ike_header(frame, at, size)
+        header = ike_header(frame, at, size)
         if header is None:
             return self._malformed(f"IKE header ({size} bytes)", session, now)
         if outbound:
@@ -425,7 +299,7 @@ class IpsecHelper(Helper):
             assoc = Association(self.ctx.new_id(), inside, remote, inside_is_client, self.ctx.wan_ip, now)
             self.associations[(inside, remote)] = assoc
             self.by_gateway.setdefault(remote, []).append(assoc)
-            self.ctx.flow_opened(assoc, now)
+            self.opened(assoc, now)
         return assoc
 
     def _end(self, assoc: Association, reason: str, now: float) -> None:
@@ -441,7 +315,7 @@ class IpsecHelper(Helper):
             if sa.up:
                 self.ctx.event("ike_down", {**assoc.summary(), "ike_spi_i": sa.spi_i.hex(),
                                             "ike_spi_r": sa.spi_r.hex(), "reason": reason}, now)
-        self.ctx.flow_closed(assoc, reason, now)
+        self.ended(assoc, reason, now)
         del self.associations[(assoc.inside_ip, assoc.remote_ip)]
         self._leave_gateway(assoc)
 
@@ -467,22 +341,15 @@ class IpsecHelper(Helper):
         timeout = self.ctx.timeouts.esp
         return min(e.last_seen for e in (*self.esp_out.values(), *self.esp_in.values())) + timeout
 
-    def switched_off(self, now: float) -> None:
-        for assoc in list(self.associations.values()):
-            self._end(assoc, "passthrough_off", now)
-
-    def flows(self) -> list[Association]:
-        return list(self.associations.values())
-
-    def close_flow(self, flow_id: int, now: float, reason: str = "closed_by_request") -> bool:
-        assoc = next((a for a in self.associations.values() if a.id == flow_id), None)
-        if assoc is None:
-            return False
-        for session in list(assoc.sessions):
+    def end_flow(self, flow: Association, reason: str, now: float) -> None:
+        """The association and the IKE and NAT-T sessions that carry it."""
+        for session in list(flow.sessions):
             self.ctx.close_session(session, reason)
-        self._end(assoc, reason, now)
-        return True
+        self._end(flow, reason, now)
 
+    def tables(self) -> dict:
+        return {**super().tables(), "associations": self.associations, "by_gateway": self.by_gateway,
+                "esp_out": self.esp_out, "esp_in": self.esp_in}
 
     # -- the state file: associations are the helper's records; an IKE session names its association ---
 
@@ -503,11 +370,11 @@ class IpsecHelper(Helper):
         if (inside, remote) in self.associations:
             raise BadRecord(f"{ip_str(inside)} and {ip_str(remote)} have two associations")
         ike_sas = [IkeSa.restored(entry) for entry in r.items("ike_sas", most=MAX_SPIS)]
-        esp_out = [_spi_entry(entry, restore) for entry in r.items("esp_out", most=MAX_SPIS)]
-        esp_in = [_spi_entry(entry, restore) for entry in r.items("esp_in", most=MAX_SPIS)]
+        esp_out = [spi_entry(entry, restore) for entry in r.items("esp_out", most=MAX_SPIS)]
+        esp_in = [spi_entry(entry, restore) for entry in r.items("esp_in", most=MAX_SPIS)]
         if any((remote, spi) in self.esp_in for spi, _ in esp_in):
             raise BadRecord(f"an inbound SPI from {ip_str(remote)} is another association's")
-        natt = [[_spi(v) for v in r.items(key, most=MAX_NATT_SPIS)] for key in ("natt_out", "natt_in")]
+        natt = [[spi_value(v) for v in r.items(key, most=MAX_NATT_SPIS)] for key in ("natt_out", "natt_in")]
         created, last_seen = restore.times(r)
         last_out = restore.seen(r, "last_out", 0.0)
         restore.take_flow(inside)
@@ -523,6 +390,7 @@ class IpsecHelper(Helper):
         for spi, seen in esp_in:
             self.esp_in[(remote, spi)] = assoc.esp_in[spi] = EspSpi(assoc, spi, False, seen)
         self.associations[(inside, remote)] = restore.flows[assoc.id] = assoc
+        self.adopt(assoc)
         self.by_gateway.setdefault(remote, []).append(assoc)
         return assoc
 
@@ -553,36 +421,8 @@ class IpsecHelper(Helper):
         for assoc in [a for a in self.associations.values() if not (a.sessions or a.esp_out or a.esp_in)]:
             assoc.closed = True
             del self.associations[(assoc.inside_ip, assoc.remote_ip)]
+            self.live.pop(assoc.id, None)
             self._leave_gateway(assoc)
             restore.undo(self.flow_kind, "no IKE session or ESP SPI of it was restored")
 
 
-def _spi(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 0xFFFFFFFF:
-        raise BadRecord("an SPI is not a number from 1 to 2**32 - 1")
-    return value
-
-
-def _spi_entry(entry, restore: Restore) -> tuple[int, float]:
-    """[SPI, last seen] of a learned raw-ESP SPI."""
-    if not isinstance(entry, list) or len(entry) != 2:
-        raise BadRecord("a raw-ESP SPI is not [SPI, last seen]")
-    return _spi(entry[0]), restore.seen(Record({"last_seen": entry[1]}), "last_seen")
-
-
-def _ike_header(frame, at: int, size: int) -> tuple[bytes, bytes] | None:
-    """(initiator SPI, responder SPI) of a well-formed IKE or ISAKMP header, else None."""
-    if size < IKE_HEADER_LEN:
-        return None
-    length = U32.unpack_from(frame, at + IKE_LENGTH_AT)[0]
-    spi_i = bytes(frame[at:at + 8])
-    if spi_i == NO_SPI or frame[at + 17] >> 4 not in (1, 2) or not IKE_HEADER_LEN <= length <= size:
-        return None
-    return spi_i, bytes(frame[at + 8:at + 16])
-
-
-def _one_or_list(values: list):
-    """A string where there is one, a list where rekeys made several, None where there is none."""
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else values

@@ -29,154 +29,50 @@ a counter and a rate-limited event.
 
 from __future__ import annotations
 
-from enum import Enum, IntEnum
-
-from ..packet.checksum import rewrite_u16
-from ..packet.frame import IpProto, VNET_F_NEEDS_CSUM, ip_str
-from .base import Flow, Helper, Verdict
-from .records import BadRecord, Record, Restore, flow_record, restore_counters
+from ..packet.frame import IpProto, ip_str
+from .base import Helper, Verdict
+from .l2tp_wire import (CONNECTED, REPLIES, REQUESTS, UDP_HEADER, L2tpMessageType as M, Malformed, Message,
+                        OtherVersion, parse_avps, parse_header, write_u16)
+from .l2tp_tunnel import STOP_GRACE, L2tpSession, Tunnel, TunnelState, restored_tunnel, trim, tunnel_record
+from .records import BadRecord, Record, Restore
+from .spec import FlowView, ListEvent, Option, Timeout
 
 L2TP_PORT = 1701
-UDP_HEADER = 8
-T_BIT, L_BIT, S_BIT, O_BIT = 0x8000, 0x4000, 0x0800, 0x0200
-VERSION = 2
-AVP_MANDATORY, AVP_HIDDEN, AVP_LENGTH = 0x8000, 0x4000, 0x03FF
-AVP_HEADER = 6
-MAX_SESSIONS = 1024
-"""Sessions remembered per tunnel; a peer that opens more loses the oldest from the view."""
-STOP_GRACE = 31.0
-"""Seconds a tunnel's IDs stay known after StopCCN, so its acknowledgement and retransmissions still cross
-(RFC 2661 §5.7: state is kept for a full retransmission cycle, 1 + 2 + 4 + 8 + 8 + 8 s by default)."""
-
-
-class L2tpMessageType(IntEnum):
-    """Control message types (RFC 2661 §3.2)."""
-    SCCRQ = 1
-    SCCRP = 2
-    SCCCN = 3
-    STOPCCN = 4
-    HELLO = 6
-    OCRQ = 7
-    OCRP = 8
-    OCCN = 9
-    ICRQ = 10
-    ICRP = 11
-    ICCN = 12
-    CDN = 14
-    WEN = 15
-    SLI = 16
-
-
-class L2tpAvpType(IntEnum):
-    """The attribute types the helper reads (RFC 2661 §4.4)."""
-    MESSAGE_TYPE = 0
-    RESULT_CODE = 1
-    HOST_NAME = 7
-    ASSIGNED_TUNNEL_ID = 9
-    ASSIGNED_SESSION_ID = 14
-
-
-M = L2tpMessageType
-REQUESTS = frozenset({M.ICRQ, M.OCRQ})
-REPLIES = frozenset({M.ICRP, M.OCRP})
-CONNECTED = frozenset({M.ICCN, M.OCCN})
-
-
-class TunnelState(Enum):
-    REQUESTED = "requested"
-    REPLIED = "replied"
-    ESTABLISHED = "established"
-    STOPPING = "stopping"       # StopCCN sent: the IDs are kept until STOP_GRACE has passed
-
-
-class Message:
-    """The AVPs of one control message that the helper reads: values, and where the Assigned Tunnel ID is."""
-    __slots__ = ("type", "tunnel_id", "tunnel_id_at", "tunnel_id_hidden", "session_id", "host_name")
-
-    def __init__(self) -> None:
-        self.type = 0
-        self.tunnel_id: int | None = None
-        self.tunnel_id_at = 0
-        self.tunnel_id_hidden = False
-        self.session_id: int | None = None
-        self.host_name: str | None = None
-
-
-class L2tpSession:
-    __slots__ = ("session_id", "peer_session_id", "state")
-
-    def __init__(self, session_id: int | None, peer_session_id: int | None):
-        self.session_id = session_id
-        self.peer_session_id = peer_session_id
-        self.state = "requested"
-
-    def view(self) -> dict:
-        return {"session_id": self.session_id, "peer_session_id": self.peer_session_id, "state": self.state}
-
-
-class Tunnel(Flow):
-    """One tunnel: the inside host's Tunnel ID, its translation, the remote peer's, and its sessions."""
-
-    __slots__ = ("tunnel_id", "translated", "peer_tunnel_id", "inside_is_lac", "host_name", "tunnel_state",
-                 "sessions", "pending", "stop_deadline")
-    proto = "l2tp"
-    vpn = "l2tp"
-
-    def __init__(self, tid: int, inside_ip: int, remote_ip: int, inside_is_lac: bool, wan_ip: int, now: float):
-        super().__init__(tid, inside_ip, remote_ip, wan_ip, now)
-        self.tunnel_id: int | None = None
-        self.translated: int | None = None
-        self.peer_tunnel_id: int | None = None
-        self.inside_is_lac = inside_is_lac
-        self.host_name: str | None = None
-        self.tunnel_state = TunnelState.REQUESTED
-        self.sessions: dict[int, L2tpSession] = {}
-        """The inside host's Session ID -> session."""
-        self.pending: dict[int, L2tpSession] = {}
-        """Sessions the remote peer requested, by its Session ID, until the inside host assigns its own."""
-        self.stop_deadline = 0.0
-
-    def inside(self) -> str:
-        return f"{ip_str(self.inside_ip)}:{_opt(self.tunnel_id)}"
-
-    def outside(self, wan_ip: int) -> str:
-        return f"{ip_str(wan_ip)}:{_opt(self.translated)}"
-
-    def remote(self) -> str:
-        return f"{ip_str(self.remote_ip)}:{_opt(self.peer_tunnel_id)}"
-
-    def state(self) -> str:
-        return self.tunnel_state.value
-
-    def ids(self) -> dict:
-        lac, lns = (self.inside_ip, self.remote_ip) if self.inside_is_lac else (self.remote_ip, self.inside_ip)
-        return {"id": self.id, "client": ip_str(lac), "lns": ip_str(lns), "tunnel_id": self.tunnel_id,
-                "translated_tunnel_id": self.translated, "peer_tunnel_id": self.peer_tunnel_id}
-
-    def details(self) -> dict:
-        details = self.ids()
-        del details["id"]
-        sessions = [*self.sessions.values(), *self.pending.values()]
-        return {**details, "sessions": [s.view() for s in sessions], "host_name": self.host_name}
 
 
 class L2tpHelper(Helper):
     name = "l2tp"
+    title = "L2TP"
+    key = "l"
     flow_noun = "tunnel"
+    flow_nouns = ("tunnel", "tunnels")
+    flow_proto = "l2tp"
+    view = FlowView(
+        fields=("client", "lns", "tunnel_id", "translated_tunnel_id", "peer_tunnel_id", "sessions", "host_name"),
+        client="client", server="lns",
+        ids="tun {tunnel_id}>{translated_tunnel_id}<>{peer_tunnel_id}"
+            "{sessions:each| ses |,|[session_id]<>[peer_session_id]}",
+        legend="Tunnel ID client>translated<>LNS, sessions client<>LNS", fixed=("sessions",),
+        ending_events=("tunnel_down",),
+        list_events={"session_up": ListEvent("sessions", "session_id", ("session_id", "peer_session_id", "state")),
+                     "session_down": ListEvent("sessions", "session_id", add=False)})
+    options = (Option("port", "preserve", ("preserve", "translate"),
+                      '"preserve": every LAC keeps UDP 1701 outside, demultiplexed by Tunnel ID; "translate": '
+                      'plain NAPT.'),)
+    timeouts = (Timeout("l2tp", 600.0, "Idle lifetime of an L2TP tunnel and of its NAT sessions on UDP 1701 "
+                                       "(HELLOs come every 60 s)."),)
     counters = ("l2tp_tunnels_up", "l2tp_tunnels_down", "l2tp_sessions_up", "l2tp_sessions_down",
                 "l2tp_malformed", "l2tp_hidden_avp", "l2tp_other_version", "l2tp_tunnel_id_collision")
 
     def __init__(self, config=None) -> None:
         super().__init__(config)
-        self.preserve = config is None or config.l2tp.port == "preserve"
+        self.preserve = self.settings["port"] == "preserve"
         self.by_translated: dict[tuple[int, int], Tunnel] = {}
         """(remote address, translated Tunnel ID) -> tunnel: the header Tunnel ID of messages from the WAN."""
         self.by_peer: dict[tuple[int, int, int], Tunnel] = {}
         """(inside, remote, remote peer's Tunnel ID) -> tunnel: the header Tunnel ID of messages from the LAN."""
         self.by_inside: dict[tuple[int, int, int], Tunnel] = {}
         """(inside, remote, inside host's Tunnel ID) -> tunnel: SCCRQ retransmissions."""
-        self.tunnels: dict[int, Tunnel] = {}
-        """Id -> tunnel, every tunnel, settled or not."""
         self.hidden: set[Tunnel] = set()
         """Tunnels whose Assigned Tunnel ID was hidden and that the LNS has not yet named."""
         self.pairs: dict[tuple[int, int], int] = {}
@@ -212,7 +108,7 @@ class L2tpHelper(Helper):
                 if tunnel is not None:
                     self._adopt(tunnel, tunnel_id, now)
             if tunnel is not None and tunnel.translated != tunnel.tunnel_id:
-                _write(frame, l4, tunnel_at, tunnel.tunnel_id)   # the inside host's own ID, restored
+                write_u16(frame, l4, tunnel_at, tunnel.tunnel_id)   # the inside host's own ID, restored
         if control and avps < end:
             tunnel = self._control(session, frame, l4, tunnel_at, avps, end, tunnel, outbound, now)
         if tunnel is not None:
@@ -256,71 +152,30 @@ class L2tpHelper(Helper):
             self.pairs[pair] = left
             return
         self.pairs.pop(pair, None)
-        for tunnel in [t for t in self.tunnels.values() if (t.inside_ip, t.remote_ip) == pair]:
+        for tunnel in [t for t in self.live.values() if (t.inside_ip, t.remote_ip) == pair]:
             self._end(tunnel, "nat_session_closed", now)
 
     def describe(self, session):
         pair = session.helper_state
-        return [("tunnels", sum(1 for t in self.tunnels.values() if (t.inside_ip, t.remote_ip) == pair))]
+        return [("tunnels", sum(1 for t in self.live.values() if (t.inside_ip, t.remote_ip) == pair))]
 
     # -- parsing (RFC 2661 §3.1, §4.1) ----------------------------------------------------------------
 
     def _header(self, frame, at: int, session, now: float):
         """(control?, offset of the Tunnel ID, first AVP, end of message), or None to forward unparsed."""
-        size = len(frame) - at
-        if size < 6:
-            return self._malformed(f"{size}-byte L2TP header", session, now)
-        flags = frame[at] << 8 | frame[at + 1]
-        if flags & 0x000F != VERSION:
+        try:
+            return parse_header(frame, at)
+        except OtherVersion:
             self.ctx.count("l2tp_other_version")
-            return None
-        i, end = at + 2, at + size
-        if flags & L_BIT:
-            length = frame[i] << 8 | frame[i + 1]
-            if not 8 <= length <= size:
-                return self._malformed(f"L2TP length {length} in a {size}-byte datagram", session, now)
-            end = at + length
-            i += 2
-        tunnel_at = i
-        i += 4 + (4 if flags & S_BIT else 0)
-        if flags & O_BIT:
-            if i + 2 > end:
-                return self._malformed("L2TP offset size beyond the message", session, now)
-            i += 2 + (frame[i] << 8 | frame[i + 1])
-        control = bool(flags & T_BIT)
-        if i > end or tunnel_at + 4 > end:
-            return self._malformed("L2TP header longer than its message", session, now)
-        if control and (flags & (L_BIT | S_BIT)) != (L_BIT | S_BIT):
-            return self._malformed("L2TP control message without Length and Sequence", session, now)
-        return control, tunnel_at, i, end
+        except Malformed as exc:
+            self._malformed(str(exc), session, now)
+        return None
 
     def _avps(self, frame, i: int, end: int, session, now: float) -> Message | None:
-        msg = Message()
-        first = True
-        while i < end:
-            if i + AVP_HEADER > end:
-                return self._malformed("truncated AVP header", session, now)
-            bits = frame[i] << 8 | frame[i + 1]
-            length = bits & AVP_LENGTH
-            if length < AVP_HEADER or i + length > end:
-                return self._malformed(f"AVP of length {length} at byte {i - end}", session, now)
-            vendor, kind = frame[i + 2] << 8 | frame[i + 3], frame[i + 4] << 8 | frame[i + 5]
-            hidden, value = bool(bits & AVP_HIDDEN), i + AVP_HEADER
-            if first:
-                if vendor or kind != L2tpAvpType.MESSAGE_TYPE or length != 8 or hidden:
-                    return self._malformed("control message without a Message Type AVP first", session, now)
-                msg.type = frame[value] << 8 | frame[value + 1]
-                first = False
-            elif vendor == 0 and kind == L2tpAvpType.ASSIGNED_TUNNEL_ID and hidden:
-                msg.tunnel_id_hidden = True          # obfuscated (§4.3): its value is never read
-            elif vendor == 0 and kind == L2tpAvpType.ASSIGNED_TUNNEL_ID and length == 8:
-                msg.tunnel_id, msg.tunnel_id_at = frame[value] << 8 | frame[value + 1], value
-            elif vendor == 0 and kind == L2tpAvpType.ASSIGNED_SESSION_ID and length == 8 and not hidden:
-                msg.session_id = frame[value] << 8 | frame[value + 1]
-            elif vendor == 0 and kind == L2tpAvpType.HOST_NAME and not hidden:
-                msg.host_name = bytes(frame[value:i + length]).decode("utf-8", "replace")
-            i += length
-        return msg
+        try:
+            return parse_avps(frame, i, end)
+        except Malformed as exc:
+            return self._malformed(str(exc), session, now)
 
     def _malformed(self, what: str, session, now: float) -> None:
         where = f"{ip_str(session.inside_ip)}:{session.inside_port} <-> {ip_str(session.remote_ip)}:" \
@@ -352,7 +207,7 @@ class L2tpHelper(Helper):
         elif kind == M.STOPCCN:    # it names the sender's Tunnel ID again (§4.4.3): translated like SCCRQ's
             if outbound and msg.tunnel_id == tunnel.tunnel_id and tunnel.translated != tunnel.tunnel_id \
                     and not msg.tunnel_id_hidden:
-                _write(frame, l4, msg.tunnel_id_at, tunnel.translated)
+                write_u16(frame, l4, msg.tunnel_id_at, tunnel.translated)
             self._stop(tunnel, now)
         elif kind in REQUESTS and msg.session_id is not None:
             self._request(tunnel, msg.session_id, outbound)
@@ -439,7 +294,7 @@ class L2tpHelper(Helper):
             if self.preserve:
                 self.by_translated.setdefault((tunnel.remote_ip, tunnel.translated), tunnel)
         if tunnel.translated != own:
-            _write(frame, l4, msg.tunnel_id_at, tunnel.translated)
+            write_u16(frame, l4, msg.tunnel_id_at, tunnel.translated)
 
     def _allocate(self, tunnel: Tunnel, wanted: int) -> int:
         """A Tunnel ID unique towards the remote peer: the inside host's own if free, else a random one."""
@@ -468,7 +323,7 @@ class L2tpHelper(Helper):
             tunnel.sessions.setdefault(assigned, L2tpSession(assigned, None))
         else:
             tunnel.pending.setdefault(assigned, L2tpSession(None, assigned))
-        _trim(tunnel)
+        trim(tunnel)
 
     def _reply(self, tunnel: Tunnel, assigned: int, header_session: int, outbound: bool) -> None:
         """ICRP/OCRP: the sender announces its Session ID; the header names the requester's."""
@@ -476,7 +331,7 @@ class L2tpHelper(Helper):
             found = tunnel.pending.pop(header_session, None) or L2tpSession(None, header_session)
             found.session_id = assigned
             tunnel.sessions[assigned] = found
-            _trim(tunnel)
+            trim(tunnel)
         else:
             found = tunnel.sessions.get(header_session)
             if found is not None:
@@ -501,8 +356,7 @@ class L2tpHelper(Helper):
 
     def _new(self, inside: int, remote: int, inside_is_lac: bool, now: float) -> Tunnel:
         tunnel = Tunnel(self.ctx.new_id(), inside, remote, inside_is_lac, self.ctx.wan_ip, now)
-        self.tunnels[tunnel.id] = tunnel
-        self.ctx.flow_opened(tunnel, now)
+        self.opened(tunnel, now)
         return tunnel
 
     def _unregister(self, tunnel: Tunnel) -> None:
@@ -522,7 +376,7 @@ class L2tpHelper(Helper):
             key = (tunnel.inside_ip, tunnel.remote_ip, tunnel.peer_tunnel_id)
             if self.by_peer.get(key) is tunnel:
                 del self.by_peer[key]
-        del self.tunnels[tunnel.id]
+        self.live.pop(tunnel.id, None)
 
     def _stop(self, tunnel: Tunnel, now: float) -> None:
         """StopCCN: the tunnel and its sessions are down; its IDs stay known for the acknowledgement."""
@@ -540,7 +394,7 @@ class L2tpHelper(Helper):
         if tunnel.closed:
             return
         tunnel.closed = True
-        self.ctx.flow_closed(tunnel, reason, now)
+        self.ended(tunnel, reason, now)
         for found in list(tunnel.sessions.values()):
             self._end_session(tunnel, found, reason, now)
         self._forget(tunnel)
@@ -551,72 +405,47 @@ class L2tpHelper(Helper):
 
     def expire(self, now: float) -> None:
         limit = now - self.ctx.timeouts.l2tp
-        for tunnel in [t for t in self.tunnels.values()
+        for tunnel in [t for t in self.live.values()
                        if t.last_seen <= limit or (t.stop_deadline and t.stop_deadline <= now)]:
             self._end(tunnel, "idle", now)
 
     def next_deadline(self) -> float | None:
-        if not self.tunnels:
+        if not self.live:
             return None
         timeout = self.ctx.timeouts.l2tp
-        return min(t.stop_deadline or t.last_seen + timeout for t in self.tunnels.values())
+        return min(t.stop_deadline or t.last_seen + timeout for t in self.live.values())
 
-    def switched_off(self, now: float) -> None:
-        for tunnel in list(self.tunnels.values()):
-            self._end(tunnel, "passthrough_off", now)
+    def end_flow(self, flow: Tunnel, reason: str, now: float) -> None:
+        self._end(flow, reason, now)
 
-    def flows(self) -> list[Tunnel]:
-        return list(self.tunnels.values())
-
-    def close_flow(self, flow_id: int, now: float, reason: str = "closed_by_request") -> bool:
-        tunnel = self.tunnels.get(flow_id)
-        if tunnel is not None:
-            self._end(tunnel, reason, now)
-        return tunnel is not None
-
+    def tables(self) -> dict:
+        return {**super().tables(), "by_translated": self.by_translated, "by_peer": self.by_peer,
+                "by_inside": self.by_inside, "hidden": self.hidden, "pairs": self.pairs}
 
     # -- the state file: tunnels are the helper's records; a NAT session keeps only its pair ------------
 
     def flow_records(self) -> list[dict]:
-        return [{**flow_record(t), "tunnel_id": t.tunnel_id, "translated": t.translated,
-                 "peer_tunnel_id": t.peer_tunnel_id, "inside_is_lac": t.inside_is_lac, "host_name": t.host_name,
-                 "tunnel_state": t.tunnel_state.value, "hidden": t in self.hidden, "stop_deadline": t.stop_deadline,
-                 "sessions": [[s.session_id, s.peer_session_id, s.state] for s in t.sessions.values()],
-                 "pending": [[s.session_id, s.peer_session_id, s.state] for s in t.pending.values()]}
-                for t in self.tunnels.values()]
+        return [tunnel_record(t, t in self.hidden) for t in self.live.values()]
 
     def restore_flows(self, records: list, restore: Restore) -> None:
         restore.each(self.flow_kind, records, lambda r: self._restore_tunnel(r, restore))
 
     def _restore_tunnel(self, r: Record, restore: Restore) -> Tunnel:
-        inside, remote = restore.inside(r, "inside_ip"), restore.remote(r, "remote_ip")
-        own, translated, peer = (r.optional_integer(key, 1, 65535) for key in ("tunnel_id", "translated",
-                                                                               "peer_tunnel_id"))
-        hidden = r.flag("hidden")
-        if (own is None) != (translated is None) or (hidden and own is not None):
-            raise BadRecord("its own and translated Tunnel IDs do not go together")
+        tunnel, hidden, peer = restored_tunnel(r, restore, self.ctx.wan_ip)
+        inside, remote, own = tunnel.inside_ip, tunnel.remote_ip, tunnel.tunnel_id
         if own is not None and (inside, remote, own) in self.by_inside:
             raise BadRecord(f"Tunnel ID {own} of {ip_str(inside)} twice")
         if peer is not None and (inside, remote, peer) in self.by_peer:
             raise BadRecord(f"peer Tunnel ID {peer} twice")
-        sessions = {s.session_id: s for s in _restore_sessions(r, "sessions", own_ids=True)}
-        pending = {s.peer_session_id: s for s in _restore_sessions(r, "pending", own_ids=False)}
-        created, last_seen = restore.times(r)
-        state = TunnelState(r.text("tunnel_state", "established", choices=TUNNEL_STATES))
-        host_name, stop_deadline = r.optional_text("host_name"), r.time("stop_deadline", 0.0)
         restore.take_flow(inside)
-        tunnel = Tunnel(restore.claim(r), inside, remote, r.flag("inside_is_lac", True), self.ctx.wan_ip, created)
-        tunnel.last_seen, tunnel.tunnel_state, tunnel.host_name = last_seen, state, host_name
-        tunnel.stop_deadline, tunnel.sessions, tunnel.pending = stop_deadline, sessions, pending
-        tunnel.tunnel_id, tunnel.translated = own, translated
-        restore_counters(tunnel, r)
-        self.tunnels[tunnel.id] = tunnel
+        tunnel.id = restore.claim(r)
+        self.adopt(tunnel)
         if hidden:
             self.hidden.add(tunnel)
         if own is not None:
             self.by_inside[(inside, remote, own)] = tunnel
             if self.preserve:
-                self.by_translated.setdefault((remote, translated), tunnel)
+                self.by_translated.setdefault((remote, tunnel.translated), tunnel)
         if peer is not None:
             self._set_peer(tunnel, peer)
         return tunnel
@@ -627,43 +456,6 @@ class L2tpHelper(Helper):
 
     def restore_done(self, restore: Restore) -> None:
         """A tunnel lives while its pair has a NAT session: one whose sessions were all left out goes too."""
-        for tunnel in [t for t in self.tunnels.values() if (t.inside_ip, t.remote_ip) not in self.pairs]:
+        for tunnel in [t for t in self.live.values() if (t.inside_ip, t.remote_ip) not in self.pairs]:
             self._forget(tunnel)
             restore.undo(self.flow_kind, "no NAT session of its LAC and LNS was restored")
-
-
-TUNNEL_STATES = tuple(state.value for state in TunnelState)
-SESSION_STATES = ("requested", "established")
-
-
-def _restore_sessions(r: Record, key: str, own_ids: bool) -> list[L2tpSession]:
-    """A tunnel's sessions as [own Session ID, peer's Session ID, state] (``own_ids``: the first is required)."""
-    made = []
-    for entry in r.items(key, most=MAX_SESSIONS):
-        if not (isinstance(entry, list) and len(entry) == 3 and entry[2] in SESSION_STATES
-                and all(v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65535)
-                        for v in entry[:2]) and entry[0 if own_ids else 1] is not None):
-            raise BadRecord(f"an L2TP session in {key} is not [Session ID, peer Session ID, state]")
-        session = L2tpSession(entry[0], entry[1])
-        session.state = entry[2]
-        made.append(session)
-    return made
-
-
-def _write(frame: bytearray, l4: int, at: int, value: int) -> None:
-    """Rewrite a 16-bit field of the UDP payload in place; the UDP checksum follows (zero stays zero)."""
-    if frame[0] & VNET_F_NEEDS_CSUM:      # the kernel sums the payload later
-        frame[at], frame[at + 1] = value >> 8, value & 0xFF
-    else:
-        rewrite_u16(frame, l4, at, value, l4 + 6, zero_is_none=True)
-
-
-def _trim(tunnel: Tunnel) -> None:
-    """At most MAX_SESSIONS sessions per table of a tunnel: the oldest go first."""
-    for table in (tunnel.sessions, tunnel.pending):
-        while len(table) > MAX_SESSIONS:
-            del table[next(iter(table))]
-
-
-def _opt(value) -> str:
-    return "" if value is None else str(value)

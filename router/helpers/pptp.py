@@ -33,129 +33,37 @@ loses the framing, and the direction is then forwarded unparsed.
 from __future__ import annotations
 
 import struct
-from enum import Enum, IntEnum
 
 from ..packet.frame import U16 as U16_STRUCT, IpProto, TCP_FIN, TCP_RST, TCP_SYN, ip_str
-from .base import Flow, Helper, Verdict
+from .base import Helper, Verdict
+from .pptp_call import CALL_STATES, CallState, Control, PptpCall
+from .pptp_wire import (CALL_ID_FIELDS, CONTROL_MESSAGE, CREATES_CALL, HEADER, MAGIC_COOKIE, MAX_LENGTH,
+                        MESSAGE_LENGTH, OWN, PEER, RESULT_OK, U16, PptpMessageType as T,
+                        direction_record, restore_direction)
 from .records import BadRecord, Record, Restore, flow_record, restore_counters
-from .tcpstream import Segment, StreamDirection, write_payload_u16
+from .spec import FlowView, Timeout
+from .tcpstream import Segment, write_payload_u16
 
 PPTP_PORT = 1723
-MAGIC_COOKIE = 0x1A2B3C4D
-CONTROL_MESSAGE = 1
-HEADER = struct.Struct("!HHIH")
-"""length, PPTP message type, magic cookie, control message type (RFC 2637 §2)."""
-MAX_LENGTH = 4096
 CLEARING_GRACE = 10.0
 """Seconds a call lives after Call-Clear-Request while its Call-Disconnect-Notify is awaited."""
-
-
-class PptpMessageType(IntEnum):
-    """Control message types (RFC 2637 §2.1-§2.15)."""
-    SCCRQ = 1
-    SCCRP = 2
-    STOP_CCRQ = 3
-    STOP_CCRP = 4
-    ECHO_RQ = 5
-    ECHO_RP = 6
-    OCRQ = 7
-    OCRP = 8
-    ICRQ = 9
-    ICRP = 10
-    ICCN = 11
-    CCRQ = 12
-    CDN = 13
-    WEN = 14
-    SLI = 15
-
-
-T = PptpMessageType
-MESSAGE_LENGTH = {T.SCCRQ: 156, T.SCCRP: 156, T.STOP_CCRQ: 16, T.STOP_CCRP: 16, T.ECHO_RQ: 16, T.ECHO_RP: 20,
-                  T.OCRQ: 168, T.OCRP: 32, T.ICRQ: 220, T.ICRP: 24, T.ICCN: 28, T.CCRQ: 16, T.CDN: 148,
-                  T.WEN: 40, T.SLI: 24}
-"""Length of each message, header included (RFC 2637 §2; the sizes Linux's helper checks)."""
-
-OWN, PEER = "own", "peer"
-CALL_ID_FIELDS = {T.OCRQ: ((12, OWN),), T.OCRP: ((12, OWN), (14, PEER)), T.ICRQ: ((12, OWN),),
-                  T.ICRP: ((12, OWN), (14, PEER)), T.ICCN: ((12, PEER),), T.CCRQ: ((12, OWN),),
-                  T.CDN: ((12, OWN),), T.WEN: ((12, PEER),), T.SLI: ((12, PEER),)}
-"""Where each message carries a Call ID, and whose: the sender's own or its peer's."""
-CREATES_CALL = frozenset({T.OCRQ, T.OCRP, T.ICRQ, T.ICRP})
-RESULT_OK = 1   # OCRP "Connected", ICRP "Connect" (RFC 2637 §2.8, §2.10)
-
-
-class CallState(Enum):
-    REQUESTED = "requested"
-    ESTABLISHED = "established"
-    CLEARING = "clearing"
-
-
-class PptpCall(Flow):
-    """One call: the inside peer's Call ID, its translation, the remote peer's Call ID; its GRE is the flow."""
-
-    __slots__ = ("control", "call_id", "translated_call_id", "peer_call_id", "inside_is_client", "call_state",
-                 "deadline")
-    proto = "gre"
-    vpn = "pptp"
-
-    def __init__(self, cid: int, control, inside_ip: int, remote_ip: int, call_id: int, translated: int,
-                 inside_is_client: bool, wan_ip: int, now: float):
-        super().__init__(cid, inside_ip, remote_ip, wan_ip, now)
-        self.control = control
-        self.call_id = call_id
-        self.translated_call_id = translated
-        self.peer_call_id: int | None = None
-        self.inside_is_client = inside_is_client
-        self.call_state = CallState.REQUESTED
-        self.deadline = 0.0
-
-    # Call IDs stand where ports would.
-    def inside(self) -> str:
-        return f"{ip_str(self.inside_ip)}:{self.call_id}"
-
-    def outside(self, wan_ip: int) -> str:
-        return f"{ip_str(wan_ip)}:{self.translated_call_id}"
-
-    def remote(self) -> str:
-        return f"{ip_str(self.remote_ip)}:{'' if self.peer_call_id is None else self.peer_call_id}"
-
-    def state(self) -> str:
-        return self.call_state.value
-
-    def details(self) -> dict:
-        client, server = (self.inside_ip, self.remote_ip) if self.inside_is_client else (self.remote_ip, self.inside_ip)
-        return {"client": ip_str(client), "server": ip_str(server), "call_id": self.call_id,
-                "translated_call_id": self.translated_call_id, "peer_call_id": self.peer_call_id,
-                "call_state": self.call_state.value}
-
-
-class Direction(StreamDirection):
-    """A control stream direction plus the message being assembled."""
-    __slots__ = ("message", "synced")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.message = bytearray()
-        """The original bytes of the current message so far."""
-        self.synced = True
-
-
-class Control:
-    """The state of one control connection (``session.helper_state``)."""
-    __slots__ = ("out", "inbound", "calls", "fin_out", "fin_in")
-
-    def __init__(self) -> None:
-        self.out, self.inbound = Direction(), Direction()
-        self.calls: dict[int, PptpCall] = {}
-        """Inside peer's Call ID -> call."""
-        self.fin_out = self.fin_in = False
 
 
 class PptpHelper(Helper):
     """The PPTP helper: control connections on TCP 1723, and GRE demultiplexed by Call ID."""
 
     name = "pptp"
+    title = "PPTP"
+    key = "p"
     flow_noun = "call"
+    flow_nouns = ("call", "calls")
+    flow_proto = "gre"
+    view = FlowView(
+        fields=("client", "server", "call_id", "translated_call_id", "peer_call_id", "call_state"),
+        client="client", server="server", ids="call {call_id}>{translated_call_id}<>{peer_call_id}",
+        legend="Call ID client>translated<>server", ending_events=("call_down",))
+    timeouts = (Timeout("gre", 600.0, "Idle time after which a PPTP call's GRE mapping ends (Linux uses 10 "
+                                      "minutes)."),)
     counters = ("pptp_calls_up", "pptp_calls_down", "pptp_malformed", "pptp_desync", "pptp_split_field")
     drop_reasons = (
         "gre_malformed",            # not enhanced GRE v1 with a key (RFC 2637 §4.1)
@@ -375,7 +283,7 @@ class PptpHelper(Helper):
                         inside_is_client, self.ctx.wan_ip, now)
         control.calls[call_id] = call
         self.inbound[(call.remote_ip, translated)] = call
-        self.ctx.flow_opened(call, now)
+        self.opened(call, now)
         return call
 
     def _allocate(self, remote_ip: int, wanted: int) -> int | None:
@@ -422,7 +330,7 @@ class PptpHelper(Helper):
                 self.outbound.get((call.inside_ip, call.remote_ip, call.peer_call_id)) is call:
             del self.outbound[(call.inside_ip, call.remote_ip, call.peer_call_id)]
         call.closed = True
-        self.ctx.flow_closed(call, reason, now)
+        self.ended(call, reason, now)
         self.ctx.event("call_down", {"id": call.id, **call.details(), "reason": reason}, now,
                        counter="pptp_calls_down")
 
@@ -445,15 +353,11 @@ class PptpHelper(Helper):
         idle = self.ctx.timeouts.gre
         return min(c.deadline if c.deadline else c.last_seen + idle for c in self.inbound.values())
 
-    def flows(self) -> list[PptpCall]:
-        return list(self.inbound.values())
+    def end_flow(self, flow: PptpCall, reason: str, now: float) -> None:
+        self._end(flow, reason, now)
 
-    def close_flow(self, flow_id: int, now: float, reason: str = "closed_by_request") -> bool:
-        call = next((c for c in self.inbound.values() if c.id == flow_id), None)
-        if call is not None:
-            self._end(call, reason, now)
-        return call is not None
-
+    def tables(self) -> dict:
+        return {**super().tables(), "inbound": self.inbound, "outbound": self.outbound}
 
     # -- the state file: calls go with their control connection's NAT session -------------------------
 
@@ -461,7 +365,7 @@ class PptpHelper(Helper):
         control = session.helper_state
         if control is None:
             return None
-        return {"out": _direction_record(control.out), "in": _direction_record(control.inbound),
+        return {"out": direction_record(control.out), "in": direction_record(control.inbound),
                 "fin_out": control.fin_out, "fin_in": control.fin_in,
                 "calls": [{**flow_record(call), "call_id": call.call_id, "translated_call_id": call.translated_call_id,
                            "peer_call_id": call.peer_call_id, "inside_is_client": call.inside_is_client,
@@ -473,7 +377,7 @@ class PptpHelper(Helper):
             return
         control = Control()
         for direction, key in ((control.out, "out"), (control.inbound, "in")):
-            _restore_direction(direction, record.record(key) or Record({}))
+            restore_direction(direction, record.record(key) or Record({}))
         control.fin_out, control.fin_in = record.flag("fin_out"), record.flag("fin_in")
         session.helper_state = control
         restore.each(self.flow_kind, record.items("calls"), lambda r: self._restore_call(session, control, r, restore))
@@ -497,33 +401,11 @@ class PptpHelper(Helper):
         call.last_seen, call.call_state, call.deadline = last_seen, state, deadline
         restore_counters(call, r)
         control.calls[call_id] = self.inbound[(remote, translated)] = call
+        self.adopt(call)
         if peer is not None:
             self._set_peer(call, peer)
         return call
 
-
-CALL_STATES = tuple(state.value for state in CallState)
-
-
-def _direction_record(direction: Direction) -> dict:
-    return {"next_seq": direction.next_seq, "rewrites": [[seq, data] for seq, data in direction.rewrites],
-            "message": bytes(direction.message), "synced": direction.synced}
-
-
-def _restore_direction(direction: Direction, r: Record) -> None:
-    """A control stream direction as ``_direction_record`` wrote it: where it is, and the rewrites to replay."""
-    direction.next_seq = r.optional_integer("next_seq", 0, 0xFFFFFFFF)
-    for entry in r.items("rewrites", most=direction.rewrites.maxlen):
-        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)
-                and 0 <= entry[0] <= 0xFFFFFFFF and isinstance(entry[1], bytes) and 0 < len(entry[1]) <= 2):
-            raise BadRecord("a control stream rewrite is not [sequence number, 1 or 2 bytes]")
-        direction.rewrites.append((entry[0], entry[1]))
-    direction.message = bytearray(r.octets("message", most=MAX_LENGTH, default=b""))
-    direction.synced = r.flag("synced", True)
-
-
-def U16(data, at: int) -> int:  # noqa: N802 - reads like the struct format it stands for
-    return data[at] << 8 | data[at + 1]
 
 
 def _src(frame, ip: int) -> int:

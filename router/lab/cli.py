@@ -12,7 +12,7 @@ from pathlib import Path
 from ..control.client import ControlError
 from .kernel import CHOICES as PEER_CHOICES, Peers
 from .topology import STATE_DIR, Lab, LabError, is_router_process
-from ..control.schema import PROFILES
+from ..behaviour import PROFILES
 from .vpns import CONNECT_WAIT, PROTOCOLS, VpnLab
 
 DEFAULT_CLIENTS, DEFAULT_SERVERS = 3, 2

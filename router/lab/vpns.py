@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from ..control.client import Client, ControlError
-from ..control.schema import is_vpn_flow
+from ..control.schema import flow_protos, is_vpn_flow
+from ..helpers import registry
 from . import ipsec, l2tp, pptp, tools
 from .kernel import Peers, detect
 from .tools import require
@@ -231,13 +232,14 @@ class VpnLab:
             "clients": {name: {proto: {"server": e["server"], "running": _alive(e["pid"])}
                                for proto, e in protos.items()}
                         for name, protos in state["clients"].items()},
-            "vpn_sessions": [s for s in self.sessions() if is_vpn_flow(s)],
+            "vpn_sessions": [s for s in self.sessions() if is_vpn_flow(s, flow_protos(registry.descriptions()))],
         }
 
 
 def is_vpn_flow_of(session: dict, proto: str, client_ip: str) -> bool:
     """A VPN's own flow (call, tunnel, association) of ``proto`` from ``client_ip``."""
-    return session.get("vpn") == proto and is_vpn_flow(session) and session.get("client") == client_ip
+    return (session.get("vpn") == proto and is_vpn_flow(session, flow_protos(registry.descriptions()))
+            and session.get("client") == client_ip)
 
 
 def _is_up(session: dict, proto: str, client_ip: str, server_ip: str) -> bool:

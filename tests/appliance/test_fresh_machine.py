@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import hashlib
+import importlib.util
 import os
 import re
 import select
@@ -29,7 +30,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -37,8 +37,18 @@ import pytest
 
 from .conftest import ROOT, need, require_root, run, tail
 
-sys.path.insert(0, str(ROOT / "images"))
-import apt_sources  # noqa: E402  (images/apt_sources.py: the mirror images/build.sh reads too)
+
+
+def _images_module(name: str):
+    """A module of images/ (a folder of scripts, not a package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "images" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+apt_sources = _images_module("apt_sources")
+"""images/apt_sources.py: the mirror images/build.sh reads too."""
 
 SUITE = "bookworm"
 CACHE = Path(os.environ.get("IMAGE_CACHE", "/var/cache/vpnrouter-image")) / "fresh-machine"

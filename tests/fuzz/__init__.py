@@ -8,10 +8,3 @@ target's protocol, with time jumps and random frames between them.  Every
 byte string is a valid program, and the empty one plays the conversation
 unmodified.
 """
-
-import sys
-from pathlib import Path
-
-UNIT = Path(__file__).parents[1] / "unit"
-if str(UNIT) not in sys.path:       # the frame builders, imported as the unit tests import them (conftest.py)
-    sys.path.insert(0, str(UNIT))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from frames import make_router
+from tests.unit.frames import make_router
 from router.control import protocol
 from router.control.server import ControlServer
 

@@ -28,12 +28,11 @@ from __future__ import annotations
 from scapy.layers.inet import UDP
 from scapy.utils import checksum as scapy_checksum
 
-from frames import LAN, WAN, emitted, make_router
+from tests.unit.frames import LAN, WAN, emitted, make_router
 from router.dataplane.fragments import MAX_HELD_PER_DATAGRAM
 from router.dataplane.icmp import embedded_flow
 from router.dataplane.arp import PROBES, parse_arp
-from router.helpers.ipsec import MAX_SPIS, _ike_header
-from router.helpers.l2tp import MAX_SESSIONS
+from router.helpers.ipsec_sa import ike_header
 from router.packet.frame import IP_OFFSET as IP, VNET_HDR
 
 from . import scripts
@@ -157,7 +156,7 @@ def probe(frame: bytes) -> None:
         flow = embedded_flow(bytearray(frame), l4)
         assert flow is None or (flow[0] in (1, 6, 17) and flow[-1] + 8 <= len(frame)), flow
         for at in (l4 + 8, l4 + 12):
-            spis = _ike_header(frame, at, len(frame) - at)
+            spis = ike_header(frame, at, len(frame) - at)
             assert spis is None or (len(spis[0]) == len(spis[1]) == 8 and any(spis[0])), spis
 
 
@@ -198,10 +197,8 @@ class Checker:
                   "helper flows": {f.id: f for f in _flows(r)},
                   "holders": {vpn: h for vpn, h in r.admission.holders.items() if h}}
         for helper in r.helpers:
-            for name in ("inbound", "outbound", "by_translated", "by_peer", "by_inside", "hidden", "pairs",
-                         "associations", "by_gateway", "esp_out", "esp_in"):
-                if isinstance(getattr(helper, name, None), (dict, set)):
-                    tables[f"{helper.name}.{name}"] = getattr(helper, name)
+            for name, table in helper.tables().items():
+                tables[f"{helper.name}.{name}"] = table
         left = {name: len(table) for name, table in tables.items() if table}
         assert not left, f"left after every timeout: {left}"
 
@@ -264,9 +261,8 @@ def check_bounds(r) -> None:
     assert len(r.events) <= EVENT_QUEUE
     for helper in r.helpers:
         for flow in helper.flows():
-            if isinstance(getattr(flow, "pending", None), dict):       # an L2TP tunnel's sessions
-                assert len(flow.sessions) <= MAX_SESSIONS and len(flow.pending) <= MAX_SESSIONS
-            assert len(getattr(flow, "esp_out", ())) <= MAX_SPIS and len(getattr(flow, "esp_in", ())) <= MAX_SPIS
+            for name, (table, most) in flow.tables().items():
+                assert len(table) <= most, f"{helper.name} flow {flow.id}: {name} holds {len(table)} > {most}"
 
 
 # -- running one input ------------------------------------------------------------------------------------

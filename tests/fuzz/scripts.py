@@ -15,11 +15,11 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether, GRE_PPTP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
-import ipsec_frames as ike
-import l2tp_frames as l2tp
-import pptp_frames as pptp
-from frames import C1, C2, C3, FAR, LAN, LAN_IP, LAN_MAC, MACS, S1, S2, WAN, WAN_IP, WAN_MAC, from_lan, from_wan, \
-    partial_frame, wire
+from tests.unit import ipsec_frames as ike
+from tests.unit import l2tp_frames as l2tp
+from tests.unit import pptp_frames as pptp
+from tests.unit.frames import (C1, C2, C3, FAR, LAN, LAN_IP, LAN_MAC, MACS, S1, S2, WAN, WAN_IP, WAN_MAC, from_lan,
+                               from_wan, partial_frame, wire)
 
 OTHER = "192.168.77.60"     # a LAN host the router has not resolved yet
 PPP = b"\xff\x03\xc0\x21\x09\x01\x00\x08\x00\x00\x00\x0a"

@@ -11,10 +11,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from router.control import schema
+from router.helpers import registry
 from router.lab.topology import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +29,45 @@ def require_root() -> None:
         pytest.fail("integration tests need root for network namespaces and TAP devices (run `make test` as root)")
     if not Path("/dev/net/tun").exists():
         pytest.fail("integration tests need /dev/net/tun")
+
+
+@contextmanager
+def lab_for(prefix: str, *, router: bool = True, extra_config: str = "", **lab_kwargs) -> Iterator[Lab]:
+    """A lab built in this process (``Lab(prefix=prefix, **lab_kwargs)``: clients, servers, forwards...), up
+    for the length of the block and removed after it, whatever happened; a module's fixture yields inside it.
+
+    ``router``: the router runs with ``extra_config`` added to the lab's configuration; False: the block starts
+    it (after its own changes to the lab), or never does.  Fails at once without root."""
+    require_root()
+    lab = Lab(prefix=prefix, **lab_kwargs)
+    try:
+        lab.up()
+        if router:
+            lab.start_router(extra_config=extra_config)
+        yield lab
+    finally:
+        lab.down()
+
+
+@contextmanager
+def cli_lab(prefix: str, *options: str) -> Iterator[str]:
+    """The same, made as a user makes it: `vpnrouter lab --prefix PREFIX OPTIONS up` (its VPN servers started,
+    the router running on by itself) and `vpnrouter lab --prefix PREFIX down` before and after; what `up`
+    printed.  For the modules that test the lab's commands and drive everything through them."""
+    require_root()
+    vpnrouter("lab", "--prefix", prefix, "down")
+    try:
+        yield vpnrouter("lab", "--prefix", prefix, *options, "up")
+    finally:
+        vpnrouter("lab", "--prefix", prefix, "down")
+
+
+def vpnrouter(*args: str, timeout: float = 300) -> str:
+    """`vpnrouter ARGS` in a process of its own; its output (it must succeed)."""
+    result = subprocess.run([sys.executable, "-m", "router", *args], capture_output=True, text=True,
+                            timeout=timeout, cwd=ROOT)
+    assert result.returncode == 0, f"vpnrouter {' '.join(args)}: {result.stdout}\n{result.stderr}"
+    return result.stdout
 
 
 def ctl(lab: Lab, *args: str) -> str:
@@ -63,10 +106,15 @@ def three_vpns(lab: Lab):
     return vpns
 
 
+def is_vpn_flow(session: dict) -> bool:
+    """Whether a session (of `ctl sessions --json`) is a VPN's own flow: a call, tunnel or association, the
+    ``flow_proto`` its registered helper declares (GRE for PPTP, L2TP, ESP for IPsec)."""
+    return schema.is_vpn_flow(session, schema.flow_protos(registry.descriptions()))
+
+
 def vpn_flows(lab: Lab) -> dict[int, dict]:
-    """The router's VPN flows (GRE calls, L2TP tunnels, ESP associations) by id."""
-    return {s["id"]: s for s in json.loads(ctl(lab, "sessions", "--json"))
-            if s.get("vpn") and s["proto"] in ("gre", "l2tp", "esp")}
+    """The router's VPN flows by id."""
+    return {s["id"]: s for s in json.loads(ctl(lab, "sessions", "--json")) if is_vpn_flow(s)}
 
 
 class Peers:
@@ -90,15 +138,9 @@ class Peers:
 
 @pytest.fixture(scope="module")
 def lab():
-    require_root()
-    lab = Lab(prefix="vt", clients=2, servers=2,
-              forwards=[{"proto": "tcp", "port": 8080, "to": "192.168.77.12:8000"}])
-    try:
-        lab.up()
-        lab.start_router()
+    with lab_for("vt", clients=2, servers=2,
+                 forwards=[{"proto": "tcp", "port": 8080, "to": "192.168.77.12:8000"}]) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture

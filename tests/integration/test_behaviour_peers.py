@@ -13,9 +13,10 @@ import time
 
 import pytest
 
-from router.dataplane.portset import PortSet
+from router.helpers.registry import names
+from router.portset import PortSet
 from router.lab.topology import STATE_DIR
-from tests.integration.conftest import ROOT, require_root, wait_for
+from tests.integration.conftest import ROOT, cli_lab, wait_for
 
 PREFIX = "vb"
 SOCKET = STATE_DIR / PREFIX / "control.sock"
@@ -59,13 +60,8 @@ def close_sessions_of(vpn: str, client: str) -> None:
 
 @pytest.fixture(scope="module")
 def lab_up():
-    require_root()
-    lab("down")
-    try:
-        lab("up")
+    with cli_lab(PREFIX):
         yield
-    finally:
-        lab("down")
 
 
 @pytest.fixture
@@ -77,7 +73,7 @@ def default_profile(lab_up):
         ctl("rules", "del", str(rule["index"]))
 
 
-@pytest.mark.parametrize("vpn", ["pptp", "l2tp", "ipsec"])
+@pytest.mark.parametrize("vpn", names())
 def test_single_refuses_a_second_client_then_lets_it_through(default_profile, vpn):
     ctl("passthrough", vpn, "single")
     lab("connect", "c1", vpn, "s1")

@@ -9,8 +9,7 @@ import subprocess
 
 import pytest
 
-from router.lab.topology import Lab
-from tests.integration.conftest import ROOT, Peers, ctl, require_root
+from tests.integration.conftest import ROOT, Peers, ctl, lab_for
 from tests.integration.peers import payload
 
 S1 = "198.51.100.10"
@@ -22,14 +21,8 @@ DOWNLOAD = 16 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def lab():
-    require_root()
-    lab = Lab(prefix="vf", clients=2, servers=1)
-    try:
-        lab.up()
-        lab.start_router(extra_config=f"[limits]\nsessions_per_host = {PER_HOST}\n")
+    with lab_for("vf", clients=2, servers=1, extra_config=f"[limits]\nsessions_per_host = {PER_HOST}\n") as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def test_a_host_flooding_new_flows_meets_its_limit_and_the_others_keep_working(lab):

@@ -21,7 +21,7 @@ import pytest
 
 from router.lab import ipsec
 from router.lab.topology import ROUTER_WAN, Lab
-from tests.integration.conftest import ROOT, counters, ctl, require_root, wait_for
+from tests.integration.conftest import ROOT, counters, ctl, lab_for, wait_for
 
 GATEWAY = Lab.server_ip(1)
 MODES = ("preserve", "translate")
@@ -38,25 +38,21 @@ def require_tools(*tools: str) -> None:
 @pytest.fixture(scope="module", params=MODES)
 def vpn_lab(request, tmp_path_factory):
     """A fresh lab and router per ike_port mode, with a strongSwan gateway and a capture of its IKE."""
-    require_root()
     require_tools(ipsec.CHARON, "swanctl", "tcpdump")
     mode = request.param
-    lab = Lab(prefix=f"vi{mode[0]}", clients=3, servers=1)
     base = tmp_path_factory.mktemp(f"ipsec-{mode}")
-    state = {"mode": mode, "lab": lab, "base": base, "charons": [], "capture": None}
-    try:
-        lab.up()
-        lab.start_router(extra_config=f'[ipsec]\nike_port = "{mode}"\n')
-        state["capture"] = ipsec.start_capture(lab, lab.server(1), base / "gateway.pcap")
-        state["gateway"] = ipsec.start_gateway(lab, lab.server(1), base / "gw", address=GATEWAY)
-        state["charons"].append(state["gateway"])
-        yield state
-    finally:
-        for charon in state["charons"]:
-            charon.stop()
-        if state["capture"] is not None:
-            ipsec.stop_capture(state["capture"])
-        lab.down()
+    with lab_for(f"vi{mode[0]}", clients=3, servers=1, extra_config=f'[ipsec]\nike_port = "{mode}"\n') as lab:
+        state = {"mode": mode, "lab": lab, "base": base, "charons": [], "capture": None}
+        try:
+            state["capture"] = ipsec.start_capture(lab, lab.server(1), base / "gateway.pcap")
+            state["gateway"] = ipsec.start_gateway(lab, lab.server(1), base / "gw", address=GATEWAY)
+            state["charons"].append(state["gateway"])
+            yield state
+        finally:
+            for charon in state["charons"]:
+                charon.stop()
+            if state["capture"] is not None:
+                ipsec.stop_capture(state["capture"])
 
 
 
@@ -198,14 +194,8 @@ def test_switch_off_blocks_a_new_tunnel_and_on_lets_one_through(vpn_lab):
 
 @pytest.fixture(scope="module")
 def esp_lab():
-    require_root()
-    lab = Lab(prefix="ve", clients=3, servers=1)
-    try:
-        lab.up()
-        lab.start_router()
+    with lab_for("ve", clients=3, servers=1) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 class EspPeer:

@@ -30,7 +30,7 @@ import pytest
 
 from router.lab.l2tp import ppp_frames, start_lac, start_lns
 from router.lab.topology import Lab
-from tests.integration.conftest import counters, ctl, require_root, wait_for
+from tests.integration.conftest import counters, ctl, lab_for, wait_for
 
 ECHO_REQUEST, ECHO_REPLY = 9, 10
 ROUTER_WAN = "198.51.100.1"
@@ -68,20 +68,16 @@ class L2tpLab:
 
 @pytest.fixture(scope="module", params=["preserve", "translate"])
 def l2tp_lab(request, tmp_path_factory):
-    require_root()
     if subprocess.run(["which", "xl2tpd"], capture_output=True).returncode:
         pytest.fail("xl2tpd is not installed (make test installs the Debian package xl2tpd)")
     mode = request.param
-    lab = Lab(prefix=PREFIXES[mode], clients=3, servers=1)
-    env = L2tpLab(lab, tmp_path_factory.mktemp(f"l2tp-{mode}"), mode)
-    try:
-        lab.up()
-        lab.start_router(extra_config=f'[l2tp]\nport = "{mode}"')
-        env.lns = start_lns(lab, lab.server(1), env.base / "lns")
-        yield env
-    finally:
-        env.stop()
-        lab.down()
+    with lab_for(PREFIXES[mode], clients=3, servers=1, extra_config=f'[l2tp]\nport = "{mode}"') as lab:
+        env = L2tpLab(lab, tmp_path_factory.mktemp(f"l2tp-{mode}"), mode)
+        try:
+            env.lns = start_lns(lab, lab.server(1), env.base / "lns")
+            yield env
+        finally:
+            env.stop()
 
 
 

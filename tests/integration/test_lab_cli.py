@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from router.helpers.registry import names
 from router.lab.kernel import has_esp, has_ppp
 from router.lab.topology import PEERS_DIR, STATE_DIR
-from tests.integration.conftest import ROOT, require_root
+from tests.integration.conftest import ROOT, cli_lab, is_vpn_flow
 
 PREFIX = "vx"
 
@@ -66,19 +67,14 @@ def assert_nothing_left() -> None:
 
 @pytest.fixture(scope="module")
 def lab_up():
-    require_root()
-    lab("down")
-    try:
-        out = lab("up").stdout
+    with cli_lab(PREFIX) as out:
         assert "The lab is up" in out
         yield
-    finally:
-        lab("down")
 
 
 def vpn_flows(socket: Path) -> list[dict]:
     sessions = json.loads(vr("ctl", "--socket", str(socket), "sessions", "--json").stdout)
-    return [s for s in sessions if s.get("vpn") and s["proto"] in ("gre", "l2tp", "esp")]
+    return [s for s in sessions if is_vpn_flow(s)]
 
 
 def test_connect_each_vpn_and_see_it(lab_up):
@@ -95,7 +91,7 @@ def test_connect_each_vpn_and_see_it(lab_up):
     status = json.loads(lab("status", "--json").stdout)
     assert status["router"]["running"] and len(status["vpn_sessions"]) == 3
     assert status["peers"] == {"ppp": "pppd" if has_ppp() else "stand-in", "esp": "kernel" if has_esp() else "libipsec"}
-    assert all(all(status["servers"][s][p] for p in ("pptp", "l2tp", "ipsec")) for s in ("s1", "s2"))
+    assert all(all(status["servers"][s][p] for p in names()) for s in ("s1", "s2"))
     # a second connect of the same kind from the same client is refused with the reason
     again = lab("connect", "c1", "pptp", check=False)
     assert again.returncode == 1 and "already holds a pptp session" in again.stderr

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import pytest
 
 from router.lab.topology import Lab, sh
-from tests.integration.conftest import require_root
+from tests.integration.conftest import lab_for
 from tests.integration.natdiscovery import FILTERINGS, MAPPINGS, DiscoveryError, StunServer, discover, parse
 
 STUN, STUN_ALT = "198.51.100.10", "198.51.100.11"
@@ -44,15 +44,10 @@ def kernel_nat(lab: Lab, client: str) -> None:
 
 @pytest.fixture(scope="module")
 def nat_lab():
-    require_root()
-    lab = Lab(prefix="nd", clients=2, servers=2)
-    try:
-        lab.up()
+    with lab_for("nd", clients=2, servers=2, router=False) as lab:      # each test starts its own
         kernel_nat(lab, lab.client(2))
         with StunServer(lab.server(1), STUN, STUN_ALT, lab.state_dir / "stun"):
             yield lab
-    finally:
-        lab.down()
 
 
 @contextmanager

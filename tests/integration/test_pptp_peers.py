@@ -15,8 +15,7 @@ import time
 import pytest
 
 from router.lab.pptp import ppp_frames, start_pptp_client, start_pptpd
-from router.lab.topology import Lab
-from tests.integration.conftest import ctl, require_root, wait_for
+from tests.integration.conftest import ctl, lab_for, wait_for
 
 SERVER = "198.51.100.10"
 ECHO_REPLY = 10
@@ -24,22 +23,18 @@ ECHO_REPLY = 10
 
 @pytest.fixture(scope="module")
 def pptp_lab(tmp_path_factory):
-    require_root()
     for tool in ("pptpd", "pptp"):
         if subprocess.run(["which", tool], capture_output=True).returncode:
             pytest.fail(f"{tool} is not installed (make test installs the Debian packages pptpd and pptp-linux)")
-    lab = Lab(prefix="vp", clients=4, servers=1)
     base = tmp_path_factory.mktemp("pptp")
     procs = []
-    try:
-        lab.up()
-        lab.start_router()
-        procs.append(start_pptpd(lab, lab.server(1), base / "server"))
-        yield lab, base, procs
-    finally:
-        for proc in procs:
-            proc.terminate()
-        lab.down()
+    with lab_for("vp", clients=4, servers=1) as lab:
+        try:
+            procs.append(start_pptpd(lab, lab.server(1), base / "server"))
+            yield lab, base, procs
+        finally:
+            for proc in procs:
+                proc.terminate()
 
 
 

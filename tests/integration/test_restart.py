@@ -17,7 +17,7 @@ import pytest
 from router.lab import ipsec
 from router.lab.topology import Lab
 from router.lab.vpns import VpnLab
-from tests.integration.conftest import ROOT, Peers, ctl, require_root, three_vpns, vpn_flows, wait_for
+from tests.integration.conftest import ROOT, Peers, ctl, lab_for, three_vpns, vpn_flows, wait_for
 from tests.integration.peers import payload
 
 S1 = "198.51.100.10"
@@ -28,15 +28,10 @@ RATE = 600 * 1024
 
 @pytest.fixture(scope="module")
 def restart_lab():
-    require_root()
-    lab = Lab(prefix="vk", clients=2, servers=1)
-    try:
-        lab.up()
+    with lab_for("vk", clients=2, servers=1, router=False) as lab:
         lab.config_path.write_text(lab.router_config().replace("[state]\n", "[state]\ninterval = 1\n"))
         lab.start_router()
         yield lab, three_vpns(lab)
-    finally:
-        lab.down()
 
 
 def carried_on(lab: Lab, vpns: VpnLab, before: dict[int, dict]) -> None:
@@ -148,11 +143,7 @@ def vpn_round(lab: Lab, base, tag: str, spi_base: int) -> dict:
 
 
 def test_a_router_restarted_for_a_rebuilt_lab_takes_up_its_tables_and_blocks_no_new_flow(tmp_path):
-    require_root()
-    lab = Lab(prefix="vn", clients=2, servers=1)
-    try:
-        lab.up()
-        lab.start_router()
+    with lab_for("vn", clients=2, servers=1) as lab:
         before = vpn_round(lab, tmp_path, "old", 0xA1000000)
         assert before["pings"] == [0, 0], before
         assert lab.stop_router(timeout=10) == 0
@@ -166,8 +157,6 @@ def test_a_router_restarted_for_a_rebuilt_lab_takes_up_its_tables_and_blocks_no_
         line = next(l for l in ctl(lab, "status").splitlines() if l.startswith("state "))
         assert f"{lab.state_dir / 'router.state'}: written" in line and "restored" in line, line
         after = vpn_round(lab, tmp_path, "new", 0xB2000000)
-    finally:
-        lab.down()
     size_and_digest = [str(200_000), hashlib.sha256(payload(200_000, 0xB2000000 & 0xFFFF)).hexdigest()]
     assert [d.split() for d in after["downloads"]] == [size_and_digest] * 2, after
     assert after["pings"] == [0, 0], after                 # both tunnels up at once, IKE from port 500 each

@@ -19,7 +19,7 @@ import pytest
 
 from router.lab.topology import Lab
 from router.lab.vpns import VpnLab
-from tests.integration.conftest import Peers, ctl, require_root, three_vpns, vpn_flows, wait_for
+from tests.integration.conftest import Peers, ctl, lab_for, three_vpns, vpn_flows, wait_for
 from tests.integration.peers import payload
 
 S1 = "198.51.100.10"
@@ -32,14 +32,9 @@ RSS_GROWTH_MB = 8.0
 
 @pytest.fixture(scope="module")
 def soak_lab():
-    require_root()
-    lab = Lab(prefix="vs", clients=2, servers=1)
-    try:
-        lab.up()
-        lab.start_router(extra_config=f"[timeouts]\nudp = {TIMEOUT}\nicmp = {TIMEOUT}\ntcp_transitory = {TIMEOUT}\n")
+    timeouts = f"[timeouts]\nudp = {TIMEOUT}\nicmp = {TIMEOUT}\ntcp_transitory = {TIMEOUT}\n"
+    with lab_for("vs", clients=2, servers=1, extra_config=timeouts) as lab:
         yield lab, three_vpns(lab)
-    finally:
-        lab.down()
 
 
 def rss_mb(lab: Lab) -> float:

@@ -15,8 +15,9 @@ import sys
 
 import pytest
 
+from router.helpers.registry import helper_classes
 from router.lab.topology import STATE_DIR
-from tests.integration.conftest import ROOT, require_root, wait_for
+from tests.integration.conftest import ROOT, cli_lab, wait_for
 
 PREFIX = "vu"
 SOCKET = STATE_DIR / PREFIX / "control.sock"
@@ -44,23 +45,20 @@ def switches() -> dict:
 
 @pytest.fixture(scope="module")
 def dashboard():
-    require_root()
     if shutil.which("tmux") is None:
         pytest.fail("tmux is not installed (make test installs the Debian package tmux)")
-    vr("lab", "--prefix", PREFIX, "down")
-    try:
-        vr("lab", "--prefix", PREFIX, "up")
-        vr("lab", "--prefix", PREFIX, "connect", "c1", "pptp", "s1")
-        vr("lab", "--prefix", PREFIX, "connect", "c2", "ipsec", "s1")
-        tmux("kill-session", "-t", TMUX)
-        # without COLUMNS and LINES (pytest sets them), the app sizes itself to the tmux pane
-        command = f"cd {ROOT} && exec env -u COLUMNS -u LINES {sys.executable} -m router tui --socket {SOCKET}"
-        tmux("new-session", "-d", "-s", TMUX, "-x", "160", "-y", "48", command)
-        tmux("resize-window", "-t", TMUX, "-x", "160", "-y", "48")   # a server started earlier may say 80x24
-        yield
-    finally:
-        tmux("kill-session", "-t", TMUX)
-        vr("lab", "--prefix", PREFIX, "down")
+    with cli_lab(PREFIX):
+        try:
+            vr("lab", "--prefix", PREFIX, "connect", "c1", "pptp", "s1")
+            vr("lab", "--prefix", PREFIX, "connect", "c2", "ipsec", "s1")
+            tmux("kill-session", "-t", TMUX)
+            # without COLUMNS and LINES (pytest sets them), the app sizes itself to the tmux pane
+            command = f"cd {ROOT} && exec env -u COLUMNS -u LINES {sys.executable} -m router tui --socket {SOCKET}"
+            tmux("new-session", "-d", "-s", TMUX, "-x", "160", "-y", "48", command)
+            tmux("resize-window", "-t", TMUX, "-x", "160", "-y", "48")   # a server started earlier may say 80x24
+            yield
+        finally:
+            tmux("kill-session", "-t", TMUX)
 
 
 def test_the_screen_shows_both_clients_with_their_call_ids_and_spis(dashboard):
@@ -72,16 +70,17 @@ def test_the_screen_shows_both_clients_with_their_call_ids_and_spis(dashboard):
     assert wait_for(lambda: all(w in screen() for w in wanted), 20), screen()
 
 
-@pytest.mark.parametrize("key, name", [("p", "pptp"), ("i", "ipsec"), ("l", "l2tp")])
-def test_a_key_turns_its_passthrough_off_and_on_again(dashboard, key, name):
+@pytest.mark.parametrize("key, name, title", [pytest.param(cls.key, cls.name, cls.title, id=f"{cls.key}-{cls.name}")
+                                              for cls in helper_classes()])
+def test_a_key_turns_its_passthrough_off_and_on_again(dashboard, key, name, title):
     assert wait_for(lambda: "connected" in screen(), 20), screen()
     assert switches()[name] is True
     tmux("send-keys", "-t", TMUX, key)
     assert wait_for(lambda: switches()[name] is False, 10), screen()
-    assert wait_for(lambda: f"{name.upper() if name != 'ipsec' else 'IPsec'}  OFF" in screen(), 10), screen()
+    assert wait_for(lambda: f"{title}  OFF" in screen(), 10), screen()
     tmux("send-keys", "-t", TMUX, key)
     assert wait_for(lambda: switches()[name] is True, 10), screen()
-    assert wait_for(lambda: f"{name.upper() if name != 'ipsec' else 'IPsec'}  ON" in screen(), 10), screen()
+    assert wait_for(lambda: f"{title}  ON" in screen(), 10), screen()
 
 
 def test_q_quits(dashboard):

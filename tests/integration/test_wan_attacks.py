@@ -20,7 +20,7 @@ import time
 import pytest
 
 from router.lab.topology import STATE_DIR
-from tests.integration.conftest import ROOT, require_root, wait_for
+from tests.integration.conftest import ROOT, cli_lab, is_vpn_flow, wait_for
 from tests.integration.peers import payload
 
 PREFIX = "vw"
@@ -66,19 +66,14 @@ def dropped(counters: dict) -> int:
 
 @pytest.fixture(scope="module")
 def lab():
-    require_root()
-    vr("lab", "--prefix", PREFIX, "down")
-    try:
-        vr("lab", "--prefix", PREFIX, "--clients", "1", "--servers", "2", "up")
+    with cli_lab(PREFIX, "--clients", "1", "--servers", "2"):
         for vpn in ("pptp", "l2tp", "ipsec"):
             vr("lab", "--prefix", PREFIX, "connect", "c1", vpn, "s1")
         yield
-    finally:
-        vr("lab", "--prefix", PREFIX, "down")
 
 
 def vpn_flows() -> dict[int, dict]:
-    return {s["id"]: s for s in sessions() if s.get("vpn") and s["proto"] in ("gre", "l2tp", "esp")}
+    return {s["id"]: s for s in sessions() if is_vpn_flow(s)}
 
 
 def test_wan_attacks_reach_nobody_and_tear_nothing_down(lab):

@@ -15,7 +15,7 @@ rate the sender offered (a sender slower than the router would show there) and
 the share of a CPU the router process used.  Last, forwarding while the
 control socket reads a table of 16,000 sessions: the largest RTT of a ping
 every 5 ms, with and without the reads; and the dashboard's update cost with
-10,000 sessions and 500 events a second, headless (tui/bench.py).  Beside the
+10,000 sessions and 500 events a second, headless (tests/perf/dashboard.py).  Beside the
 rates, which move by a third between runs on a shared machine, the
 instructions per forwarded frame of the copier and of vpnrouter, counted by
 valgrind (tests/perf/instructions.py), which do not.
@@ -482,9 +482,9 @@ def main() -> int:
           "router CPU below 100% with that: it was short of CPU, and pps/CPU (received per router CPU second) compares\n"
           "the per-packet cost.")
     print("bench: the dashboard, headless, 10,000 sessions and 500 events a second...", file=sys.stderr, flush=True)
-    from tui.bench import run_bench
+    from tests.perf.dashboard import run_bench
     tui = results["tui"] = run_bench(sessions=10_000, events_per_second=500.0, seconds=8.0)
-    print(f"\nvpnrouter tui, headless (tui/bench.py): {tui['sessions']} sessions, "
+    print(f"\nvpnrouter tui, headless (tests/perf/dashboard.py): {tui['sessions']} sessions, "
           f"{tui['events_offered_per_second']} events/s offered, {tui['events_per_second']} applied "
           f"({'keeps up' if tui['keeps_up'] else 'FALLS BEHIND'}); a screen update {tui['update_ms']['mean']} ms "
           f"(p95 {tui['update_ms']['p95']}, max {tui['update_ms']['max']}), drawing {tui['render_ms']['mean']} ms "

@@ -7,7 +7,8 @@ import inspect
 
 import pytest
 
-from .fake_router import FakeRouter, demo_table
+from .fake_router import FakeRouter
+from .samples import demo_table
 
 TEST_TIMEOUT = 60.0
 

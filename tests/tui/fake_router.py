@@ -5,8 +5,9 @@ its loop while the fake answers from another, as the real router would from
 its process.  Every method a test calls is thread-safe and returns once the
 fake has done it.  It keeps a table of sessions, the switches with their modes,
 the NAT profile and the access rules, answers the methods of control protocol 3
-(``router.control.schema``), numbers its events with ``seq``, and records each
-request in ``requests``.  ``attempt()`` decides a VPN attempt as the router's
+(``router.control.schema``; ``version`` with the real registry's descriptions
+of its protocols unless told others), numbers its events with ``seq``, and
+records each request in ``requests``.  ``attempt()`` decides a VPN attempt as the router's
 admission does (rules first, then single passthrough) and tells the refusals.
 """
 
@@ -22,21 +23,27 @@ from pathlib import Path
 
 import msgpack
 
+from router.behaviour import PROFILES, Rule, parse_rule
 from router.control import protocol, schema
+
+from .samples import DEMO_RULES, DESCRIPTIONS, demo_table, nat_session, profile_nat
 
 
 class FakeRouter:
-    def __init__(self, path: str | Path, sessions=(), switches: dict | None = None, uptime: float = 3723.0,
+    def __init__(self, path: str | Path, sessions=(), helpers: list[dict] | None = None, uptime: float = 3723.0,
                  modes: dict | None = None, rules=(), default_action: str = "allow", profile: str = "default"):
         self.path = str(path)
         self.sessions: dict[int, dict] = {s["id"]: dict(s) for s in sessions}
-        on = switches or {name: True for name in schema.VPNS}
-        self.modes: dict[str, str] = dict(modes or {name: "multi" if on[name] else "off" for name in schema.VPNS})
-        """Each switch's mode: "off", "single" or "multi" (``switches`` says on or off)."""
+        self.helpers: list[dict] | None = DESCRIPTIONS if helpers is None else helpers
+        """``version()["helpers"]``: the protocols, in the order of their switches; set to None, the fake is a
+        router too old to describe them."""
+        self.protos = schema.flow_protos(self.helpers)
+        self.modes: dict[str, str] = dict(modes or {h["name"]: "multi" for h in self.helpers})
+        """Each switch's mode: "off", "single" or "multi"."""
         self._mode_when_on = {name: "multi" if mode == "off" else mode for name, mode in self.modes.items()}
         self.nat = profile_nat(profile)
-        self.rules: list[dict] = [_rule(rule) for rule in rules]
-        """{"vpn", "client", "server", "action"} each, in order: the first that matches decides."""
+        self.rules: list[Rule] = [parse_rule(rule, "rule") for rule in rules]
+        """In order: the first that matches decides."""
         self.hits: list[int] = [0] * len(self.rules)
         self.default_action = default_action
         self.uptime = uptime
@@ -157,10 +164,11 @@ class FakeRouter:
         return self._run(self._attempt, vpn, client, server)
 
     def _attempt(self, vpn: str, client: str, server: str) -> str:
-        index = next((i for i, rule in enumerate(self.rules) if _matches(rule, vpn, client, server)), None)
+        addresses = int(ipaddress.IPv4Address(client)), int(ipaddress.IPv4Address(server))
+        index = next((i for i, rule in enumerate(self.rules) if rule.matches(vpn, *addresses)), None)
         if index is not None:
             self.hits[index] += 1
-        action = self.default_action if index is None else self.rules[index]["action"]
+        action = self.default_action if index is None else self.rules[index].action
         details = {"type": "vpn", "vpn": vpn, "client": client, "server": server, "suppressed": 0}
         if action == "deny":
             self._publish({**details, "event": "denied", "rule": None if index is None else index + 1,
@@ -210,7 +218,7 @@ class FakeRouter:
                     self._publish({"type": "session_opened", "session": dict(session)})
                 elif kind < 0.8 and self.sessions:
                     oldest = [sid for sid in itertools.islice(iter(self.sessions), 60)
-                              if not schema.is_vpn_flow(self.sessions[sid])]
+                              if not schema.is_vpn_flow(self.sessions[sid], self.protos)]
                     if not oldest:
                         continue
                     session = self.sessions.pop(rng.choice(oldest))
@@ -281,15 +289,16 @@ class FakeRouter:
             writer.write(protocol.response(msgid, None, result))
 
     def _m_version(self, writer, params):
-        return {"protocol": schema.PROTOCOL_VERSION, "router": "fake"}
+        answer = {"protocol": schema.PROTOCOL_VERSION, "router": "fake"}
+        return answer if self.helpers is None else {**answer, "helpers": self.helpers}
 
     def _m_status(self, writer, params):
         self.uptime += self.uptime_step
         return {"uptime": self.uptime, "passthrough": self.switches, "passthrough_mode": dict(self.modes),
-                "passthrough_holder": {name: self._holder(name) for name in schema.VPNS}, "nat": dict(self.nat),
+                "passthrough_holder": {name: self._holder(name) for name in self.modes}, "nat": dict(self.nat),
                 "rules": {"default_action": self.default_action, "count": len(self.rules)},
                 "counters": dict(self.counters),
-                "sessions": sum(1 for s in self.sessions.values() if not schema.is_vpn_flow(s)),
+                "sessions": sum(1 for s in self.sessions.values() if not schema.is_vpn_flow(s, self.protos)),
                 "protocol": schema.PROTOCOL_VERSION, "ports": {}}
 
     @property
@@ -340,8 +349,8 @@ class FakeRouter:
         if name not in PROFILES:
             raise LookupError(f"no profile {name!r} (known: {', '.join(PROFILES)})")
         self.nat = profile_nat(name)
-        for vpn in schema.VPNS:
-            self._set_mode(vpn, PROFILES[name][1], later)
+        for vpn in self.modes:
+            self._set_mode(vpn, PROFILES[name].passthrough, later)
         self._tell({"type": "profile_changed", "name": name, "nat": dict(self.nat)}, later)
         return dict(self.nat)
 
@@ -350,12 +359,13 @@ class FakeRouter:
 
     def _rules_view(self) -> dict:
         return {"default_action": self.default_action,
-                "rules": [{"index": i + 1, **rule, "hits": self.hits[i]} for i, rule in enumerate(self.rules)]}
+                "rules": [{"index": i + 1, **rule.to_dict(), "hits": self.hits[i]}
+                          for i, rule in enumerate(self.rules)]}
 
     def _m_add_rule(self, writer, params):
         if len(params) not in (1, 2) or not isinstance(params[0], dict):
             raise ValueError("params: [{vpn, client, server, action}, position?] with position from 1")
-        rule = _rule(params[0])
+        rule = parse_rule(params[0], "rule")
         position = params[1] if len(params) == 2 else len(self.rules) + 1
         if not isinstance(position, int) or not 1 <= position <= len(self.rules) + 1:
             raise ValueError(f"position: from 1 to {len(self.rules) + 1}")
@@ -405,114 +415,6 @@ class FakeRouter:
 
         self.loop.call_soon(asyncio.ensure_future, stream())
         return {"capture": cid}
-
-
-# -- settings as the router describes them ----------------------------------------------------------
-
-EIM, ADM, APDM = schema.NAT_MAPPINGS
-
-
-def port_set(offset: int, psid_length: int, psid: int) -> dict:
-    """An RFC 7597 §5.1 port set as ``status()["nat"]["port_set"]``: every A > 0, the PSID, every j."""
-    m = 16 - offset - psid_length
-    ranges = [[(a << (16 - offset)) | (psid << m), (a << (16 - offset)) | (psid << m) | ((1 << m) - 1)]
-              for a in range(1, 1 << offset)]
-    return {"offset": offset, "psid_length": psid_length, "psid": psid, "size": len(ranges) << m, "ranges": ranges}
-
-
-PROFILES = {
-    "default": ((EIM, ADM, "preserve", True, None), "multi"),
-    "basic-home": ((EIM, APDM, "preserve", False, None), "single"),
-    "strict": ((APDM, APDM, "random", False, None), "off"),
-    "linux": ((EIM, APDM, "preserve", False, None), "multi"),
-    "map-e": ((EIM, ADM, "preserve", True, port_set(4, 8, 1)), "multi"),
-}
-"""Profile -> ((mapping, filtering, port assignment, hairpinning, port set), passthrough mode), as the router's."""
-
-
-def profile_nat(name: str) -> dict:
-    (mapping, filtering, ports, hairpinning, ps), _ = PROFILES[name]
-    return {"profile": name, "overrides": [], "mapping": mapping, "filtering": filtering,
-            "port_assignment": ports, "hairpinning": hairpinning, "port_set": ps}
-
-
-def _rule(entry: dict) -> dict:
-    """A rule from ``add_rule``'s params, prefixes written as the router writes them ("192.168.77.11/32")."""
-    vpn, action = entry.get("vpn", "any"), entry.get("action")
-    if vpn not in schema.RULE_VPNS or action not in schema.RULE_ACTIONS:
-        raise ValueError(f"vpn one of {', '.join(schema.RULE_VPNS)}; action allow or deny")
-    try:
-        client, server = (str(ipaddress.IPv4Network(entry.get(k, "0.0.0.0/0"))) for k in ("client", "server"))
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
-    return {"vpn": vpn, "client": client, "server": server, "action": action}
-
-
-def _matches(rule: dict, vpn: str, client: str, server: str) -> bool:
-    return (rule["vpn"] in ("any", vpn) and ipaddress.IPv4Address(client) in ipaddress.IPv4Network(rule["client"])
-            and ipaddress.IPv4Address(server) in ipaddress.IPv4Network(rule["server"]))
-
-
-# -- sessions as the router describes them ----------------------------------------------------------
-
-def nat_session(sid: int, proto: str = "udp", inside: str | None = None, remote: str | None = None,
-                state: str | None = None, seed: int | None = None, **extra) -> dict:
-    n = sid if seed is None else seed
-    session = {
-        "id": sid, "proto": proto,
-        "inside": inside or f"192.168.77.{10 + n % 200}:{40000 + n % 20000}",
-        "outside": f"203.0.113.1:{20000 + n % 40000}",
-        "remote": remote or f"198.51.100.{1 + n % 250}:{53 if proto == 'udp' else 443}",
-        "state": state or ("established" if proto == "tcp" else "active"),
-        "idle": float(n % 30), "age": float(60 + n % 600),
-        "packets_in": n * 3 % 1000, "packets_out": n * 2 % 1000,
-        "bytes_in": n * 3000 % 1_000_000, "bytes_out": n * 200 % 100_000,
-    }
-    session.update(extra)
-    return session
-
-
-def pptp_call(sid: int, client: str = "192.168.77.11", server: str = "198.51.100.7", call_id: int = 0,
-              translated: int = 17, peer: int | None = 33, state: str = "established") -> dict:
-    return {"id": sid, "proto": "gre", "inside": f"{client}:{call_id}", "outside": f"203.0.113.1:{translated}",
-            "remote": f"{server}:{'' if peer is None else peer}", "state": state, "idle": 1.0, "age": 125.0,
-            "packets_in": 420, "packets_out": 380, "bytes_in": 61_234, "bytes_out": 40_120, "vpn": "pptp",
-            "client": client, "server": server, "call_id": call_id, "translated_call_id": translated,
-            "peer_call_id": peer, "call_state": state}
-
-
-def l2tp_tunnel(sid: int, client: str = "192.168.77.12", lns: str = "198.51.100.8", tunnel_id: int = 5,
-                translated: int = 5, peer: int | None = 9, sessions=((1, 4, "established"),)) -> dict:
-    return {"id": sid, "proto": "l2tp", "inside": f"{client}:{tunnel_id}", "outside": f"203.0.113.1:{translated}",
-            "remote": f"{lns}:{peer}", "state": "established", "idle": 2.0, "age": 300.0,
-            "packets_in": 1000, "packets_out": 900, "bytes_in": 150_000, "bytes_out": 90_000, "vpn": "l2tp",
-            "client": client, "lns": lns, "tunnel_id": tunnel_id, "translated_tunnel_id": translated,
-            "peer_tunnel_id": peer, "host_name": "lac1",
-            "sessions": [{"session_id": a, "peer_session_id": b, "state": st} for a, b, st in sessions]}
-
-
-def ipsec_sa(sid: int, client: str = "192.168.77.13", gateway: str = "198.51.100.9", natt: bool = True,
-             ambiguous: bool = False) -> dict:
-    return {"id": sid, "proto": "esp", "inside": client, "outside": "203.0.113.1", "remote": gateway,
-            "state": "established", "idle": 0.0, "age": 42.0, "packets_in": 77, "packets_out": 81,
-            "bytes_in": 9_876, "bytes_out": 10_240, "vpn": "ipsec", "client": client, "gateway": gateway,
-            "ike_spi_i": "1122334455667788", "ike_spi_r": "99aabbccddeeff00", "esp_spi_out": "c0ffee01",
-            "esp_spi_in": "0badf00d", "natt": natt, "ports": [{"inside": 4500, "outside": 4500, "remote": 4500}],
-            "ambiguous": ambiguous}
-
-
-def demo_table(nat: int = 12) -> list[dict]:
-    """A small deterministic table: a call, a tunnel, two associations (one ambiguous), NAT sessions."""
-    sessions = [pptp_call(1), l2tp_tunnel(2), ipsec_sa(3), ipsec_sa(4, client="192.168.77.14", natt=False,
-                                                                  ambiguous=True)]
-    sessions.append(nat_session(5, "tcp", inside="192.168.77.11:40001", remote="198.51.100.7:1723", vpn="pptp"))
-    sessions += [nat_session(i, "tcp" if i % 3 == 0 else "udp") for i in range(6, 6 + nat)]
-    return sessions
-
-
-DEMO_RULES = [{"vpn": "pptp", "client": "192.168.77.12", "server": "0.0.0.0/0", "action": "deny"},
-              {"vpn": "any", "client": "192.168.77.0/24", "server": "198.51.100.0/24", "action": "allow"}]
-"""Rules for a look at the rules screen (``r``)."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,9 @@ from tui.widgets.screens import ConfirmScreen, DetailsScreen, HelpScreen, RulesS
 from tui.widgets.switches import switch_text
 from tui.widgets.table import KeyedTable
 
-from .fake_router import FakeRouter, demo_table, nat_session
+from .fake_router import FakeRouter
 from .helpers import make_app, notifications, requests, screen_text, synced, wait_for
+from .samples import PROTOCOLS, demo_table, nat_session
 
 
 def nat(app) -> KeyedTable:
@@ -93,15 +94,17 @@ async def test_capital_keys_switch_between_single_and_multi_and_on_brings_the_mo
 
 
 def test_a_switch_shows_its_holder_and_count_only_if_they_fit_whole():
-    full = switch_text("pptp", "single", "192.168.77.11", False, 1)
+    pptp, l2tp, ipsec = (PROTOCOLS[name] for name in ("pptp", "l2tp", "ipsec"))
+    full = switch_text(pptp, "p", "single", "192.168.77.11", False, 1)
     assert full.plain == " p  PPTP  ON single 192.168.77.11  1 call"
-    assert switch_text("pptp", "single", "192.168.77.11", False, 1, width=40).plain == \
+    assert switch_text(pptp, "p", "single", "192.168.77.11", False, 1, width=40).plain == \
         " p  PPTP  ON single 192.168.77.11 "
-    assert switch_text("pptp", "single", "192.168.77.11", False, 3, width=30).plain == " p  PPTP  ON single  3 calls"
-    assert switch_text("l2tp", "multi", None, True, 0).plain == " l  L2TP  ON multi (asking)  0 tunnels"
-    assert switch_text("ipsec", "off", None, False, 0).plain == " i  IPsec  OFF  0 SAs"
-    assert switch_text("ipsec", "on", None, False, 2).plain == " i  IPsec  ON  2 SAs"       # mode not known yet
-    assert switch_text("ipsec", None, None, False, 0).plain == " i  IPsec   ?   0 SAs"
+    assert switch_text(pptp, "p", "single", "192.168.77.11", False, 3, width=30).plain == \
+        " p  PPTP  ON single  3 calls"
+    assert switch_text(l2tp, "l", "multi", None, True, 0).plain == " l  L2TP  ON multi (asking)  0 tunnels"
+    assert switch_text(ipsec, "i", "off", None, False, 0).plain == " i  IPsec  OFF  0 SAs"
+    assert switch_text(ipsec, "i", "on", None, False, 2).plain == " i  IPsec  ON  2 SAs"    # mode not known yet
+    assert switch_text(ipsec, "i", None, None, False, 0).plain == " i  IPsec   ?   0 SAs"
 
 
 async def test_a_refused_switch_is_shown_with_its_reason_and_the_switch_stays(sock, fake):

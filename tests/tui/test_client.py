@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import msgpack
+import pytest
 
 from router.control import protocol, schema
-from tui.client import (Connection, Dropped, Events, Link, LinkDown, LinkUp, RequestError, Snapshot, Status,
-                        Subscribed)
+from tui.client import (Connection, Described, Dropped, Events, Link, LinkDown, LinkUp, RequestError, Snapshot,
+                        Status, Subscribed)
 
-from .fake_router import nat_session
+from .samples import DESCRIPTIONS, nat_session
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,7 +84,8 @@ async def test_the_link_subscribes_reads_the_table_then_status_and_follows_event
     link = Link(sock, items.append, status_interval=0.05)
     task = asyncio.ensure_future(link.run())
     await until(lambda: any(isinstance(i, Status) for i in items))
-    assert [type(i) for i in items[:4]] == [LinkUp, Subscribed, Snapshot, Status]
+    assert [type(i) for i in items[:5]] == [LinkUp, Described, Subscribed, Snapshot, Status]
+    assert items[1].helpers == DESCRIPTIONS
     assert [m for m, _ in fake.requests[:4]] == ["version", "subscribe", "sessions", "status"]
     fake.open_session(nat_session(99))
     await until(lambda: any(isinstance(i, Events) for i in items))
@@ -105,7 +107,7 @@ async def test_the_link_says_when_the_router_goes_and_comes_back(sock, fake):
     items.clear()
     fake.start()
     await until(lambda: any(isinstance(i, Snapshot) for i in items))
-    assert isinstance(items[0], LinkUp) and isinstance(items[1], Subscribed)
+    assert [type(i) for i in items[:3]] == [LinkUp, Described, Subscribed]
     link.stop()
     task.cancel()
 
@@ -159,10 +161,9 @@ async def test_capture_hands_over_frames_then_says_why_it_ended(sock, fake):
     got = []
     reason, count = await link.capture(7, 2, 1.0, lambda t, frame: got.append(frame))
     assert (reason, count) == ("count", 2) and got == [b"\x01" * 60, b"\x02" * 60]
-    try:
+    with pytest.raises(RequestError) as refused:
         await link.capture(4242, 2, 1.0, lambda t, frame: None)
-    except RequestError as exc:
-        assert exc.code == "not_found"
+    assert refused.value.code == "not_found"
     link.stop()
     task.cancel()
 
@@ -170,6 +171,6 @@ async def test_capture_hands_over_frames_then_says_why_it_ended(sock, fake):
 def test_the_dashboards_core_imports_without_textual():
     """The model, views, client and decoders are plain Python: Textual stays in app.py and widgets/."""
     code = ("import sys; sys.modules['textual'] = None\n"
-            "import tui.model, tui.view, tui.client, tui.format, tui.rates, tui.decode\n")
+            "import tui.model, tui.view, tui.client, tui.format, tui.rates, tui.decode, tui.protocols\n")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 

@@ -11,7 +11,7 @@ from tui.model import UNKNOWN_RESYNC_INTERVAL, Model
 from tui.rates import Rates
 from tui.view import Filter, FilterError, TableView
 
-from .fake_router import demo_table, ipsec_sa, nat_session, port_set, pptp_call, profile_nat
+from .samples import DESCRIPTIONS, PROTOCOLS, demo_table, ipsec_sa, nat_session, port_set, pptp_call, profile_nat
 
 
 def opened(seq, session):
@@ -31,9 +31,10 @@ def brief(sid, packets_in=0, packets_out=0, bytes_in=0, bytes_out=0, state="acti
             "bytes_in": bytes_in, "bytes_out": bytes_out}
 
 
-def synced_model(sessions=None, seq=10, now=0.0) -> Model:
+def synced_model(sessions=None, seq=10, now=0.0, helpers=DESCRIPTIONS) -> Model:
     model = Model()
     model.link_up(now)
+    model.describe(helpers, now)
     model.subscribed(seq, now)
     model.load_snapshot(demo_table() if sessions is None else sessions, now)
     model.take_changes()
@@ -144,7 +145,7 @@ def test_l2tp_session_events_update_the_tunnels_sessions():
                          "peer_session_id": 8, "state": "established"},
                         {"type": "vpn", "seq": 11, "event": "session_down", **tunnel, "session_id": 1,
                          "peer_session_id": 4, "state": "closed", "reason": "cdn"}], now=1.0)
-    assert fmt.protocol_ids(model.sessions[2]) == "tun 5>5<>9 ses 2<>8"
+    assert fmt.protocol_ids(model.sessions[2], PROTOCOLS["l2tp"]) == "tun 5>5<>9 ses 2<>8"
     assert 2 in model.take_changes().replaced
 
 
@@ -436,9 +437,10 @@ def test_nat_brief(nat, text):
 
 def test_protocol_ids_of_each_vpn():
     model = synced_model()
-    assert fmt.protocol_ids(model.sessions[1]) == "call 0>17<>33"
-    assert fmt.protocol_ids(model.sessions[2]) == "tun 5>5<>9 ses 1<>4"
-    assert fmt.protocol_ids(model.sessions[3]) == "NAT-T ESP c0ffee01/0badf00d IKE 11223344…/99aabbcc…"
-    assert fmt.vpn_cells(model.sessions[4], now=0.0)[5] == "!"              # ambiguous
+    pptp, l2tp, ipsec = (PROTOCOLS[name] for name in ("pptp", "l2tp", "ipsec"))
+    assert fmt.protocol_ids(model.sessions[1], pptp) == "call 0>17<>33"
+    assert fmt.protocol_ids(model.sessions[2], l2tp) == "tun 5>5<>9 ses 1<>4"
+    assert fmt.protocol_ids(model.sessions[3], ipsec) == "NAT-T ESP c0ffee01/0badf00d IKE 11223344…/99aabbcc…"
+    assert fmt.vpn_cells(model.sessions[4], 0.0, ipsec)[5] == "!"              # ambiguous
     multi = synced_model([dict(ipsec_sa(9), esp_spi_in=["0badf00d", "feedf00d"])])
-    assert "ESP c0ffee01/0badf00d,feedf00d" in fmt.protocol_ids(multi.sessions[9])
+    assert "ESP c0ffee01/0badf00d,feedf00d" in fmt.protocol_ids(multi.sessions[9], ipsec)

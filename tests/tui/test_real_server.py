@@ -26,8 +26,8 @@ class Served:
     """A ControlServer on a loop in a thread; ``do(fn, *args)`` runs on that loop (the router is not
     thread-safe) and publishes the router's events, as runtime/loop.py does after each batch of frames."""
 
-    def __init__(self, path: str):
-        self.router = make_router()
+    def __init__(self, path: str, router=None):
+        self.router = router if router is not None else make_router()
         self.loop = asyncio.new_event_loop()
         self.server = ControlServer(self.router, lambda: 5.0, path, on_change=self.publish)
         ready = threading.Event()

@@ -16,8 +16,9 @@ from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from .fake_router import DEMO_RULES, FakeRouter, demo_table, profile_nat
+from .fake_router import FakeRouter
 from .helpers import make_app, wait_for
+from .samples import DEMO_RULES, demo_table, profile_nat
 
 SETTINGS = {"passthrough": {"pptp": True, "l2tp": True, "ipsec": True},
             "passthrough_mode": {"pptp": "single", "l2tp": "multi", "ipsec": "multi"},

@@ -24,7 +24,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import rdpcap
 
-from frames import C1, C2, C3, GW, LAN, S1, S2, WAN, WAN_IP, from_lan, from_wan, learn, step
+from tests.unit.frames import C1, C2, C3, GW, LAN, S1, S2, WAN, WAN_IP, from_lan, from_wan, learn, step
 
 IKE_PORT, NATT_PORT = 500, 4500
 NO_SPI = bytes(8)

@@ -21,7 +21,7 @@ from enum import IntEnum
 from scapy.layers.inet import IP, UDP
 from scapy.packet import Raw
 
-from frames import LAN, WAN, WAN_IP, from_lan, from_wan, step
+from tests.unit.frames import LAN, WAN, WAN_IP, from_lan, from_wan, step
 
 L2TP_PORT = 1701
 T_BIT, L_BIT, S_BIT, O_BIT, P_BIT = 0x8000, 0x4000, 0x0800, 0x0200, 0x0100   # §3.1

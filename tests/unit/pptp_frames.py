@@ -7,7 +7,7 @@ from scapy.layers.l2 import GRE_PPTP
 from scapy.layers import pptp as m
 from scapy.packet import Raw
 
-from frames import LAN, WAN, from_lan, from_wan, step
+from tests.unit.frames import LAN, WAN, from_lan, from_wan, step
 
 OCRQ, OCRP = m.PPTPOutgoingCallRequest, m.PPTPOutgoingCallReply
 ICRQ, ICCN = m.PPTPIncomingCallRequest, m.PPTPIncomingCallConnected

@@ -8,12 +8,12 @@ from hypothesis import given, strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror
 from scapy.layers.ipsec import ESP
 
-from frames import C1, C2, C3, LAN, S1, S2, WAN, WAN_IP, from_lan, from_wan, make_router, step
+from tests.unit.frames import C1, C2, C3, LAN, S1, S2, WAN, WAN_IP, from_lan, from_wan, make_router, step
 from router.config import ConfigError
 from router.dataplane.events import VpnEvent, event_to_dict
-from router.dataplane.portset import PortSet
+from router.portset import PortSet
 from router.packet.ipv4 import IcmpType, Unreachable
-from frames import config
+from tests.unit.frames import config
 from router.config import parse
 
 MAPPINGS = ("endpoint-independent", "address-dependent", "address-and-port-dependent")

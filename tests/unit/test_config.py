@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from frames import config
+from tests.unit.frames import config
 from router.config import ConfigError, parse
 
 
@@ -66,7 +66,9 @@ def test_defaults():
     cfg = parse(config())
     assert cfg.timeouts.udp == 300 and cfg.timeouts.tcp_established == 7440 and cfg.timeouts.icmp == 60
     assert cfg.passthrough == {"pptp": "multi", "l2tp": "multi", "ipsec": "multi"}
-    assert cfg.ipsec.ike_port == "preserve" and cfg.timeouts.natt == 600 and cfg.timeouts.esp == 600
+    ipsec = cfg.helpers["ipsec"]
+    assert ipsec.settings["ike_port"] == "preserve" and ipsec.timeouts["natt"] == 600 and ipsec.timeouts["esp"] == 600
+    assert cfg.helpers["l2tp"].settings["port"] == "preserve" and cfg.helpers["pptp"].timeouts["gre"] == 600
     assert cfg.lan.mac == bytes([0x02, 0x76, 0x72, 0, 77, 1]) and cfg.wan.mac == bytes([0x02, 0x76, 0x72, 1, 100, 1])
 
 

@@ -13,7 +13,7 @@ import threading
 import msgpack
 import pytest
 
-from frames import C1, C2, LAN, S1, from_lan, make_router, wire
+from tests.unit.frames import C1, C2, LAN, S1, from_lan, make_router, wire
 from router.control import protocol
 from router.control.client import Client, ControlError
 from router.control.server import ControlServer

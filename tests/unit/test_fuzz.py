@@ -19,13 +19,13 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet import TCP, UDP
 from scapy.packet import Raw
 
-import l2tp_frames as l2tp
-import pptp_frames as pptp
-from frames import C1, LAN, S1, WAN, from_lan, from_wan, make_router, wire
 from router.control import protocol
-from router.helpers.l2tp import MAX_SESSIONS
+from router.helpers.l2tp_tunnel import MAX_SESSIONS
 from tests.fuzz import control, program, scripts, targets
 from tests.fuzz.scripts import tcp_connection
+from tests.unit import l2tp_frames as l2tp
+from tests.unit import pptp_frames as pptp
+from tests.unit.frames import C1, LAN, S1, WAN, from_lan, from_wan, make_router, wire
 
 EXAMPLES = int(os.environ.get("VPNROUTER_FUZZ_EXAMPLES", "120"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
@@ -108,12 +108,41 @@ def test_control_target(data):
     targets.run("control", data)
 
 
+@pytest.mark.parametrize("target", ["pptp", "l2tp", "ike", "esp"])
+def test_tables_name_every_table_a_helper_keeps(target):
+    """The end-of-run checks find a helper's tables through ``Helper.tables()`` and a flow's bounded ones through
+    ``Flow.tables()``, not by attribute names: so a table missing from them (a new one, a renamed one) fails
+    here, at every step of its conversation, instead of going unchecked."""
+    checker = program.Checker(make_router())
+    steps_with_flows = 0
+    for step, (port, frame) in enumerate(scripts.script(target)):
+        checker.feed(port, bytearray(frame), 1.0 + step / 100)
+        for helper in checker.r.helpers:
+            steps_with_flows += bool(helper.flows())
+            _all_tables_named(helper)
+    assert steps_with_flows, "the conversation made no flow"
+
+
+def _all_tables_named(helper) -> None:
+    named = {id(table) for table in helper.tables().values()}
+    kept = {name for name, value in vars(helper).items() if isinstance(value, (dict, set, list))}
+    assert {name for name in kept if id(getattr(helper, name)) not in named} == set(), helper.name
+    for flow in helper.flows():
+        bounded = {id(table) for table, _ in flow.tables().values()}
+        containers = {name for name in flow.__slots__ if isinstance(getattr(flow, name, None), (dict, list))}
+        assert {name for name in containers if id(getattr(flow, name)) not in bounded} <= UNBOUNDED, helper.name
+
+
+UNBOUNDED = {"ike_sas", "sessions"}
+"""Flow tables with no bound of their own: an association's IKE SAs (one per rekey, kept as they expire with it)
+and its NAT sessions (held to the router's session limits)."""
+
+
 def test_parse_request_refuses_all_but_requests():
-    for message in ([0, 1, "status", []], [0, -1, "x", []], [1, 1, "x", []], {"a": 1}, [0, 1, 2, []], None):
-        try:
-            assert protocol.parse_request(message) == (1, "status", [])
-        except protocol.ProtocolError:
-            pass
+    assert protocol.parse_request([0, 1, "status", []]) == (1, "status", [])
+    for message in ([0, -1, "x", []], [1, 1, "x", []], {"a": 1}, [0, 1, 2, []], None, [0, 1, "x"], [0, 1, "x", 5]):
+        with pytest.raises(protocol.ProtocolError):
+            protocol.parse_request(message)
 
 
 # -- the regression corpus -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ name none: everything they get, they get through the interface in
 from scapy.layers.inet import IP, UDP, fragment
 from scapy.packet import Raw
 
-from frames import C1, C2, C3, LAN, S1, S2, WAN, WAN_IP, from_lan, from_wan, make_router, step
+from tests.unit.frames import C1, C2, C3, LAN, S1, S2, WAN, WAN_IP, from_lan, from_wan, make_router, step
 from router.helpers.base import Flow, Helper, Verdict
 
 TOY_PROTO = 99      # "any private encryption scheme" (IANA): no ports, so an IP-protocol handler's
@@ -17,7 +17,7 @@ SHARED = 7000
 
 class RecordingHelper(Helper):
     """Port-attached on UDP 1701; drops what ends in '!'."""
-    name = "l2tp"
+    name = "recorder"
     counters = ("toy_seen",)
     drop_reasons = ("toy_refused",)
 
@@ -46,7 +46,7 @@ class RecordingHelper(Helper):
 
 class ToyFlow(Flow):
     proto = "toy"
-    vpn = "ipsec"
+    vpn = "toy"
 
     def details(self):
         return {"tag": self.tag}
@@ -56,7 +56,7 @@ class ToyFlow(Flow):
 
 class PortlessHelper(Helper):
     """IP protocol 99: the first payload byte is a tag; one flow per (inside, remote, tag)."""
-    name = "ipsec"
+    name = "toy"
     ip_protocols = (TOY_PROTO,)
     drop_reasons = ("toy_no_flow",)
 
@@ -70,6 +70,7 @@ class PortlessHelper(Helper):
         if flow is None:
             flow = self.by_tag[(dst, tag)] = ToyFlow(self.ctx.new_id(), src, dst, self.ctx.wan_ip, now)
             flow.tag = tag
+            self.opened(flow, now)
         return flow
 
     def flow_in(self, proto, frame, l4, size, src, now):
@@ -78,16 +79,14 @@ class PortlessHelper(Helper):
             self.ctx.drop("toy_no_flow", f"tag {frame[l4]}", now)
         return flow
 
-    def flows(self):
-        return list(self.by_tag.values())
-
-    def switched_off(self, now):
-        self.by_tag.clear()
+    def end_flow(self, flow, reason, now):
+        del self.by_tag[(flow.remote_ip, flow.tag)]
+        self.ended(flow, reason, now)
 
 
 class SharingHelper(Helper):
     """UDP 7000 keeps its port outside for every client; inbound picks the client named by the payload."""
-    name = "pptp"
+    name = "sharer"
 
     def attaches_to(self, proto, inside_port, remote_port):
         return proto == 17 and remote_port == SHARED
@@ -111,7 +110,7 @@ def test_port_attached_helper_sees_its_flows_before_translation_and_can_drop():
     assert step(r, LAN, from_lan(C1, S1, UDP(sport=1701, dport=1701) / b"bad!"), 1.0)[WAN] == []
     assert r.counters["drop_helper"] == 1
     (info,) = r.session_infos(1.0)
-    assert info.vpn == "l2tp" and info.to_dict()["tunnel_id"] == 7
+    assert info.vpn == "recorder" and info.to_dict()["tunnel_id"] == 7
     step(r, LAN, from_lan(C1, S1, UDP(sport=5000, dport=53)), 1.0)     # not its flow
     assert len(helper.seen) == 3
     r.handle_timer(20.0)          # past udp (10 s), within the helper's own 42 s
@@ -130,8 +129,8 @@ def test_ip_protocol_handler_finds_the_flow_and_the_data_plane_rewrites_the_addr
     assert r.counters["drop_toy_no_flow"] == 1
     (info,) = r.session_infos(2.0)
     assert (info.proto, info.vpn, info.packets_out, info.packets_in, info.to_dict()["tag"]) == \
-        ("toy", "ipsec", 1, 1, 5)
-    r.set_passthrough("ipsec", False, 3.0)
+        ("toy", "toy", 1, 1, 5)
+    r.set_passthrough("toy", False, 3.0)
     assert r.session_infos(3.0) == []
     assert step(r, LAN, from_lan(C1, S1, Raw(b"\x05again"), proto=TOY_PROTO), 4.0)[WAN] == []
     assert r.counters["drop_passthrough_off"] == 1

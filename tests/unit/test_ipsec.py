@@ -20,12 +20,12 @@ from scapy.layers.isakmp import ISAKMP
 from scapy.layers.l2 import GRE_PPTP
 from scapy.packet import Raw
 
-from frames import C1, C2, C3, FAR, LAN, S1, S2, WAN, WAN_IP, from_lan, from_wan, make_router, step
-from ipsec_frames import (CAPTURE_CLIENT, IKE_PORT, IKEV1_EXCHANGES, IKEV2_EXCHANGES, KEEPALIVE, MARKER, NATT_PORT,
-                          NO_SPI, ChildSa, EspSa, IkeClient, capture, conversation, esp_bytes, esp_in, esp_out,
-                          fragments, ike, ike_spis, ikev2, natt, parse_ike, payload, reassemble, spi, tick,
-                          udp_in, udp_out, unmark)
-from pptp_frames import Control, call_up
+from tests.unit.frames import C1, C2, C3, FAR, LAN, S1, S2, WAN, WAN_IP, from_lan, from_wan, make_router, step
+from tests.unit.ipsec_frames import (CAPTURE_CLIENT, IKE_PORT, IKEV1_EXCHANGES, IKEV2_EXCHANGES, KEEPALIVE, MARKER,
+                                     NATT_PORT, NO_SPI, ChildSa, EspSa, IkeClient, capture, conversation, esp_bytes,
+                                     esp_in, esp_out, fragments, ike, ike_spis, ikev2, natt, parse_ike, payload,
+                                     reassemble, spi, tick, udp_in, udp_out, unmark)
+from tests.unit.pptp_frames import Control, call_up
 from router.dataplane.events import event_to_dict
 
 CLIENTS = (C1, C2, C3)

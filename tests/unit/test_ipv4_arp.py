@@ -3,11 +3,11 @@
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
-from frames import (C1, LAN, LAN_IP, LAN_MAC, MACS, S1, WAN, WAN_IP, WAN_MAC, from_lan, from_wan, make_router,
-                    step, wire)
+from tests.unit.frames import (C1, LAN, LAN_IP, LAN_MAC, MACS, S1, WAN, WAN_IP, WAN_MAC, from_lan, from_wan,
+                               make_router, step, wire)
 from router.config import parse
 from router.dataplane.router import Router
-from frames import config
+from tests.unit.frames import config
 
 
 def test_start_announces_both_addresses():

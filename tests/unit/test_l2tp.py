@@ -14,8 +14,8 @@ from scapy.layers.l2tp import L2TP
 from scapy.packet import Raw
 from scapy.utils import checksum as scapy_checksum, rdpcap
 
-from frames import C1, C2, C3, LAN, S1, S2, WAN, WAN_IP, from_lan, learn, make_router, partial_frame, step
-from l2tp_frames import (CONTROL, L_BIT, S_BIT, T_BIT, VERSION, Avp, Lac, MT, avp, cdn, control, data,
+from tests.unit.frames import C1, C2, C3, LAN, S1, S2, WAN, WAN_IP, from_lan, learn, make_router, partial_frame, step
+from tests.unit.l2tp_frames import (CONTROL, L_BIT, S_BIT, T_BIT, VERSION, Avp, Lac, MT, avp, cdn, control, data,
                          hello, hidden_avp, icrp, icrq, iccn, into, message_type, occn, ocrp, ocrq, out, parse,
                          scccn, sccrp, sccrq, sli, stopccn, u16, udp_payload, wen, with_u16, zlb)
 

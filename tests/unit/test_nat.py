@@ -2,7 +2,7 @@
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror
 
-from frames import (C1, C2, FAR, GW, LAN, LAN_IP, MACS, S1, S2, WAN, WAN_IP, from_lan, from_wan,
+from tests.unit.frames import (C1, C2, FAR, GW, LAN, LAN_IP, MACS, S1, S2, WAN, WAN_IP, from_lan, from_wan,
                     make_router, partial_frame, step)
 from router.dataplane.events import DropReason, SessionClosed, SessionOpened
 from router.packet.frame import GSO_TCPV4
@@ -255,7 +255,7 @@ def test_datagram_too_big_without_df_is_fragmented():
     data = b"".join(bytes(p[IP])[20:] for p in pieces)
     whole = IP(bytes(IP(src=WAN_IP, dst=S1, proto=17, id=pieces[0][IP].id) / data))
     assert whole[UDP].load == payload and whole[UDP].sport == 1
-    from frames import check_checksums
+    from tests.unit.frames import check_checksums
     check_checksums(whole)   # the reassembled datagram's UDP checksum is right
 
 
@@ -267,7 +267,7 @@ def test_gso_superframe_is_not_fragmented_and_keeps_partial_checksum():
     frame = partial_frame(pkt, gso_type=GSO_TCPV4, gso_size=1448)
     r.receive_frame(LAN, frame, 2.0)
     (out,) = r.take_outbox(WAN)
-    from frames import emitted
+    from tests.unit.frames import emitted
     sent = emitted(out)   # verifies the partial pseudo-header sum against the new addresses
     assert sent.vnet_flags == 1 and sent[IP].src == WAN_IP and out[1] == GSO_TCPV4
     (s,) = r.nat.sessions()
@@ -279,7 +279,7 @@ def test_partial_checksum_inbound():
     tcp(r, "S")
     pkt = from_wan(S1, TCP(sport=80, dport=40000, flags="SA") / b"hello")
     r.receive_frame(WAN, partial_frame(pkt), 1.5)
-    from frames import emitted
+    from tests.unit.frames import emitted
     (out,) = r.take_outbox(LAN)
     assert emitted(out)[IP].dst == C1
 
@@ -335,7 +335,7 @@ def test_out_of_order_fragments_follow_their_first_fragment():
     whole = IP(src=C1, dst=S1, id=4242) / UDP(sport=5000, dport=53) / (bytes(range(200)) * 2)
     from scapy.layers.inet import fragment as scapy_fragment
     from scapy.layers.l2 import Ether
-    from frames import LAN_MAC
+    from tests.unit.frames import LAN_MAC
     first, second, third = scapy_fragment(whole, fragsize=144)
     frame = lambda f: Ether(src=MACS[C1], dst=LAN_MAC) / f
     assert step(r, LAN, frame(third))[WAN] == []       # waits for the first
@@ -366,7 +366,7 @@ def test_events_report_sessions():
 def test_ipv6_is_dropped_and_counted():
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Ether
-    from frames import LAN_MAC
+    from tests.unit.frames import LAN_MAC
     r = make_router()
     step(r, LAN, Ether(src=MACS[C1], dst=LAN_MAC) / IPv6() / UDP())
     assert r.counters["drop_non_ipv4"] == 1

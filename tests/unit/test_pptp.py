@@ -6,9 +6,9 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import GRE_PPTP
 from scapy.utils import rdpcap
 
-from frames import C1, C2, C3, LAN, S1, S2, WAN, WAN_IP, from_lan, make_router, step
-from pptp_frames import (CCRQ, CDN, ECHO_RP, ECHO_RQ, ICCN, ICRP, ICRQ, OCRP, OCRQ, SCCRP, SCCRQ, SLI, STOP_CCRP,
-                         STOP_CCRQ, WEN, Control, call_up, gre_in, gre_out, payload_of)
+from tests.unit.frames import C1, C2, C3, LAN, S1, S2, WAN, WAN_IP, from_lan, make_router, step
+from tests.unit.pptp_frames import (CCRQ, CDN, ECHO_RP, ECHO_RQ, ICCN, ICRP, ICRQ, OCRP, OCRQ, SCCRP, SCCRQ, SLI,
+                                    STOP_CCRP, STOP_CCRQ, WEN, Control, call_up, gre_in, gre_out, payload_of)
 
 DATA = __import__("pathlib").Path(__file__).parents[1] / "data"
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.utils import checksum as scapy_checksum
 
-from frames import C1, LAN, LAN_IP, S1, WAN, WAN_IP, from_lan, from_wan, make_router, wire
+from tests.unit.frames import C1, LAN, LAN_IP, S1, WAN, WAN_IP, from_lan, from_wan, make_router, wire
 from router.packet import checksum
 
 

@@ -17,18 +17,18 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
-from frames import (C1, C2, C3, GW, LAN, LAN_IP, LAN_MAC, S1, S2, WAN, config, drain, from_lan, from_wan, learn,
-                    make_router, step, wire)
-from ipsec_frames import ChildSa
-from l2tp_frames import data
-from pptp_frames import Control, call_up, gre_in, gre_out
+from tests.unit.frames import (C1, C2, C3, GW, LAN, LAN_IP, LAN_MAC, S1, S2, WAN, config, drain, from_lan, from_wan,
+                               learn, make_router, step, wire)
+from tests.unit.ipsec_frames import ChildSa
+from tests.unit.l2tp_frames import data
+from tests.unit.pptp_frames import Control, call_up, gre_in, gre_out
 from router import state
 from router.config import parse
 from router.dataplane.router import Router
 from router.helpers.registry import build_helpers
 from router.packet.frame import ip_int
-from test_ipsec import ike_pair
-from test_l2tp import LNS_TID, established
+from tests.unit.test_ipsec import ike_pair
+from tests.unit.test_l2tp import LNS_TID, established
 
 DATA = Path(__file__).parents[1] / "data"
 GOLDEN = DATA / "state-v2.state"

@@ -1,19 +1,13 @@
-"""The three passthrough switches: keys, on or off and the mode (single with its holder, multi) as the router
-confirmed them, live flow count."""
+"""The passthrough switches, one per protocol the router described: key, on or off and the mode (single with its
+holder, multi) as the router confirmed them, live flow count."""
 
 from __future__ import annotations
 
 from rich.text import Text
-from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from router.control import schema
-
-from ..format import VPN_FLOW_NAMES, VPN_TITLES
-
-KEYS = {"pptp": "p", "l2tp": "l", "ipsec": "i"}
-"""Each switch's on/off key; its single/multi key is the same letter in capitals."""
+from ..protocols import Protocol
 
 
 class SwitchBar(Horizontal):
@@ -24,32 +18,42 @@ class SwitchBar(Horizontal):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.items = {name: Static(id=f"switch-{name}", classes="switch") for name in schema.VPNS}
-
-    def compose(self) -> ComposeResult:
-        yield from self.items.values()
+        self.protocols: dict[str, Protocol] = {}
+        self.keys: dict[str, str] = {}
+        """Each switch's on/off key, if it got one (``protocols.protocol_keys``); shown blank if not."""
+        self.items: dict[str, Static] = {}
 
     _shown: tuple | None = None
+
+    async def set_protocols(self, protocols: dict[str, Protocol], keys: dict[str, str]) -> None:
+        """One switch per protocol, in the router's order (built again when the router describes others)."""
+        items = {name: Static(id=f"switch-{name}", classes="switch") for name in protocols}
+        async with self.batch():
+            await self.remove_children()
+            await self.mount_all(items.values())
+        self.protocols, self.keys, self.items = protocols, keys, items
+        self._shown = None
 
     def update_view(self, modes: dict, holders: dict, pending: set, counts: dict) -> None:
         """``modes``: each switch's ``Model.switch_mode``; ``holders``: single mode's holder, if any."""
         shown = (tuple(modes.items()), tuple(holders.items()), tuple(sorted(pending)), tuple(counts.items()),
-                 self.size.width)          # the items' widths decide whether holder and count fit
+                 tuple(item.size.width for item in self.items.values()))   # whether holder and count fit
         if shown == self._shown:
             return
         self._shown = shown
         for name, item in self.items.items():
-            item.update(switch_text(name, modes.get(name), holders.get(name), name in pending,
-                                    counts.get(name, 0), item.size.width), layout=False)
+            item.update(switch_text(self.protocols[name], self.keys.get(name, " "), modes.get(name),
+                                    holders.get(name), name in pending, counts.get(name, 0), item.size.width),
+                        layout=False)
 
 
-def switch_text(name: str, mode: str | None, holder: str | None, pending: bool, count: int,
+def switch_text(protocol: Protocol, key: str, mode: str | None, holder: str | None, pending: bool, count: int,
                 width: int = 0) -> Text:
-    """" p  PPTP  ON single 192.168.77.11  1 call": key, title, state and mode always; then the holder and the
-    count, each only if it fits whole in ``width`` (0: no limit)."""
+    """" p  <title>  ON single 192.168.77.11  1 <flow>": key, title, state and mode always; then the holder and
+    the count, each only if it fits whole in ``width`` (0: no limit)."""
     text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(f" {KEYS[name]} ", style="bold reverse")
-    text.append(f" {VPN_TITLES[name]} ", style="bold")
+    text.append(f" {key} ", style="bold reverse")
+    text.append(f" {protocol.title} ", style="bold")
     if mode is None:
         text.append("  ?  ", style="dim")
     elif mode == "off":
@@ -60,9 +64,8 @@ def switch_text(name: str, mode: str | None, holder: str | None, pending: bool, 
             text.append(f"{mode} ", style="bold yellow" if mode == "single" else "")
     if pending:
         text.append("(asking) ", style="italic yellow")
-    one, many = VPN_FLOW_NAMES[name]
     extras = [(f"{holder} " if holder else "", "cyan"),
-              (f" {count} {one if count == 1 else many}", "")]
+              (f" {count} {protocol.noun(count)}", "")]
     for extra, style in extras:
         if extra and (not width or text.cell_len + len(extra) <= width):
             text.append(extra, style=style)

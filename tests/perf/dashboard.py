@@ -1,11 +1,11 @@
 """How the dashboard holds up: the real app, headless, against the fake router with a big table and many events.
 
-``run_bench()`` starts the fake router of the tests (``tests/tui/fake_router.py``,
-in a thread of this process, on a Unix socket in a temporary directory) with
-``sessions`` NAT sessions, runs the app headless, lets it load the table, then
-has the fake make ``events_per_second`` events (sessions opened and closed,
-drops) plus a ``sessions_updated`` of ``updated_per_batch`` sessions twice a
-second, for ``seconds``.  Meanwhile a key (down) is pressed every half second
+``run_bench()`` starts the fake router of the dashboard's tests
+(``tests/tui/fake_router.py``, in a thread of this process, on a Unix socket in
+a temporary directory) with ``sessions`` NAT sessions, runs the app headless,
+lets it load the table, then has the fake make ``events_per_second`` events
+(sessions opened and closed, drops) plus a ``sessions_updated`` of
+``updated_per_batch`` sessions twice a second, for ``seconds``.  Meanwhile a key (down) is pressed every half second
 and the time until the cursor moved is taken.  It returns a dict:
 
     snapshot_seconds         connect, subscribe and load the table
@@ -17,8 +17,8 @@ and the time until the cursor moved is taken.  It returns a dict:
     keeps_up                 applied at least 95% of what was made and the lag is under a second of events
     key_ms                   key press to cursor moved: mean, max
 
-Run from the repository: ``python -m tui.bench [--sessions N] [--rate R] [--seconds S]`` or call
-``run_bench()`` (``make bench``).
+Run from the repository: ``python -m tests.perf.dashboard [--sessions N] [--rate R] [--seconds S]`` or call
+``run_bench()`` (``make bench``, through ``tests/perf/bench.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ import time
 
 from textual import events
 
-from .app import DashboardApp
+from tests.tui.fake_router import FakeRouter
+from tests.tui.samples import nat_session
+from tui.app import DashboardApp
 
 
 def run_bench(sessions: int = 10_000, events_per_second: float = 500.0, seconds: float = 10.0,
@@ -42,8 +44,6 @@ def run_bench(sessions: int = 10_000, events_per_second: float = 500.0, seconds:
 
 
 async def _bench(sessions: int, rate: float, seconds: float, per_batch: int, size: tuple[int, int]) -> dict:
-    from tests.tui.fake_router import FakeRouter, nat_session     # the tests' fake: run from the repository
-
     with tempfile.TemporaryDirectory(prefix="vpnrouter-tui-bench-") as tmp:
         path = os.path.join(tmp, "ctl.sock")
         with FakeRouter(path, [nat_session(i) for i in range(1, sessions + 1)]) as fake:
@@ -112,7 +112,7 @@ def _summary(values: list[float]) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tui.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.perf.dashboard", description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=500.0, help="events per second (default 500)")
     parser.add_argument("--seconds", type=float, default=10.0)
