@@ -18,11 +18,14 @@ demo: deps
 	$(VENV)/bin/vpnrouter lab demo
 
 # Every test: the appliance's last (it builds the image, cached, boots it under QEMU and runs `vagrant up`).
+# The unit suite runs twice: with the fast path in front of the Python data plane (the default), and without.
 test: deps image-deps
 	$(PY) -m pytest tests/unit tests/tui tests/integration tests/appliance $(PYTEST_ARGS)
+	VPNROUTER_TEST_DATAPLANE=python $(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 unit: deps
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	VPNROUTER_TEST_DATAPLANE=python $(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 tui: deps
 	$(PY) -m pytest tests/tui $(PYTEST_ARGS)
@@ -59,7 +62,7 @@ debs:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py router/fastpath/_flowcache.c
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

@@ -52,9 +52,9 @@ SOURCES=$(mktemp)
 WORK=$(mktemp -d)
 trap 'rm -rf "$SOURCES" "$WORK"' EXIT
 if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
-    git -C "$ROOT" ls-files -co --exclude-standard -- pyproject.toml README.md router tui
+    git -C "$ROOT" ls-files -co --exclude-standard -- pyproject.toml setup.py README.md router tui
 else
-    (cd "$ROOT" && find pyproject.toml README.md router tui -type f)
+    (cd "$ROOT" && find pyproject.toml setup.py README.md router tui -type f)
 fi | grep -v -e '__pycache__' -e '\.pyc$' | sort -u | while read -r f; do if [ -f "$ROOT/$f" ]; then echo "$f"; fi; done > "$SOURCES"
 SOURCE_KEY=$( (cd "$ROOT" && tr '\n' '\0' < "$SOURCES" | xargs -0 sha256sum) | sha)
 DEPS_KEY=$(cat "$ROOT/pyproject.toml" | sha)

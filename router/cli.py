@@ -194,6 +194,8 @@ def cmd_status(args) -> int:
         print(f"python      {status['python']['version']} ({status['python']['executable']})")
     if status.get("state"):
         print(f"state       {_state_line(status['state'])}")
+    if status.get("dataplane"):
+        print(f"dataplane   {_dataplane_line(status['dataplane'])}")
     print("passthrough " + "  ".join(_switch_text(status, name) for name in status["passthrough"]))
     if "nat" in status:
         print(f"nat         {_nat_line(status['nat'])}")
@@ -211,6 +213,18 @@ def cmd_status(args) -> int:
 
 COLUMNS = ("proto", "inside", "outside", "remote", "state", "idle", "packets_out", "packets_in", "bytes_out",
            "bytes_in", "vpn", "id")   # new columns go at the end: scripts read the table by position
+
+
+def _dataplane_line(dataplane: dict) -> str:
+    """Which path forwards: the fast path with its entries, hits and misses by reason, or Python and why."""
+    if dataplane.get("path") != "fast":
+        why = dataplane.get("why")
+        return "Python only" + (f": {why}" if why else "")
+    misses = {reason: n for reason, n in (dataplane.get("misses") or {}).items() if n}
+    left = sum(misses.values())
+    reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(misses.items(), key=lambda m: -m[1]))
+    return (f"fast path (C): {dataplane.get('entries', 0):,} flows, {dataplane.get('hits', 0):,} frames forwarded, "
+            f"{left:,} left to Python" + (f" ({reasons})" if reasons else ""))
 
 
 def _state_line(state: dict) -> str:

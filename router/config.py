@@ -135,6 +135,9 @@ class Config:
     """``[[passthrough.rule]]``, in order: the first match decides."""
     default_action: str = "allow"
     """What a VPN attempt no rule matches gets."""
+    fastpath: bool = True
+    """``[dataplane] fastpath``: established flows forwarded by the compiled fast path (where it is built); false
+    runs everything in Python."""
     helpers: dict = field(default_factory=lambda: default_helpers())
     """vpn -> ``HelperConfig``: each registered helper's own section and timeouts."""
 

@@ -19,7 +19,7 @@ from .config import (Config, ConfigError, Forward, HelperConfig, Limits, PortCon
 from .helpers import registry
 from .packet.frame import ip_int, parse_mac
 
-CORE_SECTIONS = ("lan", "wan", "control", "passthrough", "timeouts", "limits", "forward", "nat", "state")
+CORE_SECTIONS = ("lan", "wan", "control", "passthrough", "timeouts", "limits", "forward", "nat", "state", "dataplane")
 DEFAULT_SOCKET = "/run/vpnrouter/control.sock"
 
 
@@ -44,7 +44,10 @@ def parse_sections(data: dict, source: str | Path | None) -> Config:
     helpers = {cls.name: HelperConfig(MappingProxyType(_options(cls, _table(data, cls.name) if cls.options else {})),
                                       MappingProxyType(helper_timeouts[cls.name]))
                for cls in helper_classes}
+    dataplane = _table(data, "dataplane")
+    _known(dataplane, "dataplane", {"fastpath"})
     return Config(lan=lan, wan=wan, **control, **state, passthrough=modes, timeouts=timeouts,
+                  fastpath=_typed(dataplane, "dataplane", "fastpath", bool, True),
                   limits=_numbers(Limits, _table(data, "limits"), "limits", int),
                   forwards=_forwards(data.get("forward", []), lan), nat=nat, rules=rules,
                   default_action=default_action, helpers=helpers)

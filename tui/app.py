@@ -253,7 +253,7 @@ class DashboardApp(KeysMixin, RequestsMixin, App[int]):
         self.header.update_view(
             socket=self.socket_path, connected=model.connected, detail=model.link_detail,
             uptime=fmt.uptime(model.router_uptime(now)), sessions=model.nat_count if model.synced else None,
-            flows=sum(model.flow_counts.values()), paused=self.paused)
+            flows=sum(model.flow_counts.values()), paused=self.paused, path=model.dataplane_path)
         self.switch_bar.update_view({name: model.switch_mode(name) for name in model.protocols}, model.holders,
                                     model.pending, model.flow_counts)
 

@@ -196,6 +196,12 @@ class Model:
             self.rules = status["rules"]
         self.rates.sample(status.get("counters") or {}, self.uptime)
 
+    @property
+    def dataplane_path(self) -> str | None:
+        """Which path forwards established flows: "fast" or "python" (``status()["dataplane"]``), None unknown."""
+        dataplane = self.status.get("dataplane")
+        return dataplane.get("path") if isinstance(dataplane, dict) else None
+
     def router_uptime(self, now: float) -> float | None:
         """The router's uptime, carried forward from the last status while connected."""
         if self.uptime is None:

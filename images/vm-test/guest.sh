@@ -78,6 +78,8 @@ if [ "$(systemctl is-enabled vpnrouter-lab.service 2>/dev/null)" = enabled ] && 
     echo "lab (vpnrouter-lab.service at boot: c1 pptp s1, c2 l2tp s1, c3 ipsec s2):"
     check "vpnrouter-lab.service is active" systemctl is-active vpnrouter-lab.service
     check "vpnrouter tui's default socket reaches the lab's router" vpnrouter ctl status
+    check "the router forwards established flows by the fast path (compiled in the wheel)" \
+        sh -c 'vpnrouter ctl status | grep -q "^dataplane   fast path (C)"'
     vpnrouter lab status --json > "$RESULTS/lab-status.json" 2>&1
     check "the lab runs the real pppd and kernel ESP" python3 -c '
 import json, sys

@@ -98,3 +98,11 @@ STATUS_STATE = ("file", "interval", "restored", "refused", "fresh")
 {"vpnrouter", "python"}, "counts": {kind: n} ("mapping", "session", and each helper's "<name> <flow_noun>"),
 "dropped": [{"kind", "reason", "count"}]}``; ``refused`` null or the one-line reason the file was
 ignored; ``fresh`` true when ``vpnrouter run --fresh`` left it unread."""
+
+# -- added in version 3, no meaning changed: the fast path (issue 19) ---------------------------------------------
+
+STATUS_DATAPLANE = ("path", "why", "entries", "hits", "misses")
+"""``status()["dataplane"]``: which path forwards established flows. ``path`` "fast" (the compiled flow cache in
+front of the Python data plane) with ``entries`` (flows it forwards now), ``hits`` (frames it forwarded) and
+``misses`` ({reason: frames it left to Python}); or ``path`` "python" with ``why`` ("[dataplane] fastpath = false",
+or the fast path is not built)."""

@@ -56,6 +56,13 @@ class RouterCore:
     flows_per_host: dict[int, int]
     unconfirmed: set[int]
     started: float | None
+    offload: object | None
+    """The fast path's ``Offers`` (``router.fastpath``): told of each frame of a session or flow the NAT paths
+    forwarded, to repeat its rewrite; None in a router without one."""
+    cache = None
+    """The fast path's flow cache (``router.fastpath``), None in a router without one."""
+    python_only: str | None = None
+    """Why the Python path alone forwards (the fast path is off or not built); None where it is not said."""
 
     def new_id(self) -> int:
         """A session id unique across NAT sessions and helper flows."""

@@ -29,8 +29,9 @@ from .tcpstate import TcpState, next_state
 IP = IP_OFFSET
 LAN, WAN = 0, 1
 TCP, UDP, ICMP = int(IpProto.TCP), int(IpProto.UDP), int(IpProto.ICMP)
-MIN_L4 = {TCP: 20, UDP: 8, ICMP: 8}
-"""Smallest transport header per protocol with ports (or ICMP identifiers)."""
+MIN_L4 = tuple({TCP: 20, UDP: 8, ICMP: 8}.get(proto) for proto in range(256))
+"""Smallest transport header per protocol with ports (or ICMP identifiers), by IP protocol number; None for the
+portless (a tuple: indexing it is cheaper per frame than a dictionary's ``get``)."""
 TTL_INCREMENT = (~TTL_DECREMENT) & 0xFFFF
 ESTABLISHED = TcpState.ESTABLISHED
 ENDED = frozenset({TcpState.FIN_BOTH, TcpState.TRANS})
@@ -55,7 +56,7 @@ class Forwarding(RouterCore):
     def forward_out(self, frame, ihl, tot_len, frag, proto, src, dst, now):
         """Translate and forward a datagram from the LAN; return its session, or None if it went no further."""
         l4 = IP + ihl
-        min_l4 = MIN_L4.get(proto)
+        min_l4 = MIN_L4[proto]
         if min_l4 is None:
             return self._portless_out(frame, ihl, tot_len, frag, proto, src, dst, now)
         if tot_len < ihl + min_l4:
@@ -112,6 +113,8 @@ class Forwarding(RouterCore):
         if dst == self.wan_ip:
             return self._hairpin(frame, ihl, tot_len, frag, proto, dst, now)
         self.send(WAN, dst, frame, now)
+        if self.offload is not None:        # the fast path: this rewrite, repeated for the next frames if it may
+            self.offload.session(session, True, frame, l4)
         return session
 
     def _open_out(self, frame, l4, proto, src, sport, dst, dport, now):
@@ -189,7 +192,7 @@ class Forwarding(RouterCore):
         """Translate and forward a datagram to the WAN address; return its session or None."""
         l4 = IP + ihl
         port = LAN if hairpin else WAN
-        min_l4 = MIN_L4.get(proto)
+        min_l4 = MIN_L4[proto]
         if min_l4 is None:
             if hairpin:
                 return self.drop(port, DropReason.UNSUPPORTED_PROTOCOL, now, f"hairpinned protocol {proto}")
@@ -249,6 +252,8 @@ class Forwarding(RouterCore):
         if session.tap is not None:
             session.tap(frame)
         self.send(LAN, session.inside_ip, frame, now)
+        if self.offload is not None and not hairpin:
+            self.offload.session(session, False, frame, l4)
         return session
 
     def _demux(self, sessions, frame, l4, port, src, sport, dport, now):
@@ -358,6 +363,8 @@ class Forwarding(RouterCore):
         if flow.tap is not None:
             flow.tap(frame)
         self.send(WAN, dst, frame, now)
+        if self.offload is not None:
+            self.offload.flow(flow, proto, True, frame, IP + ihl)
         return flow
 
     def _portless_under_port_set(self, port, proto, src, now):
@@ -389,6 +396,8 @@ class Forwarding(RouterCore):
         if flow.tap is not None:
             flow.tap(frame)
         self.send(LAN, flow.inside_ip, frame, now)
+        if self.offload is not None:
+            self.offload.flow(flow, proto, False, frame, IP + ihl)
         return flow
 
     # -- fragments (RFC 4787 REQ-14) -------------------------------------------------------------

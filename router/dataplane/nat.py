@@ -76,6 +76,8 @@ class NatTable:
         self._heap: list[tuple[float, int, Session]] = []
         self.ids = ids if ids is not None else Ids()
         self._seq = count()
+        self.closing = None
+        """Called with each session as it closes, before anything else (the fast path withdraws its entries)."""
         self.gone_hosts: set[int] = set()
         """LAN hosts whose restored mappings give way to new flows (``_make_room``): the router fills it."""
         for fwd in forwards:
@@ -333,6 +335,8 @@ class NatTable:
     def close(self, session: Session, reason: str) -> None:
         if session.closed:
             return
+        if self.closing is not None:
+            self.closing(session)
         session.closed = True
         self.out_sessions.pop(session.out_key, None)
         mapping = session.mapping

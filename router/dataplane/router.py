@@ -79,6 +79,7 @@ class Router(Forwarding, Passthrough, Restart, ControlViews):
         self.admission = Admission(self.modes, config.rules, config.default_action)
         self.ip_handlers: dict[int, Helper] = {}
         self.bind_helpers()
+        self.offload = None
         self.outbox: tuple[list[bytearray], list[bytearray]] = ([], [])
         self.flows_per_host: dict[int, int] = {}
         """LAN host -> its live helper flows (calls, tunnels, associations), held to the session limits."""

@@ -34,7 +34,12 @@ class ControlViews(RouterCore):
                                       "mtu": c.mtu, "tap": c.tap} for p, c in enumerate(self.ports)},
             "limits": {"sessions": self.config.limits.sessions,
                        "sessions_per_host": self.config.limits.sessions_per_host},
+            "dataplane": self.dataplane_status(),
         }
+
+    def dataplane_status(self) -> dict:
+        """Which path forwards: "python" here, with why (``router.fastpath.FastPathRouter`` says "fast")."""
+        return {"path": "python", "why": self.python_only}
 
     def session_infos(self, now: float) -> list:
         return [self.info_of(ref, now) for ref in self.session_refs()]

@@ -50,6 +50,7 @@ from typing import Iterable, Mapping, Protocol, Sized
 
 from ..packet import checksum
 from ..packet.frame import ip_str
+from .offload import Offload
 from .records import BadRecord, Record, Restore, restore_counters  # noqa: F401 - the data plane reads them here
 from .spec import FlowView, Option, Timeout
 
@@ -233,6 +234,12 @@ class Helper:
         """Extra fields for ``ctl sessions --json`` (such as call IDs)."""
         return ()
 
+    def offload(self, session: SessionView, outbound: bool, frame: bytearray, l4: int) -> Offload | None:
+        """Whether more frames like the one of ``session`` just forwarded (``frame``, as it was sent: addresses,
+        ports and any ID the helper restored already rewritten; its transport header at ``l4``) may go by the
+        fast path, and how (``helpers/offload.py``); None, the default: every frame comes to ``packet``."""
+        return None
+
     # -- IP-protocol handlers -------------------------------------------------------------------
 
     def flow_out(self, proto: int, frame: bytearray, l4: int, size: int, src: int, dst: int,
@@ -242,6 +249,10 @@ class Helper:
 
     def flow_in(self, proto: int, frame: bytearray, l4: int, size: int, src: int, now: float) -> Flow | None:
         """The flow of a datagram from the WAN, with any payload ID restored in place, or None."""
+        return None
+
+    def offload_flow(self, flow: Flow, proto: int, outbound: bool, frame: bytearray, l4: int) -> Offload | None:
+        """As ``offload``, for a datagram of one of its own flows (``flow_out``, ``flow_in``) just forwarded."""
         return None
 
     # -- time, switches and views -----------------------------------------------------------------
@@ -279,7 +290,8 @@ class Helper:
         self.ctx.flow_opened(flow, now)
 
     def ended(self, flow: Flow, reason: str, now: float) -> None:
-        """A flow of this helper is over: forgotten, and told like a NAT session that closed."""
+        """A flow of this helper is over: forgotten, and told like a NAT session that closed (which withdraws
+        what the fast path has of it)."""
         if self.live.pop(flow.id, None) is flow:
             self.ctx.flow_closed(flow, reason, now)
 
@@ -326,7 +338,7 @@ class HelperContext:
 
     def __init__(self, vpn: str, wan_ip: int, rng, timeouts, new_id, count, push_event, allow, drop, close_session,
                  flow_event=lambda flow, reason, now: None, admit=lambda vpn, client, server, now: True,
-                 room=lambda client, now: True):
+                 room=lambda client, now: True, withdraw=lambda owner: None):
         self.vpn = vpn
         self.wan_ip = wan_ip
         self.rng = rng
@@ -343,6 +355,9 @@ class HelperContext:
         self._flow_event = flow_event
         self._admit = admit
         self._room = room
+        self.withdraw = withdraw
+        """``withdraw(owner)``: the fast path forgets the entries an ``Offload`` named ``owner`` in (a session, a
+        tunnel, an SPI) before the helper changes what it would do with their frames."""
 
     def admit(self, client: int, server: int, now: float) -> bool:
         """Whether a new flow this helper opens on its own (not on a NAT session the router admitted), from LAN

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from ..packet.frame import IpProto, ip_str
 from .base import Helper, Verdict
+from .offload import SPLIT_NATT_SPI, Offload
 from .ipsec_sa import (IKE_PORT, IPSEC_PORTS, KEEPALIVE, MAX_NATT_SPIS, MAX_SPIS, NATT_PORT, NO_SPI,
                        NON_ESP_MARKER, U32, UDP_HEADER, Association, EspSpi, IkeSa, IkeSession, ike_header,
                        spi_entry, spi_value)
@@ -110,7 +111,7 @@ class IpsecHelper(Helper):
         elif size >= 8 and (frame[at] or frame[at + 1] or frame[at + 2] or frame[at + 3]):
             spi = U32.unpack_from(frame, at)[0]            # ESP in UDP (RFC 3948 §2.1)
             if spi != (state.spi_out if outbound else state.spi_in):
-                self._natt_spi(state, spi, outbound, now)
+                self._natt_spi(session, state, spi, outbound, now)
         elif size == 1 and frame[at] == KEEPALIVE:         # RFC 3948 §2.3
             self.ctx.count("ipsec_natt_keepalives")
         elif size >= 4 and frame[at:at + 4] == NON_ESP_MARKER:
@@ -184,8 +185,31 @@ class IpsecHelper(Helper):
                 self.ctx.event("ike_up", {**assoc.summary(), "ike_spi_i": spi_i.hex(), "ike_spi_r": spi_r.hex(),
                                           "natt": state.natt}, now, counter="ipsec_ike_sas_up")
 
-    def _natt_spi(self, state: IkeSession, spi: int, outbound: bool, now: float) -> None:
-        """A new ESP-in-UDP SPI on a NAT-T session: remembered for display."""
+    def offload(self, session, outbound, frame, l4):
+        """ESP in UDP on a NAT-T session, by its SPI: the one this session last carried that way (another SPI
+        comes here, as ``_natt_spi`` keeps the last one); IKE and keepalives never."""
+        state = session.helper_state
+        at = l4 + UDP_HEADER
+        if state is None or not state.natt or len(frame) < at + 8:
+            return None
+        spi = U32.unpack_from(frame, at)[0]
+        if not spi or spi != (state.spi_out if outbound else state.spi_in):
+            return None
+        return Offload(payload_id=spi, split=SPLIT_NATT_SPI)
+
+    def offload_flow(self, flow, proto, outbound, frame, l4):
+        """Raw ESP by a learned SPI (the fast path keeps its last use, as ``flow_out`` and ``flow_in`` do)."""
+        spi = U32.unpack_from(frame, l4)[0]
+        entry = (self.esp_out.get((flow.inside_ip, flow.remote_ip, spi)) if outbound
+                 else self.esp_in.get((flow.remote_ip, spi)))
+        if entry is None or entry.assoc is not flow:
+            return None
+        return Offload(payload_id=spi, owners=(entry,), account=entry.used)
+
+    def _natt_spi(self, session, state: IkeSession, spi: int, outbound: bool, now: float) -> None:
+        """A new ESP-in-UDP SPI on a NAT-T session: remembered for display (the fast path forwards only the last
+        one each way)."""
+        self.ctx.withdraw(session)
         if outbound:
             state.spi_out = spi
         else:
@@ -281,6 +305,7 @@ class IpsecHelper(Helper):
             self._forget(oldest, "replaced", now)
 
     def _forget(self, entry: EspSpi, reason: str, now: float) -> None:
+        self.ctx.withdraw(entry)
         assoc = entry.assoc
         if entry.outbound:
             del assoc.esp_out[entry.spi]

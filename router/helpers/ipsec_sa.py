@@ -49,6 +49,12 @@ class EspSpi:
         self.outbound = outbound
         self.last_seen = now
 
+    def used(self, frames: int, octets: int, last: float) -> None:
+        """Datagrams the fast path forwarded with this SPI: as ``flow_out`` and ``flow_in`` note them."""
+        self.last_seen = last
+        if self.outbound:
+            self.assoc.last_out = last
+
 
 class IkeSa:
     __slots__ = ("spi_i", "spi_r", "up")

@@ -29,10 +29,13 @@ a counter and a rate-limited event.
 
 from __future__ import annotations
 
+from functools import partial
+
 from ..packet.frame import IpProto, ip_str
 from .base import Helper, Verdict
 from .l2tp_wire import (CONNECTED, REPLIES, REQUESTS, UDP_HEADER, L2tpMessageType as M, Malformed, Message,
-                        OtherVersion, parse_avps, parse_header, write_u16)
+                        OtherVersion, data_tunnel_id, parse_avps, parse_header, write_u16)
+from .offload import SPLIT_L2TP_TUNNEL, Offload
 from .l2tp_tunnel import STOP_GRACE, L2tpSession, Tunnel, TunnelState, restored_tunnel, trim, tunnel_record
 from .records import BadRecord, Record, Restore
 from .spec import FlowView, ListEvent, Option, Timeout
@@ -159,6 +162,27 @@ class L2tpHelper(Helper):
         pair = session.helper_state
         return [("tunnels", sum(1 for t in self.live.values() if (t.inside_ip, t.remote_ip) == pair))]
 
+    def offload(self, session, outbound, frame, l4):
+        """Data messages of a known tunnel, told apart by the Tunnel ID in their header: the LNS's outbound;
+        inbound the translated one, which arrives and is replaced by the inside host's own (as ``packet`` does).
+        Control messages never."""
+        tunnel_id = data_tunnel_id(frame, l4 + UDP_HEADER)
+        if not tunnel_id:
+            return None
+        inside, remote = session.inside_ip, session.remote_ip
+        if outbound:
+            tunnel, arrives, restore = self.by_peer.get((inside, remote, tunnel_id)), tunnel_id, None
+        else:
+            tunnel = self.by_inside.get((inside, remote, tunnel_id))
+            arrives = tunnel.translated if tunnel is not None else None
+            if arrives is None or self._by_own(inside, remote, arrives) is not tunnel:
+                return None
+            restore = None if arrives == tunnel_id else tunnel_id
+        if tunnel is None:
+            return None
+        return Offload(payload_id=arrives, split=SPLIT_L2TP_TUNNEL, restore=restore, owners=(tunnel,),
+                       account=partial(tunnel.count, outbound), count_payload=True)
+
     # -- parsing (RFC 2661 §3.1, §4.1) ----------------------------------------------------------------
 
     def _header(self, frame, at: int, session, now: float):
@@ -272,6 +296,7 @@ class L2tpHelper(Helper):
 
     def _adopt(self, tunnel: Tunnel, own: int, now: float) -> None:
         """The LNS names a hidden-ID tunnel's own ID in its header: the tunnel keeps it, untranslated."""
+        self.ctx.withdraw(tunnel)
         self.hidden.discard(tunnel)
         tunnel.tunnel_id = tunnel.translated = own
         self.by_inside[(tunnel.inside_ip, tunnel.remote_ip, own)] = tunnel
@@ -287,7 +312,7 @@ class L2tpHelper(Helper):
         if own is None:
             return
         if tunnel.tunnel_id != own:
-            self._unregister(tunnel)
+            self._unregister(tunnel)            # and what the fast path has of it
             tunnel.tunnel_id = own
             tunnel.translated = self._allocate(tunnel, own)
             self.by_inside[(tunnel.inside_ip, tunnel.remote_ip, own)] = tunnel
@@ -312,6 +337,7 @@ class L2tpHelper(Helper):
         return next((c for c in range(1, 65536) if (remote, c) not in taken), wanted)
 
     def _set_peer(self, tunnel: Tunnel, peer: int) -> None:
+        self.ctx.withdraw(tunnel)
         if tunnel.peer_tunnel_id is not None:
             self.by_peer.pop((tunnel.inside_ip, tunnel.remote_ip, tunnel.peer_tunnel_id), None)
         tunnel.peer_tunnel_id = peer
@@ -360,6 +386,7 @@ class L2tpHelper(Helper):
         return tunnel
 
     def _unregister(self, tunnel: Tunnel) -> None:
+        self.ctx.withdraw(tunnel)
         if tunnel.tunnel_id is not None:
             key = (tunnel.inside_ip, tunnel.remote_ip, tunnel.tunnel_id)
             if self.by_inside.get(key) is tunnel:

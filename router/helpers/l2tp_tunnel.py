@@ -76,6 +76,16 @@ class Tunnel(Flow):
     def tables(self) -> dict:
         return {"sessions": (self.sessions, MAX_SESSIONS), "pending": (self.pending, MAX_SESSIONS)}
 
+    def count(self, outbound: bool, frames: int, octets: int, last: float) -> None:
+        """Data messages the fast path forwarded: counted as the helper counts them (their L2TP length)."""
+        if outbound:
+            self.packets_out += frames
+            self.bytes_out += octets
+        else:
+            self.packets_in += frames
+            self.bytes_in += octets
+        self.last_seen = last
+
     def details(self) -> dict:
         details = self.ids()
         del details["id"]

@@ -98,6 +98,18 @@ def parse_header(frame, at: int):
     return control, tunnel_at, i, end
 
 
+def data_tunnel_id(frame, at: int) -> int | None:
+    """The Tunnel ID of a version 2 data message whose header starts at ``at`` (RFC 2661 §3.1); None for a
+    control message, another version or too few bytes.  The rest of the header is not checked here."""
+    if len(frame) < at + 6:
+        return None
+    flags = frame[at] << 8 | frame[at + 1]
+    if flags & T_BIT or flags & 0x000F != VERSION:
+        return None
+    tunnel_at = at + (4 if flags & L_BIT else 2)
+    return frame[tunnel_at] << 8 | frame[tunnel_at + 1] if len(frame) >= tunnel_at + 2 else None
+
+
 def parse_avps(frame, i: int, end: int) -> Message:
     """The AVPs the helper reads of the control message from ``i`` to ``end`` (RFC 2661 §4.1); ``Malformed``."""
     msg = Message()

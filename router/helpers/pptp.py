@@ -36,6 +36,7 @@ import struct
 
 from ..packet.frame import U16 as U16_STRUCT, IpProto, TCP_FIN, TCP_RST, TCP_SYN, ip_str
 from .base import Helper, Verdict
+from .offload import Offload
 from .pptp_call import CALL_STATES, CallState, Control, PptpCall
 from .pptp_wire import (CALL_ID_FIELDS, CONTROL_MESSAGE, CREATES_CALL, HEADER, MAGIC_COOKIE, MAX_LENGTH,
                         MESSAGE_LENGTH, OWN, PEER, RESULT_OK, U16, PptpMessageType as T,
@@ -45,6 +46,8 @@ from .spec import FlowView, Timeout
 from .tcpstream import Segment, write_payload_u16
 
 PPTP_PORT = 1723
+GRE_CALL_ID_AT = 6
+"""Where enhanced GRE carries the receiver's Call ID (RFC 2637 §4.1)."""
 CLEARING_GRACE = 10.0
 """Seconds a call lives after Call-Clear-Request while its Call-Disconnect-Notify is awaited."""
 
@@ -150,6 +153,16 @@ class PptpHelper(Helper):
             return None
         U16_STRUCT.pack_into(frame, l4 + 6, call.call_id)   # GRE v1 has no checksum to fix
         return call
+
+    def offload_flow(self, flow, proto, outbound, frame, l4):
+        """A call's GRE by the Call ID it carries: the remote peer's outbound; inbound the translated one, which
+        arrives and is replaced by the inside peer's own (as ``flow_in`` does)."""
+        call_id = frame[l4 + GRE_CALL_ID_AT] << 8 | frame[l4 + GRE_CALL_ID_AT + 1]
+        if outbound:
+            return Offload(payload_id=call_id) if call_id == flow.peer_call_id else None
+        if call_id != flow.call_id:
+            return None
+        return Offload(payload_id=flow.translated_call_id, restore=flow.call_id, restore_at=GRE_CALL_ID_AT)
 
     def _gre_ok(self, frame, l4, size, src, now) -> bool:
         """Enhanced GRE: version 1, key present, no checksum or routing, protocol PPP (0x880B)."""
@@ -307,6 +320,7 @@ class PptpHelper(Helper):
         return next((c for c in control.calls.values() if c.peer_call_id == peer_call_id), None)
 
     def _set_peer(self, call: PptpCall, peer_call_id: int) -> None:
+        self.ctx.withdraw(call)
         if call.peer_call_id is not None:
             self.outbound.pop((call.inside_ip, call.remote_ip, call.peer_call_id), None)
         call.peer_call_id = peer_call_id

@@ -17,7 +17,8 @@ import time
 from .. import state
 from ..config import Config
 from ..control.server import ControlServer
-from ..dataplane.router import LAN, WAN, Router
+from ..dataplane.router import LAN, WAN
+from ..fastpath import make_router
 from ..helpers.registry import build_helpers
 from ..logs import Throttle, event_line
 from ..version import interpreter, package_version
@@ -36,7 +37,9 @@ MAX_TIMER = 1.0
 class Runtime:
     def __init__(self, config: Config, taps: tuple[TapPort, TapPort], fresh: bool = False):
         self.config = config
-        self.router = Router(config, build_helpers(config))
+        self.router = make_router(config, build_helpers(config))
+        if self.router.python_only:
+            log.info("forwarding in Python only: %s", self.router.python_only)
         self.taps = taps
         self.state_status: dict = {}
         self.offset = self._restore(fresh)
@@ -76,8 +79,55 @@ class Runtime:
             self._reap_saver(wait=True)
             self.save()
 
+    @property
+    def fast(self) -> bool:
+        """Whether the fast path runs (``router.fastpath.FastPathRouter``, which has the flow cache)."""
+        return self.router.cache is not None
+
     def _readable(self, port: int) -> None:
-        """Drain one TAP: read, route, write, until it is empty or a batch is done.
+        """Drain one TAP: read, route, write, until it is empty or a batch is done (through the fast path's flow
+        cache where it runs, ``_drain_fast``)."""
+        if self.router.cache is not None:
+            return self._drain_fast(port)
+        self._drain_python(port)
+
+    def _drain_fast(self, port: int) -> None:
+        """The flow cache reads, forwards and writes what it has entries for, in C, and hands each frame it has
+        none for to Python before it reads the next, so no flow is reordered."""
+        router, tap, other = self.router, self.taps[port], self.taps[1 - port]
+        receive = router.python_receive
+        same, onward = router.outbox[port], router.outbox[1 - port]
+        write, out_fd, buffer = os.write, other.fd, tap.buffer
+        now = self.clock()
+        python = [0, 0, 0]      # frames Python sent on, their bytes, failed writes
+
+        def slow(n: int) -> None:         # the cache has synced first if it had counted anything
+            receive(port, buffer[:n], now)
+            if onward:
+                for frame in onward:
+                    try:
+                        write(out_fd, frame)
+                        python[1] += len(frame)
+                    except OSError:     # BlockingIOError included: the TAP's queue is full
+                        python[2] += 1
+                python[0] += len(onward)
+                onward.clear()
+            if same:
+                self._flush()
+
+        try:
+            written, size, failed, _ = router.cache.drain(port, tap.fd, out_fd, buffer, now, BATCH, slow, router.sync)
+        except OSError as exc:  # the TAP went away under us: say so, and let the loop end
+            log.error("reading %s: %s", tap.name, exc)
+            self.stopped.set()
+            written = size = failed = 0
+        sent, failed = written + failed + python[0], failed + python[2]
+        if sent:
+            self._count(1 - port, sent - failed, size + python[1], failed)
+        self._after_work()
+
+    def _drain_python(self, port: int) -> None:
+        """Drain one TAP in Python: read, route, write, until it is empty or a batch is done.
 
         The usual result of a frame, one frame to the other port, is written
         here with the counting done once per wake-up; anything else (ARP
@@ -142,11 +192,14 @@ class Runtime:
             self._schedule()
 
     def _publish(self) -> None:
-        """Hand what happened to the control socket's subscribers."""
+        """Hand what happened to the control socket's subscribers (with the fast path, after what it forwarded
+        is counted: an event's session shows what it would in Python; every other reader syncs itself)."""
         router = self.router
         if router.nat.closed:
             router.report_closed(self.clock())
         if router.events:
+            if self.fast:
+                router.sync()
             publish, event_log = self.control.publish, self.event_log
             while (event := router.next_event()) is not None:
                 line = event_line(event)

@@ -267,15 +267,18 @@ def check_bounds(r) -> None:
 
 # -- running one input ------------------------------------------------------------------------------------
 
-def run(target: str, data: bytes, **config) -> Checker:
+def run(target: str, data: bytes, feeder=None, **config) -> Checker:
     """Decode ``data`` as a program for ``target`` and run it; AssertionError (or any other) on a failure.
-    ``config``: sections for ``make_router``."""
+    ``config``: sections for ``make_router``; ``feeder(wan_only)``: what takes the frames and timer calls
+    instead of a ``Checker`` of one router (the fast path's differential test feeds two)."""
     rd = Reader(data)
     if target == "frame":
         names = tuple(scripts.SCRIPTS)
         target = names[rd.byte() % len(names)]
-    r = make_router(**config)
-    checker = Checker(r, wan_only=target == "wan_junk")
+    if feeder is None:
+        checker = Checker(make_router(**config), wan_only=target == "wan_junk")
+    else:
+        checker = feeder(target == "wan_junk")
     steps = scripts.script(target) if target in scripts.SCRIPTS else ()
     pool = scripts.all_frames() if target in ("junk", "wan_junk") else steps
     if target == "wan_junk":

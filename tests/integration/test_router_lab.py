@@ -38,6 +38,9 @@ def test_concurrent_tcp_downloads_arrive_intact(lab, peers):
     tcp = [s for s in sessions if s["proto"] == "tcp" and s["remote"].endswith(":9000")]
     assert len(tcp) == 4 and all(s["bytes_in"] > size for s in tcp)
     assert {s["inside"].split(":")[0] for s in tcp} == {C1, C2}
+    dataplane = json.loads(ctl(lab, "status", "--json"))["dataplane"]      # the default: the fast path runs
+    assert dataplane["path"] == "fast" and dataplane["hits"] > 1000, dataplane
+    assert "dataplane   fast path (C)" in ctl(lab, "status")
 
 
 def test_udp_both_ways(lab, peers):

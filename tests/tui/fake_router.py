@@ -38,6 +38,8 @@ class FakeRouter:
         """``version()["helpers"]``: the protocols, in the order of their switches; set to None, the fake is a
         router too old to describe them."""
         self.protos = schema.flow_protos(self.helpers)
+        self.extra_status: dict = {}
+        """Added to ``status``: what a test wants the router to say besides (``dataplane``, say)."""
         self.modes: dict[str, str] = dict(modes or {h["name"]: "multi" for h in self.helpers})
         """Each switch's mode: "off", "single" or "multi"."""
         self._mode_when_on = {name: "multi" if mode == "off" else mode for name, mode in self.modes.items()}
@@ -299,7 +301,7 @@ class FakeRouter:
                 "rules": {"default_action": self.default_action, "count": len(self.rules)},
                 "counters": dict(self.counters),
                 "sessions": sum(1 for s in self.sessions.values() if not schema.is_vpn_flow(s, self.protos)),
-                "protocol": schema.PROTOCOL_VERSION, "ports": {}}
+                "protocol": schema.PROTOCOL_VERSION, "ports": {}, **self.extra_status}
 
     @property
     def switches(self) -> dict[str, bool]:

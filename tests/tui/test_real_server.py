@@ -105,6 +105,8 @@ async def test_the_dashboard_follows_the_real_control_server(sock, served):
         served.udp(C1, 5002)
         await wait_for(pilot, lambda: len(nat.rows) == 1)
         await wait_for(pilot, lambda: app.model.uptime is not None)
+        path = " fast path " if served.router.cache is not None else " Python only "   # which path the router runs
+        await wait_for(pilot, lambda: path in screen_text(app), what="the data path in the header")
         assert notifications(app) == [f"session {first} closed", f"session {second} closed"]
 
 

@@ -1,4 +1,5 @@
-"""The top line: which socket, whether the router answers, its uptime, the session count, pause."""
+"""The top line: which socket, whether the router answers, its uptime, which path forwards, the session count,
+pause."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ class StatusHeader(Static):
     _shown: tuple | None = None
 
     def update_view(self, *, socket: str, connected: bool, detail: str, uptime: str, sessions: int | None,
-                    flows: int, paused: bool) -> None:
-        shown = (socket, connected, detail, uptime, sessions, flows, paused)
+                    flows: int, paused: bool, path: str | None = None) -> None:
+        """``path``: the router's ``status()["dataplane"]["path"]`` ("fast" or "python"), None if it does not say."""
+        shown = (socket, connected, detail, uptime, sessions, flows, paused, path)
         if shown == self._shown:
             return
         self._shown = shown
@@ -26,6 +28,8 @@ class StatusHeader(Static):
         if connected:
             line.append(" connected ", style="bold green")
             line.append(f" up {uptime} ")
+            if path in PATHS:
+                line.append(*PATHS[path])
             line.append(f" {_short(socket)} ", style="dim")
             if sessions is not None:
                 line.append(f" {sessions:,} NAT sessions, {flows:,} VPN flows ")
@@ -34,6 +38,10 @@ class StatusHeader(Static):
             line.append(f" {_short(socket)} ", style="dim")
             line.append(f" {detail} ", style="italic")
         self.update(line, layout=False)
+
+
+PATHS = {"fast": (" fast path ", "bold cyan"), "python": (" Python only ", "bold yellow")}
+"""Which path forwards established flows, as the header says it."""
 
 
 def _short(path: str, width: int = 40) -> str:
