@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 # Every Debian package the code calls (router/lab/tools.py names the programs), the tests and the bench need.
 DEBS := python3 python3-venv python3-dev gcc iproute2 nftables iperf3 iputils-ping tcpdump ethtool procps kmod \
         util-linux mount openssl tshark tmux valgrind pptpd pptp-linux xl2tpd strongswan-charon strongswan-swanctl \
-        libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins coturn
+        libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins coturn openvpn \
+        wireguard-tools wireguard-go
 
 .PHONY: demo test unit tui integration bench soak fuzz deps debs venv-python clean
 FUZZ_TARGET ?= all

@@ -15,14 +15,14 @@ set -euo pipefail
 PACKAGES=(
     linux-image-amd64 systemd-sysv udev kmod dbus netbase procps iproute2 iputils-ping ethtool nftables
     iperf3 tcpdump
-    ppp pptpd pptp-linux xl2tpd
+    ppp pptpd pptp-linux xl2tpd openvpn openssl wireguard-tools wireguard-go
     strongswan strongswan-charon strongswan-swanctl charon-systemd libcharon-extra-plugins
     libstrongswan-standard-plugins libstrongswan-extra-plugins
     python3 python3-venv
     sudo openssh-server rsync less
 )
 # Daemons the packages enable in the root namespace: the lab runs its own instances in namespaces instead.
-IDLE_SERVICES=(pptpd.service xl2tpd.service strongswan-starter.service ipsec.service strongswan.service
+IDLE_SERVICES=(pptpd.service xl2tpd.service strongswan-starter.service ipsec.service strongswan.service openvpn.service
                iperf3.service rsync.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer
                fstrim.timer)
 VENV=/opt/vpnrouter

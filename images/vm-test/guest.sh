@@ -7,7 +7,8 @@
 # It checks the system, then the lab that vpnrouter-lab.service brought up at boot (c1 PPTP and c2 L2TP to s1,
 # c3 IPsec to s2): it adds a second client for each protocol (c2 PPTP to s1 and c1 IPsec to s2, the same servers;
 # c3 L2TP to s2, see below) and checks that all six tunnels carry traffic through vpnrouter, with the kernel's
-# peers: pppd with MPPE, xl2tpd on the kernel's L2TP, strongSwan on the kernel's ESP. Then it stops the lab and
+# peers: pppd with MPPE, xl2tpd on the kernel's L2TP, strongSwan on the kernel's ESP; then WireGuard (the kernel's)
+# and OpenVPN over UDP and TCP from c1 and c2 to s1. Then it stops the lab and
 # checks that vpnrouter.service keeps its sessions across `systemctl restart` and a reboot (state.sh): it asks
 # vm-test.sh for a second boot of the same disk, in which it runs again (the file boot in the share says 2) and
 # does only the checks after the reboot.
@@ -81,10 +82,10 @@ if [ "$(systemctl is-enabled vpnrouter-lab.service 2>/dev/null)" = enabled ] && 
     check "the router forwards established flows by the fast path (compiled in the wheel)" \
         sh -c 'vpnrouter ctl status | grep -q "^dataplane   fast path (C)"'
     vpnrouter lab status --json > "$RESULTS/lab-status.json" 2>&1
-    check "the lab runs the real pppd and kernel ESP" python3 -c '
+    check "the lab runs the real pppd, kernel ESP and the kernel's WireGuard" python3 -c '
 import json, sys
 peers = json.load(open(sys.argv[1]))["peers"]
-assert peers == {"ppp": "pppd", "esp": "kernel"}, peers' "$RESULTS/lab-status.json"
+assert peers == {"ppp": "pppd", "esp": "kernel", "wireguard": "kernel"}, peers' "$RESULTS/lab-status.json"
     check "c2 connects PPTP to s1 (the second PPTP client)" vpnrouter lab connect c2 pptp s1
     check "c3 connects L2TP to s2 (the second L2TP client)" vpnrouter lab connect c3 l2tp s2
     check "c1 connects IPsec to s2 (the second IPsec client)" vpnrouter lab connect c1 ipsec s2
@@ -106,6 +107,18 @@ assert peers == {"ppp": "pppd", "esp": "kernel"}, peers' "$RESULTS/lab-status.js
     for client in c1 c3; do
         check "$client's ESP SAs are in the kernel (XFRM, in UDP)" sh -c \
             "ip netns exec vr-$client ip xfrm state | grep -q 'encap type espinudp'"
+    done
+    for client in c1 c2; do      # the VPNs that need no passthrough, two clients to one server
+        for proto in wireguard openvpn openvpn-tcp; do
+            check "$client connects $proto to s1" vpnrouter lab connect "$client" "$proto" s1
+        done
+    done
+    for client in c1 c2; do
+        for proto in wireguard openvpn openvpn-tcp; do
+            check "$client $proto carries traffic (20 pings through the tunnel)" vpnrouter lab ping "$client" "$proto" -c 20
+        done
+        check "$client's WireGuard is the kernel's" has "wireguard: the kernel's module" \
+            "$PEERS/$client/wireguard/wireguard.log"
     done
     vpnrouter ctl sessions --json > "$RESULTS/sessions.json" 2>&1
     check "the router's sessions were read" test -s "$RESULTS/sessions.json"

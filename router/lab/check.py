@@ -1,8 +1,9 @@
 """``vpnrouter lab check``: the compatibility matrix, measured on the lab's peers.
 
 For each profile (applied to the running router with ``set_profile``), and
-for each of PPTP, L2TP, IPsec (strongSwan, NAT-T behind the router) and raw
-ESP (synthetic, ``esp.py``: no real client here sends it through a NAT), it
+for each of PPTP, L2TP, IPsec (strongSwan, NAT-T behind the router), raw ESP
+(synthetic, ``esp.py``: no real client here sends it through a NAT), and the
+VPNs that need no passthrough (OpenVPN over UDP and TCP, WireGuard), it
 connects one client to s1, then a second one to the same server while the
 first stays up.  The outcome is ``"two"`` (works for two at once), ``"one"``
 (works for one client only) or ``"fails"``, with the reason the router gave in
@@ -22,11 +23,13 @@ import time
 
 from ..control.client import Client, ControlError
 from .topology import LabError
-from .vpns import VpnLab, is_vpn_flow_of
+from .vpns import TUNNELS, VpnLab, is_tunnel_flow_of, is_vpn_flow_of
 
-KINDS = ("pptp", "l2tp", "ipsec", "esp")
-LABELS = {"pptp": "PPTP", "l2tp": "L2TP", "ipsec": "IPsec NAT-T", "esp": "raw ESP"}
+KINDS = ("pptp", "l2tp", "ipsec", "esp", *TUNNELS)
+LABELS = {"pptp": "PPTP", "l2tp": "L2TP", "ipsec": "IPsec NAT-T", "esp": "raw ESP", "openvpn": "OpenVPN UDP",
+          "openvpn-tcp": "OpenVPN TCP", "wireguard": "WireGuard"}
 VPN_OF = {"pptp": "pptp", "l2tp": "l2tp", "ipsec": "ipsec", "esp": "ipsec"}
+"""The router's helper for each kind that has one."""
 CLIENT_SPIS = {"c1": 0x1000, "c2": 0x2000}
 ESP_PACKETS = 10
 OUTCOMES = {"two": "works for two at once", "one": "works for one client only", "fails": "fails"}
@@ -146,6 +149,8 @@ class Check:
         return ok, ", ".join(f"{name}: {count} of {ESP_PACKETS} answered" for name, count in answers.items())
 
     def still_up(self, kind: str, client: str) -> bool:
+        if kind in TUNNELS:                     # its tunnel still carries a ping
+            return self.vpns.ping(client, kind, count=1).returncode == 0
         _, _, address = self.vpns.client(client)
         return any(is_vpn_flow_of(s, kind, address) and s["state"] == "established" for s in self.vpns.sessions())
 
@@ -156,8 +161,11 @@ class Check:
             for name in ("c1", "c2"):
                 if kind in state["clients"].get(name, {}):
                     self.vpns.disconnect(name, kind)
+        server = self.lab.server_ip(1)
+        clients = [self.vpns.client(name)[2] for name in ("c1", "c2")]
         for session in self.vpns.sessions():
-            if session.get("vpn") == VPN_OF[kind]:
+            if (session.get("vpn") == VPN_OF.get(kind) if kind not in TUNNELS else
+                    any(is_tunnel_flow_of(session, kind, client, server) for client in clients)):
                 try:
                     self.call("close_session", session["id"])
                 except ControlError:

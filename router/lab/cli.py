@@ -13,7 +13,7 @@ from ..control.client import ControlError
 from .kernel import CHOICES as PEER_CHOICES, Peers
 from .topology import STATE_DIR, Lab, LabError, is_router_process
 from ..behaviour import PROFILES
-from .vpns import CONNECT_WAIT, PROTOCOLS, VpnLab
+from .vpns import CONNECT_WAIT, CONNECTABLE, VpnLab
 
 DEFAULT_CLIENTS, DEFAULT_SERVERS = 3, 2
 DEMO = (("c1", "pptp", "s1"), ("c2", "l2tp", "s1"), ("c3", "ipsec", "s2"))
@@ -23,8 +23,9 @@ DEMO = (("c1", "pptp", "s1"), ("c2", "l2tp", "s1"), ("c3", "ipsec", "s2"))
 def add_lab_parser(sub) -> None:
     lab = sub.add_parser("lab", help="a lab of network namespaces with real VPN clients and servers",
                          description="A lab of network namespaces around the router: clients (pptp-linux, an "
-                                     "xl2tpd LAC, strongSwan) on the LAN, servers (pptpd, an xl2tpd LNS, a "
-                                     "strongSwan gateway) on the WAN, the router between them. Needs root.")
+                                     "xl2tpd LAC, strongSwan, OpenVPN, WireGuard) on the LAN, servers (pptpd, an "
+                                     "xl2tpd LNS, a strongSwan gateway, OpenVPN over UDP and TCP, WireGuard) on "
+                                     "the WAN, the router between them. Needs root.")
     lab.add_argument("--prefix", default="vr", help="namespace name prefix (default vr)")
     lab.add_argument("--clients", type=int, help=f"LAN clients (default {DEFAULT_CLIENTS}, or as the lab was made)")
     lab.add_argument("--servers", type=int, help=f"WAN servers (default {DEFAULT_SERVERS}, or as the lab was made)")
@@ -41,27 +42,31 @@ def add_lab_parser(sub) -> None:
                                  description="Start a VPN client in a client namespace and wait until the router "
                                              "shows its session up.")
     connect.add_argument("client", help="c1, c2, ... (or 1, 2, ...)")
-    connect.add_argument("proto", choices=PROTOCOLS)
+    connect.add_argument("proto", choices=CONNECTABLE,
+                         help="pptp, l2tp, ipsec (through the router's passthrough), or openvpn (UDP), openvpn-tcp, "
+                              "wireguard (plain UDP or TCP to the router's NAT)")
     connect.add_argument("server", nargs="?", default="s1", help="s1, s2, ... or its address (default s1)")
     connect.add_argument("--wait", type=float, default=CONNECT_WAIT, metavar="SECONDS",
                          help=f"give up (and stop the client) after this long (default {CONNECT_WAIT:.0f})")
     connect.set_defaults(func=cmd_connect)
     ping = actions.add_parser("ping", help="ping through a client's VPN tunnel",
                               description="Ping the server's end of a client's tunnel through it: the PPP peer over "
-                                          "the client's PPP interface (real pppd only), or the IPsec gateway's inner "
-                                          "address from the client's virtual IP. Exits with ping's status.")
+                                          "the client's PPP interface (real pppd only), the IPsec gateway's inner "
+                                          "address from the client's virtual IP, or the OpenVPN server's or "
+                                          "WireGuard peer's tunnel address. Exits with ping's status.")
     ping.add_argument("client")
-    ping.add_argument("proto", choices=PROTOCOLS)
+    ping.add_argument("proto", choices=CONNECTABLE)
     ping.add_argument("-c", "--count", type=int, default=3, help="echo requests (default 3)")
     ping.set_defaults(func=cmd_ping)
     disconnect = actions.add_parser("disconnect", help="end a client's VPN session")
     disconnect.add_argument("client")
-    disconnect.add_argument("proto", choices=PROTOCOLS)
+    disconnect.add_argument("proto", choices=CONNECTABLE)
     disconnect.set_defaults(func=cmd_disconnect)
     check = actions.add_parser("check", help="measure which VPNs work, for one and for two clients, per profile",
                                description="The compatibility matrix, measured: for each profile, connect one "
                                            "client, then a second one to the same server, for PPTP, L2TP, IPsec "
-                                           "NAT-T and raw ESP (synthetic), and print protocol x profile with the "
+                                           "NAT-T, raw ESP (synthetic), OpenVPN over UDP and TCP and WireGuard, "
+                                           "and print protocol x profile with the "
                                            "router's reason for each failure. Needs the lab up; ends the sessions "
                                            "it makes and puts the router's profile back.")
     which = check.add_mutually_exclusive_group()
@@ -133,9 +138,11 @@ def _howto(lab: Lab) -> str:
     prefix = "" if lab.prefix == "vr" else f" --prefix {lab.prefix}"
     return (f"\nThe lab is up: clients {', '.join(lab.client(i) for i in range(1, lab.clients + 1))} on "
             f"192.168.77.0/24, servers {', '.join(lab.server(j) for j in range(1, lab.servers + 1))} on "
-            f"198.51.100.0/24 (each running pptpd, an xl2tpd LNS and a strongSwan gateway), the router between.\n"
+            f"198.51.100.0/24 (each running pptpd, an xl2tpd LNS, a strongSwan gateway, OpenVPN over UDP and "
+            f"TCP, and WireGuard), the router between.\n"
             f"Try:\n"
-            f"  {vr} lab{prefix} connect c1 pptp s1       (or l2tp, ipsec; then: disconnect c1 pptp)\n"
+            f"  {vr} lab{prefix} connect c1 pptp s1       (or l2tp, ipsec, openvpn, openvpn-tcp, wireguard)\n"
+            f"  {vr} lab{prefix} ping c1 pptp; {vr} lab{prefix} disconnect c1 pptp\n"
             f"  {vr} tui --socket {lab.socket_path}\n"
             f"  {vr} ctl --socket {lab.socket_path} sessions\n"
             f"  ip netns exec {c1} ping -c 3 {lab.server_ip(1)}\n"
@@ -177,7 +184,7 @@ def cmd_status(args) -> int:
     if status["servers"]:
         print(f"  VPN peers: {Peers.from_dict(status['peers']).describe()}")
     for name, server in status["servers"].items():
-        daemons = ", ".join(f"{p} {'up' if server[p] else 'DOWN'}" for p in PROTOCOLS)
+        daemons = ", ".join(f"{p} {'up' if server[p] else 'DOWN'}" for p in CONNECTABLE if p in server)
         print(f"  {name} {server['address']}: {daemons}")
     for name, protos in sorted(status["clients"].items()):
         for proto, entry in protos.items():
@@ -194,7 +201,8 @@ def cmd_connect(args) -> int:
     except LabError as exc:
         print(f"\nvpnrouter lab: {exc}", file=sys.stderr)
         return 1
-    print(f"\nlab: {args.proto} up: session {session['id']}, {session.get('client')} -> {session['remote']}")
+    client = session.get("client") or session["inside"]       # a tunnel with no helper: its NAT session
+    print(f"\nlab: {args.proto} up: session {session['id']}, {client} -> {session['remote']}")
     return 0
 
 

@@ -18,14 +18,17 @@ PACKAGES = {
     "ip": "iproute2", "bridge": "iproute2", "nft": "nftables", "sysctl": "procps", "modprobe": "kmod",
     "unshare": "util-linux", "mount": "mount", "pptpd": "pptpd", "pptp": "pptp-linux", "xl2tpd": "xl2tpd",
     "/usr/lib/ipsec/charon": "strongswan-charon", "swanctl": "strongswan-swanctl", "ping": "iputils-ping",
-    "iperf3": "iperf3", "tcpdump": "tcpdump", "tshark": "tshark", "openssl": "openssl",
+    "iperf3": "iperf3", "tcpdump": "tcpdump", "tshark": "tshark", "openssl": "openssl", "openvpn": "openvpn",
+    "wg": "wireguard-tools", "wireguard-go": "wireguard-go",
 }
 """Program -> the Debian 12 package that has it (each is in the Makefile's DEBS)."""
-SERVERS = ("unshare", "mount", "pptpd", "xl2tpd", "/usr/lib/ipsec/charon", "swanctl")
+SERVERS = ("unshare", "mount", "pptpd", "xl2tpd", "/usr/lib/ipsec/charon", "swanctl", "openvpn", "openssl", "wg")
 """What ``lab up`` starts in each server namespace."""
 CLIENTS = {"pptp": ("unshare", "mount", "pptp"), "l2tp": ("unshare", "mount", "xl2tpd"),
-           "ipsec": ("unshare", "mount", "/usr/lib/ipsec/charon", "swanctl")}
-"""What ``lab connect`` starts for each VPN."""
+           "ipsec": ("unshare", "mount", "/usr/lib/ipsec/charon", "swanctl"), "openvpn": ("openvpn", "openssl"),
+           "openvpn-tcp": ("openvpn", "openssl"), "wireguard": ("unshare", "mount", "wg")}
+"""What ``lab connect`` starts for each VPN (and ``wireguard-go`` where the kernel has no WireGuard)."""
+USERSPACE_WIREGUARD = "wireguard-go"
 
 
 @lru_cache(maxsize=None)

@@ -1,10 +1,12 @@
 """VPN peers in the lab, kept across commands: servers on ``lab up``, clients on ``lab connect``.
 
-Every server namespace runs pptpd, an xl2tpd LNS and a strongSwan gateway;
-``connect CLIENT PROTO [SERVER]`` starts pptp-linux, an xl2tpd LAC or a
-strongSwan client in that client's namespace and waits until the router
-shows the session up, and, where the peers carry IP (the real pppd, or
-IPsec), until a ping crosses the tunnel.  Which peers run (the real pppd and
+Every server namespace runs pptpd, an xl2tpd LNS and a strongSwan gateway,
+and the VPNs that need no passthrough: OpenVPN over UDP and over TCP, and
+WireGuard (``openvpn.py``, ``wireguard.py``).  ``connect CLIENT PROTO [SERVER]``
+starts pptp-linux, an xl2tpd LAC, a strongSwan client, an OpenVPN client or a
+WireGuard peer in that client's namespace and waits until the router shows
+the session up, and, where the peers carry IP (the real pppd, IPsec, OpenVPN,
+WireGuard), until a ping crosses the tunnel.  Which peers run (the real pppd and
 kernel ESP, or the stand-in and kernel-libipsec) is chosen once, when the
 servers start (``kernel.py``).  Each daemon runs in its own mount namespace (see
 ``pptp.py``, ``l2tp.py``, ``ipsec.py``) and in a session of its own, so it
@@ -25,12 +27,18 @@ from pathlib import Path
 from ..control.client import Client, ControlError
 from ..control.schema import flow_protos, is_vpn_flow
 from ..helpers import registry
-from . import ipsec, l2tp, pptp, tools
+from . import ipsec, l2tp, openvpn, pptp, tools, wireguard
 from .kernel import Peers, detect
 from .tools import require
 from .topology import Lab, LabError, is_router_process
 
 PROTOCOLS = ("pptp", "l2tp", "ipsec")
+"""The VPNs a passthrough helper of the router's carries."""
+TUNNELS = ("openvpn", "openvpn-tcp", "wireguard")
+"""The VPNs that need no passthrough: one UDP or TCP flow each, which the NAT translates as any other."""
+CONNECTABLE = PROTOCOLS + TUNNELS
+TUNNEL_PORTS = {"openvpn": ("udp", openvpn.PORT), "openvpn-tcp": ("tcp", openvpn.PORT),
+                "wireguard": ("udp", wireguard.PORT)}
 CONNECT_WAIT = 45.0
 """Seconds a connect may take before it is reported as failed (IKE and PPP under load take a few)."""
 
@@ -67,16 +75,23 @@ class VpnLab:
         require(*tools.SERVERS)
         state = self.load()
         chosen = detect(peers)
+        if not chosen.kernel_wireguard:
+            require(tools.USERSPACE_WIREGUARD)
         state["peers"] = chosen.to_dict()
         progress(f"VPN peers: {chosen.describe()}")
         real, esp = chosen.real_ppp, chosen.kernel_esp
         for j in range(1, self.lab.servers + 1):
             name, ns, address = f"s{j}", self.lab.server(j), self.lab.server_ip(j)
-            progress(f"{name}: pptpd, xl2tpd LNS, strongSwan gateway")
+            progress(f"{name}: pptpd, xl2tpd LNS, strongSwan gateway, OpenVPN (UDP, TCP), WireGuard")
             procs = {"pptp": pptp.start_pptpd(self.lab, ns, self.directory(name, "pptp"), real).pid,
                      "l2tp": l2tp.start_lns(self.lab, ns, self.directory(name, "l2tp"), real).proc.pid,
                      "ipsec": ipsec.start_gateway(self.lab, ns, self.directory(name, "ipsec"),
                                                   address=address, kernel_esp=esp).proc.pid}
+            for flavour in openvpn.FLAVOURS.values():
+                procs[flavour.name] = openvpn.start_server(self.lab, ns, self.directory(name, flavour.name),
+                                                           flavour, address).pid
+            procs["wireguard"] = wireguard.start_server(self.lab, ns, self.directory(name, "wireguard"), name,
+                                                        chosen.kernel_wireguard).pid
             state["servers"][name] = {"address": address, "pids": procs}
             self.save(state)
 
@@ -107,8 +122,8 @@ class VpnLab:
 
         If it is not up within ``wait`` seconds, the client is stopped again (its logs stay) and LabError says
         so: the router may have refused it (single passthrough, a rule, a port set: see its events)."""
-        if proto not in PROTOCOLS:
-            raise LabError(f"unknown VPN {proto!r}: {', '.join(PROTOCOLS)}")
+        if proto not in CONNECTABLE:
+            raise LabError(f"unknown VPN {proto!r}: {', '.join(CONNECTABLE)}")
         require(*tools.CLIENTS[proto])
         name, ns, address = self.client(client)
         sname, _, server_ip = self.server(server)
@@ -121,8 +136,12 @@ class VpnLab:
                            f"disconnect it first")
         directory = self.directory(name, proto)
         peers = self.peers(state)
+        if proto == "wireguard" and not peers.kernel_wireguard:
+            require(tools.USERSPACE_WIREGUARD)
         progress(f"{name}: {proto} to {sname} ({server_ip})")
-        if proto == "pptp":
+        if proto in TUNNELS:
+            pid = self._start_tunnel(proto, name, ns, sname, server_ip, directory, peers).pid
+        elif proto == "pptp":
             pid = pptp.start_pptp_client(self.lab, ns, server_ip, directory, peers.real_ppp, name=name).pid
         elif proto == "l2tp":
             lac = l2tp.start_lac(self.lab, ns, server_ip, directory, host=name, real_ppp=peers.real_ppp)
@@ -137,21 +156,36 @@ class VpnLab:
         try:
             if proto == "ipsec":
                 ipsec.connect(charon, timeout=max(1, int(wait)))
-            if proto == "ipsec" or peers.real_ppp:     # ESP both ways, so the association shows both SPIs
+            if proto in ("ipsec", *TUNNELS) or peers.real_ppp:  # both ways (an IPsec association: both SPIs)
                 self._wait_traffic(name, proto, progress, wait)
             return self._wait_up(proto, address, server_ip, progress, wait)
         except LabError:
             self.disconnect(name, proto)
             raise
 
+    def _start_tunnel(self, proto: str, name: str, ns: str, sname: str, server_ip: str, directory: Path,
+                      peers: Peers) -> subprocess.Popen:
+        if proto == "wireguard":
+            index = int(name.removeprefix("c"))
+            return wireguard.start_client(self.lab, ns, directory, name, index, server_ip, sname,
+                                          peers.kernel_wireguard)
+        return openvpn.start_client(self.lab, ns, directory, openvpn.FLAVOURS[proto], server_ip, name)
+
     def ping(self, client: str, proto: str, count: int = 3) -> subprocess.CompletedProcess:
         """Ping the server's end of a client's tunnel through it: the PPP peer (10.99.0.1 for PPTP, 10.98.0.1
-        for L2TP) over the client's PPP interface, or the IPsec gateway's inner address from the virtual IP."""
+        for L2TP) over the client's PPP interface, the IPsec gateway's inner address from the virtual IP, or the
+        OpenVPN server's (10.97.0.1 over UDP, 10.96.0.1 over TCP) or WireGuard peer's (10.95.0.1) tunnel
+        address over the client's tunnel interface."""
         name, ns, _ = self.client(client)
         state = self.load()
         if proto not in state["clients"].get(name, {}):
             raise LabError(f"{name} holds no {proto} session: `vpnrouter lab connect {name} {proto}` first")
         directory = self.directory(name, proto)
+        if proto in TUNNELS:
+            interface, peer = ((wireguard.INTERFACE, wireguard.SERVER_TUNNEL_IP) if proto == "wireguard" else
+                               (openvpn.FLAVOURS[proto].interface, openvpn.FLAVOURS[proto].server_tunnel_ip))
+            return self.lab.run_in(ns, "ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", "-I", interface,
+                                   peer, check=False, timeout=30)
         if proto == "ipsec":
             charon = ipsec.Charon(self.lab, ns, directory, "client", "vpn", proc=None)
             return ipsec.ping(self.lab, charon, count=count)
@@ -242,8 +276,19 @@ def is_vpn_flow_of(session: dict, proto: str, client_ip: str) -> bool:
             and session.get("client") == client_ip)
 
 
+def is_tunnel_flow_of(session: dict, proto: str, client_ip: str, server_ip: str) -> bool:
+    """The NAT session that carries a client's OpenVPN or WireGuard tunnel to a server."""
+    l4, port = TUNNEL_PORTS[proto]
+    return (session.get("proto") == l4 and str(session.get("inside", "")).rpartition(":")[0] == client_ip
+            and session.get("remote") == f"{server_ip}:{port}")
+
+
 def _is_up(session: dict, proto: str, client_ip: str, server_ip: str) -> bool:
-    """Up as the router sees it: established, and for PPP (the stand-in's LCP too) frames both ways."""
+    """Up as the router sees it: established, and for PPP (the stand-in's LCP too) frames both ways; for a
+    tunnel with no helper, its NAT session with packets both ways."""
+    if proto in TUNNELS:
+        return (is_tunnel_flow_of(session, proto, client_ip, server_ip) and session["packets_in"] > 0
+                and session["packets_out"] > 0)
     if not is_vpn_flow_of(session, proto, client_ip):
         return False
     both_ways = session["packets_in"] > 0 and session["packets_out"] > 0

@@ -80,7 +80,8 @@ def test_vm_boots_and_passes_the_guest_checks(image, vm_test):
     """`make vm-test`: the image boots under QEMU (TCG), vpnrouter-lab.service brings the lab up with the kernel's
     peers, and the test unit runs images/vm-test/guest.sh from the 9p share: kernel modules, /dev/ppp, sshd, sudo,
     then a second client per protocol to the same server and 20 pings through each of the six tunnels (PPTP with
-    MPPE, L2TP on the kernel's L2TP, IPsec on the kernel's ESP). The router's sessions come back in the share."""
+    MPPE, L2TP on the kernel's L2TP, IPsec on the kernel's ESP), then WireGuard (the kernel's) and OpenVPN over UDP
+    and TCP from two clients to one server. The router's sessions come back in the share."""
     result = vm_test
     if result.returncode != 0:
         console = image / "vm-test-console.log"
@@ -93,7 +94,8 @@ def test_vm_boots_and_passes_the_guest_checks(image, vm_test):
     for check in ("c1 pptp carries traffic", "c2 pptp carries traffic", "c2 l2tp carries traffic",
                   "c3 l2tp carries traffic", "c3 ipsec carries traffic", "c1 ipsec carries traffic",
                   "c1's PPTP call has 128-bit MPPE", "c3's xl2tpd uses the kernel's L2TP",
-                  "c1's ESP SAs are in the kernel"):
+                  "c1's ESP SAs are in the kernel", "c1 wireguard carries traffic", "c2 wireguard carries traffic",
+                  "c2 openvpn carries traffic", "c1 openvpn-tcp carries traffic", "c2's WireGuard is the kernel's"):
         assert f"ok    {check}" in result.stdout, f"the guest did not report: {check}"
 
     sessions = json.loads((image / "vm-test-results" / "sessions.json").read_text())

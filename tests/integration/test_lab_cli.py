@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from router.helpers.registry import names
-from router.lab.kernel import has_esp, has_ppp
+from router.lab.kernel import has_esp, has_ppp, has_wireguard
 from router.lab.topology import PEERS_DIR, STATE_DIR
 from tests.integration.conftest import ROOT, cli_lab, is_vpn_flow
 
@@ -90,7 +90,8 @@ def test_connect_each_vpn_and_see_it(lab_up):
     assert flows["ipsec"]["gateway"] == "198.51.100.20" and flows["ipsec"]["state"] == "established"
     status = json.loads(lab("status", "--json").stdout)
     assert status["router"]["running"] and len(status["vpn_sessions"]) == 3
-    assert status["peers"] == {"ppp": "pppd" if has_ppp() else "stand-in", "esp": "kernel" if has_esp() else "libipsec"}
+    assert status["peers"] == {"ppp": "pppd" if has_ppp() else "stand-in", "esp": "kernel" if has_esp() else "libipsec",
+                               "wireguard": "kernel" if has_wireguard() else "wireguard-go"}
     assert all(all(status["servers"][s][p] for p in names()) for s in ("s1", "s2"))
     # a second connect of the same kind from the same client is refused with the reason
     again = lab("connect", "c1", "pptp", check=False)

@@ -12,10 +12,25 @@ from router.lab.topology import LabError
 def test_userspace_is_the_stand_in_and_libipsec_whatever_the_kernel_has(monkeypatch):
     monkeypatch.setattr(kernel, "has_ppp", lambda: True)
     monkeypatch.setattr(kernel, "has_esp", lambda: True)
-    assert detect("userspace") == Peers("stand-in", "libipsec")
+    monkeypatch.setattr(kernel, "has_wireguard", lambda: True)
+    assert detect("userspace") == Peers("stand-in", "libipsec", "wireguard-go")
     monkeypatch.setenv("VPNROUTER_LAB_PEERS", "userspace")
     assert detect() == Peers("stand-in", "libipsec")
-    assert detect("auto") == Peers("pppd", "kernel")          # an explicit choice wins over the environment
+    assert detect("auto") == Peers("pppd", "kernel", "kernel")  # an explicit choice wins over the environment
+
+
+@pytest.mark.parametrize("module", [True, False])
+def test_wireguard_is_the_kernels_where_it_has_the_module_and_wireguard_go_elsewhere(monkeypatch, module):
+    """The kernel's PPP and ESP decide nothing about WireGuard, and "kernel" does not insist on it: wireguard-go
+    speaks the same protocol on the wire."""
+    monkeypatch.delenv("VPNROUTER_LAB_PEERS", raising=False)
+    for probe in ("has_ppp", "has_esp"):
+        monkeypatch.setattr(kernel, probe, lambda: True)
+    monkeypatch.setattr(kernel, "has_wireguard", lambda: module)
+    for choice in ("auto", "kernel"):
+        peers = detect(choice)
+        assert peers.kernel_wireguard is module
+        assert ("the kernel's WireGuard" if module else "wireguard-go") in peers.describe()
 
 
 @pytest.mark.parametrize("ppp,esp", [(True, True), (True, False), (False, True), (False, False)])
@@ -23,6 +38,7 @@ def test_auto_takes_what_the_kernel_has(monkeypatch, ppp, esp):
     monkeypatch.delenv("VPNROUTER_LAB_PEERS", raising=False)
     monkeypatch.setattr(kernel, "has_ppp", lambda: ppp)
     monkeypatch.setattr(kernel, "has_esp", lambda: esp)
+    monkeypatch.setattr(kernel, "has_wireguard", lambda: False)
     peers = detect()
     assert peers.real_ppp is ppp and peers.kernel_esp is esp
     if ppp and esp:
@@ -39,9 +55,9 @@ def test_a_bad_choice_is_named(monkeypatch):
 
 
 def test_saved_state_round_trips_and_an_older_lab_ran_the_userspace_peers():
-    peers = Peers("pppd", "kernel")
+    peers = Peers("pppd", "kernel", "kernel")
     assert Peers.from_dict(peers.to_dict()) == peers
-    assert Peers.from_dict(None) == Peers("stand-in", "libipsec")
+    assert Peers.from_dict(None) == Peers("stand-in", "libipsec", "wireguard-go")
     assert "MPPE" in peers.describe() and "stand-in" in Peers.from_dict({}).describe()
 
 
