@@ -26,6 +26,8 @@ RATIOS = (
     ("UDP 64 B / kernel", "vpnrouter", "udp64_pps", "kernel", "udp64_pps"),
     ("TCP / copier", "vpnrouter", "tcp_gbps", "copier", "tcp_gbps"),
     ("UDP 64 B / copier", "vpnrouter", "udp64_pps", "copier", "udp64_pps"),
+    ("UDP 64 B at the NIC / kernel", "vpnrouter", "udp64_delivered_pps", "kernel", "udp64_delivered_pps"),
+    ("UDP 64 B at the NIC / copier", "vpnrouter", "udp64_delivered_pps", "copier", "udp64_delivered_pps"),
     ("raw ESP / UDP", "vpnrouter", "esp16_pps", "vpnrouter", "udp64_pps"),
     ("NAT-T / UDP", "vpnrouter", "natt16_pps", "vpnrouter", "udp64_pps"),
     ("L2TP / UDP", "vpnrouter", "l2tp16_pps", "vpnrouter", "udp64_pps"),
