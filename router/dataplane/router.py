@@ -313,7 +313,7 @@ class Router(Forwarding, Passthrough, Restart, ControlViews):
             for piece in pieces:
                 self.send(port, dst, piece, now)
             return
-        if port == WAN and dst & self.wan_mask != self.wan_net:
+        if port == WAN and dst & self.wan_mask != self.wan_net:     # next_hop, inline: this runs per frame
             hop = self.ports[WAN].gateway
             if hop is None:
                 return self.drop(WAN, DropReason.NOT_ROUTABLE, now, f"no gateway for {ip_str(dst)}")
@@ -336,6 +336,13 @@ class Router(Forwarding, Passthrough, Restart, ControlViews):
         if request is not None:
             self.counters["arp_requests_sent"] += 1
             self.outbox[port].append(request)
+
+    def next_hop(self, port: int, dst: int) -> int | None:
+        """Where a datagram to ``dst`` goes on ``port``'s link: ``dst`` itself, or off the WAN's prefix its gateway
+        (None without one)."""
+        if port == WAN and dst & self.wan_mask != self.wan_net:
+            return self.ports[WAN].gateway
+        return dst
 
     def icmp_error(self, port: int, frame: bytearray, icmp_type: int, code: int, now: float,
                     reason: DropReason, rest: int = 0) -> None:

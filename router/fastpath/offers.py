@@ -104,8 +104,5 @@ class Offers:
         outbox = self.router.outbox[port]
         if not outbox or outbox[-1] is not frame:
             return None
-        hop = dst
-        if port == WAN and dst & self.router.wan_mask != self.router.wan_net:
-            hop = self.router.ports[WAN].gateway
-        neighbour = self.router.arp[port].cache.get(hop)
+        neighbour = self.router.arp[port].cache.get(self.router.next_hop(port, dst))
         return None if neighbour is None else (port, neighbour.expires)

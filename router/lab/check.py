@@ -154,6 +154,13 @@ class Check:
         _, _, address = self.vpns.client(client)
         return any(is_vpn_flow_of(s, kind, address) and s["state"] == "established" for s in self.vpns.sessions())
 
+    def of_kind(self, session: dict, kind: str) -> bool:
+        """A router session this check made for ``kind``: the helper's, or a tunnel's NAT session from c1 or c2."""
+        if kind not in TUNNELS:
+            return session.get("vpn") == VPN_OF[kind]
+        server = self.lab.server_ip(1)
+        return any(is_tunnel_flow_of(session, kind, self.vpns.client(name)[2], server) for name in ("c1", "c2"))
+
     def reset(self, kind: str) -> None:
         """End every client and every router session of this kind, so the next attempt starts from nothing."""
         if kind != "esp":
@@ -161,11 +168,8 @@ class Check:
             for name in ("c1", "c2"):
                 if kind in state["clients"].get(name, {}):
                     self.vpns.disconnect(name, kind)
-        server = self.lab.server_ip(1)
-        clients = [self.vpns.client(name)[2] for name in ("c1", "c2")]
         for session in self.vpns.sessions():
-            if (session.get("vpn") == VPN_OF.get(kind) if kind not in TUNNELS else
-                    any(is_tunnel_flow_of(session, kind, client, server) for client in clients)):
+            if self.of_kind(session, kind):
                 try:
                     self.call("close_session", session["id"])
                 except ControlError:
