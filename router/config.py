@@ -15,10 +15,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from .behaviour import NatBehaviour, Rule
 from .helpers import registry
+
+if TYPE_CHECKING:
+    from .config_wan import WanLink
 
 
 class ConfigError(ValueError):
@@ -140,6 +143,13 @@ class Config:
     runs everything in Python."""
     helpers: dict = field(default_factory=lambda: default_helpers())
     """vpn -> ``HelperConfig``: each registered helper's own section and timeouts."""
+    wan_link: "WanLink | None" = None
+    """``[wan] mode = "map-e" | "ds-lite"``: the IPv6 WAN that carries the IPv4 (``router.config_wan``); None for a
+    plain IPv4 WAN."""
+
+    @property
+    def wan_mode(self) -> str:
+        return "ipv4" if self.wan_link is None else self.wan_link.mode
 
 
 def default_mac(port_index: int, address: int) -> bytes:

@@ -9,13 +9,14 @@ each helper with ``options`` has a section of its own named after it, and
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from types import MappingProxyType
 
 from .behaviour import PROFILES, nat_behaviour, parse_rule, passthrough_mode
 from .config import (Config, ConfigError, Forward, HelperConfig, Limits, PortConfig, Timeouts, default_mac,
                      default_state_file)
+from .config_wan import WanLink, parse_link, wan_mode
 from .helpers import registry
 from .packet.frame import ip_int, parse_mac
 
@@ -31,12 +32,13 @@ def parse_sections(data: dict, source: str | Path | None) -> Config:
     if clash:
         raise ConfigError(f"helper {sorted(clash)[0]!r}: its name is a core section's")
     _known(data, "", sections)
-    lan, wan = _ports(data)
+    lan, wan, wan_link = _ports(data)
     control = _control(_table(data, "control"))
     state = _state(_table(data, "state"), source)
     passthrough = _table(data, "passthrough")
     try:
         nat = nat_behaviour(_table(data, "nat"))
+        nat = _nat_under_wan(nat, _table(data, "nat"), wan_link)
         modes, rules, default_action = _passthrough(passthrough, nat.profile, helper_classes)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -50,20 +52,35 @@ def parse_sections(data: dict, source: str | Path | None) -> Config:
                   fastpath=_typed(dataplane, "dataplane", "fastpath", bool, True),
                   limits=_numbers(Limits, _table(data, "limits"), "limits", int),
                   forwards=_forwards(data.get("forward", []), lan), nat=nat, rules=rules,
-                  default_action=default_action, helpers=helpers)
+                  default_action=default_action, helpers=helpers, wan_link=wan_link)
 
 
-def _ports(data: dict) -> tuple[PortConfig, PortConfig]:
-    """``[lan]`` and ``[wan]``, and how they go together."""
+def _ports(data: dict) -> tuple[PortConfig, PortConfig, WanLink | None]:
+    """``[lan]`` and ``[wan]``, and how they go together; an IPv6 WAN's link (``router.config_wan``)."""
     lan = _port(_table(data, "lan", required=True), "lan", 0)
-    wan = _port(_table(data, "wan", required=True), "wan", 1)
+    wan_table = _table(data, "wan", required=True)
+    mode = wan_mode(wan_table)
+    wan_link = None
+    if mode == "ipv4":
+        wan = _port({k: v for k, v in wan_table.items() if k != "mode"}, "wan", 1)
+    else:
+        wan, wan_link = parse_link(wan_table, mode)
     if lan.on_link(wan.address) or wan.on_link(lan.address):
         raise ConfigError("wan.address: the LAN and WAN subnets overlap")
     if lan.gateway is not None:
         raise ConfigError("lan.gateway: only the WAN port has a gateway")
     if lan.tap == wan.tap:
         raise ConfigError("wan.tap: the LAN and WAN ports need different TAP devices")
-    return lan, wan
+    return lan, wan, wan_link
+
+
+def _nat_under_wan(nat, table: dict, wan_link: WanLink | None):
+    """Under MAP-E the NAT's port set is the CE's (RFC 7597 §5.1), and no other."""
+    if wan_link is None or wan_link.ce is None:
+        return nat
+    if "port_set" in table:
+        raise ValueError("nat.port_set: under wan.mode = \"map-e\" the port set comes from [wan.map_e]")
+    return replace(nat, port_set=wan_link.ce.port_set)
 
 
 def _control(control: dict) -> dict:

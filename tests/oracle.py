@@ -1,6 +1,7 @@
 """The independent checksum oracle: scapy recomputes every checksum of a packet from scratch."""
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, in4_pseudoheader
+from scapy.layers.inet6 import IPv6, in6_chksum
 from scapy.layers.l2 import Ether
 from scapy.utils import checksum as scapy_checksum
 
@@ -11,6 +12,11 @@ def check_checksums(pkt: Ether, partial: bool = False, completed_by_linux: bool 
     ``completed_by_linux``: the packet was captured after Linux filled in a checksum the router left partial
     (``VNET_F_NEEDS_CSUM``). ``skb_checksum_help`` then writes a folded sum of 0 as 0xFFFF (``CSUM_MANGLED_0``),
     for TCP as for UDP; both are the same number in one's complement (RFC 1624 §3), and both verify."""
+    if IPv6 in pkt and pkt[IPv6].nh == 58:
+        ip6 = pkt[IPv6]
+        message = bytes(ip6.payload)[:ip6.plen]
+        expected = in6_chksum(58, ip6, message[:2] + b"\0\0" + message[4:])
+        assert int.from_bytes(message[2:4], "big") == expected, "ICMPv6 checksum"
     if IP not in pkt:
         return
     ip = pkt[IP]

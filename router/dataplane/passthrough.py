@@ -8,6 +8,8 @@ helper, so a helper the configuration does not name is on in multi mode.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..behaviour import PROFILES, parse_rule
 from ..helpers.base import Flow, Helper, HelperContext
 from ..packet.frame import ip_str
@@ -60,10 +62,13 @@ class Passthrough(RouterCore):
         profile = PROFILES.get(name)
         if profile is None:
             raise LookupError(f"no profile {name!r} (known: {', '.join(PROFILES)})")
-        self.nat.set_behaviour(profile.nat)
+        behaviour = profile.nat
+        if self.config.wan_link is not None and self.config.wan_link.ce is not None:
+            behaviour = replace(behaviour, port_set=self.config.wan_link.ce.port_set)   # MAP-E's, always
+        self.nat.set_behaviour(behaviour)
         for vpn in self.switches:
             self.set_passthrough(vpn, profile.passthrough, now)
-        nat = profile.nat.to_dict()
+        nat = behaviour.to_dict()
         self.events.push(ProfileChanged(now, name, tuple(nat.items())))
         return nat
 

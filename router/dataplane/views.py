@@ -6,6 +6,7 @@ A part of ``Router`` (see ``contract.py``); nothing here runs per frame.
 
 from __future__ import annotations
 
+from ..config_wan import IPV4_STATUS
 from ..helpers.base import Flow
 from ..packet.frame import ip_str
 from .contract import LAN, PORT_NAMES, WAN, RouterCore
@@ -35,7 +36,12 @@ class ControlViews(RouterCore):
             "limits": {"sessions": self.config.limits.sessions,
                        "sessions_per_host": self.config.limits.sessions_per_host},
             "dataplane": self.dataplane_status(),
+            "wan": self.wan_status(),
         }
+
+    def wan_status(self) -> dict:
+        """``status()["wan"]`` (``schema.STATUS_WAN``): a plain IPv4 WAN here; ``softwire`` tells its own."""
+        return dict(IPV4_STATUS)
 
     def dataplane_status(self) -> dict:
         """Which path forwards: "python" here, with why (``router.fastpath.FastPathRouter`` says "fast")."""

@@ -45,6 +45,9 @@ else:
 
 def make_router(config: Config, helpers, rng=None) -> Router:
     """The router for ``config``: a ``FastPathRouter`` if it asks for the fast path and it is built."""
+    if config.wan_link is not None:       # an IPv6 WAN: Python encapsulates (router.dataplane.softwire)
+        from ..dataplane.softwire import softwire_router
+        return softwire_router(config, helpers, rng=rng)
     if config.fastpath and _flowcache is not None:
         from .router import FastPathRouter
         return FastPathRouter(config, helpers, rng=rng)

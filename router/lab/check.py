@@ -151,6 +151,10 @@ class Check:
     def still_up(self, kind: str, client: str) -> bool:
         if kind in TUNNELS:                     # its tunnel still carries a ping
             return self.vpns.ping(client, kind, count=1).returncode == 0
+        if self.lab.wan == "ds-lite":           # the router keeps no session under DS-Lite: the tunnel itself
+            if kind == "ipsec" or self.vpns.peers().real_ppp:
+                return self.vpns.ping(client, kind, count=1).returncode == 0
+            return self.vpns.ppp_flowing(client, kind)
         _, _, address = self.vpns.client(client)
         return any(is_vpn_flow_of(s, kind, address) and s["state"] == "established" for s in self.vpns.sessions())
 
@@ -174,6 +178,31 @@ class Check:
                     self.call("close_session", session["id"])
                 except ControlError:
                     pass                   # gone with its flow already
+
+
+def across_wan_modes(vpns: VpnLab, modes: list[str], profiles: list[str], wait: float, progress, peers=None) -> dict:
+    """The matrix for each WAN mode (the lab rebuilt in it: ``rebuild``), each profile under ipv4 and the profile
+    in force under the others; the lab is left in the mode it had.  Columns: "ipv4 <profile>", "map-e",
+    "ds-lite"."""
+    from .cli import rebuild
+    original = vpns.lab.wan
+    results = {}
+    try:
+        for mode in modes:
+            if vpns.lab.wan != mode:
+                progress(f"rebuilding the lab with --wan {mode}")
+                vpns = rebuild(vpns.lab, mode, peers)
+            check = Check(vpns, wait=wait, progress=progress)
+            if mode == "ipv4":
+                for profile, column in check.run(profiles).items():
+                    results[f"ipv4 {profile}"] = column
+            else:
+                results[mode] = next(iter(check.run([check.call("status")["nat"]["profile"]]).values()))
+    finally:
+        if vpns.lab.wan != original:
+            progress(f"rebuilding the lab with --wan {original}, as it was")
+            rebuild(vpns.lab, original, peers)
+    return results
 
 
 def table(results: dict) -> str:

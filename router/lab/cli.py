@@ -13,6 +13,7 @@ from ..control.client import ControlError
 from .kernel import CHOICES as PEER_CHOICES, Peers
 from .topology import STATE_DIR, Lab, LabError, is_router_process
 from ..behaviour import PROFILES
+from ..config_wan import MODES as WAN_MODES
 from .vpns import CONNECT_WAIT, CONNECTABLE, VpnLab
 
 DEFAULT_CLIENTS, DEFAULT_SERVERS = 3, 2
@@ -72,6 +73,9 @@ def add_lab_parser(sub) -> None:
     which = check.add_mutually_exclusive_group()
     which.add_argument("--profile", choices=PROFILES, help="this profile (default: the one in force)")
     which.add_argument("--all-profiles", action="store_true", help="every profile")
+    check.add_argument("--wan", choices=(*WAN_MODES, "all"),
+                       help="measure under this WAN mode (or all three), rebuilding the lab in each and leaving it "
+                            "as it was; the profiles apply under ipv4, the one in force under map-e and ds-lite")
     check.add_argument("--json", action="store_true", help="print JSON")
     check.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
                        help="how long a connect may take before it counts as failed (default 10)")
@@ -87,7 +91,15 @@ def add_lab_parser(sub) -> None:
     lab.set_defaults(func=lambda a: (lab.print_help(), 2)[1])
 
 
+def _add_wan_option(parser) -> None:
+    parser.add_argument("--wan", choices=WAN_MODES, default=None,
+                        help="the router's WAN: ipv4 (the default), map-e (an IPv6 access link to a MAP-E border "
+                             "relay: a shared IPv4 address and port set, RFC 7597) or ds-lite (to a DS-Lite AFTR, "
+                             "whose Linux NAT44 translates, RFC 6333)")
+
+
 def _add_peers_option(parser) -> None:
+    _add_wan_option(parser)
     parser.add_argument("--peers", choices=PEER_CHOICES, default=None,
                         help="VPN peers: the real pppd (MPPE, kernel L2TP) and kernel ESP where the kernel has them "
                              "(auto, the default; or $VPNROUTER_LAB_PEERS), insist on them (kernel), or the pppd "
@@ -100,7 +112,8 @@ def _lab(args) -> Lab:
     servers = args.servers or saved.get("servers") or DEFAULT_SERVERS
     if not 1 <= clients <= 50 or not 1 <= servers <= 9:
         raise SystemExit("vpnrouter lab: --clients from 1 to 50, --servers from 1 to 9")
-    return Lab(prefix=args.prefix, clients=clients, servers=servers)
+    wan = getattr(args, "wan", None) or saved.get("wan") or "ipv4"
+    return Lab(prefix=args.prefix, clients=clients, servers=servers, wan=wan)
 
 
 def _saved_size(prefix: str) -> dict:
@@ -117,13 +130,20 @@ def _say(message: str) -> None:
 
 def _up(lab: Lab, peers: str | None = None) -> VpnLab:
     lab.up(progress=_say)
-    (lab.state_dir / "lab.json").write_text(json.dumps({"clients": lab.clients, "servers": lab.servers}))
+    (lab.state_dir / "lab.json").write_text(json.dumps({"clients": lab.clients, "servers": lab.servers,
+                                                        "wan": lab.wan}))
     _say("starting the router")
     lab.start_router()
     lab.router_proc = None     # it runs on by itself; `lab down` stops it
     vpns = VpnLab(lab)
     vpns.start_servers(progress=_say, peers=peers)
     return vpns
+
+
+def rebuild(lab: Lab, wan: str, peers: str | None = None) -> VpnLab:
+    """The lab torn down and made again, the same size, on another WAN (``lab check --wan``)."""
+    lab.down()
+    return _up(Lab(prefix=lab.prefix, clients=lab.clients, servers=lab.servers, wan=wan), peers)
 
 
 def _command() -> str:
@@ -181,6 +201,9 @@ def cmd_status(args) -> int:
     router = status["router"]
     print(f"lab {lab.prefix}: {len(status['namespaces'])} namespaces; router "
           f"{'running (pid %d)' % router['pid'] if router['running'] else 'NOT running'}, socket {router['socket']}")
+    if status.get("wan", {}).get("mode", "ipv4") != "ipv4":
+        wan = status["wan"]
+        print(f"  WAN: {wan['mode']} through {wan['provider']} ({wan['endpoint']})")
     if status["servers"]:
         print(f"  VPN peers: {Peers.from_dict(status['peers']).describe()}")
     for name, server in status["servers"].items():
@@ -202,7 +225,10 @@ def cmd_connect(args) -> int:
         print(f"\nvpnrouter lab: {exc}", file=sys.stderr)
         return 1
     client = session.get("client") or session["inside"]       # a tunnel with no helper: its NAT session
-    print(f"\nlab: {args.proto} up: session {session['id']}, {client} -> {session['remote']}")
+    if session.get("id") is None:     # under DS-Lite the router keeps no session: how it was seen up instead
+        print(f"\nlab: {args.proto} up: {client} -> {session['remote']}, {session['state']}")
+    else:
+        print(f"\nlab: {args.proto} up: session {session['id']}, {client} -> {session['remote']}")
     return 0
 
 
@@ -236,7 +262,12 @@ def cmd_check(args) -> int:
     try:
         profiles = list(PROFILES) if args.all_profiles else [args.profile or vpns.profile()]
         progress = (lambda msg: print(f"lab check: {msg}...", file=sys.stderr, flush=True))
-        results = Check(vpns, wait=args.wait, progress=progress).run(profiles)
+        if args.wan:
+            from .check import across_wan_modes
+            modes = list(WAN_MODES) if args.wan == "all" else [args.wan]
+            results = across_wan_modes(vpns, modes, profiles, args.wait, progress)
+        else:
+            results = Check(vpns, wait=args.wait, progress=progress).run(profiles)
     except (LabError, ControlError) as exc:
         print(f"vpnrouter lab: {exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,8 @@ named here; a machine set up some other way gets told which one to install.
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
 from functools import lru_cache
 
 
@@ -47,3 +49,16 @@ def missing(program: str) -> str:
     package = PACKAGES[program]
     return (f"{program} is not installed: it comes with the Debian package {package} (apt-get install {package}; "
             f"`make deps` installs everything the lab needs)")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> int | None:
+    """SIGTERM, then SIGKILL after ``timeout``; the exit status (None if it had to be killed)."""
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None

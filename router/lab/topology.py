@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .tools import LabError, require
+from .tools import LabError, require, stop_process
 
 LAN_PREFIX = "192.168.77"
 WAN_PREFIX = "198.51.100"
@@ -50,6 +50,9 @@ class Lab:
     servers: int = 2
     kernel: bool = False
     forwards: list[dict] = field(default_factory=list)
+    wan: str = "ipv4"
+    """The router's WAN: "ipv4" (on br-wan, as 198.51.100.1), or an IPv6 access link (br-v6) to a MAP-E BR
+    ("map-e") or a DS-Lite AFTR ("ds-lite") namespace between it and the servers (``router.lab.softwire``)."""
     keep_state: bool = True
     """The router keeps its tables across a restart in the lab's directory (``[state]``); False: every start is
     fresh (make bench, whose restarts must each measure a new router)."""
@@ -93,10 +96,21 @@ class Lab:
     def socket_path(self) -> Path:
         return self.state_dir / "control.sock"
 
+    @property
+    def provider(self) -> str | None:
+        """The namespace of the provider's end of an IPv6 WAN: the BR (MAP-E) or the AFTR (DS-Lite)."""
+        return {"map-e": f"{self.prefix}-br", "ds-lite": f"{self.prefix}-aftr"}.get(self.wan)
+
+    @property
+    def outside_ip(self) -> str:
+        """The address the servers see the LAN's flows come from."""
+        from . import softwire
+        return {"map-e": softwire.MAP_IPV4, "ds-lite": softwire.GATEWAY4}.get(self.wan, ROUTER_WAN)
+
     def namespaces(self) -> list[str]:
         names = [self.switch] + [self.client(i) for i in range(1, self.clients + 1)]
         names += [self.server(j) for j in range(1, self.servers + 1)]
-        return names + ([self.kernel_router] if self.kernel else [])
+        return names + ([self.kernel_router] if self.kernel else [])   # the provider's: built by up()
 
     # -- building ---------------------------------------------------------------------------
 
@@ -118,12 +132,19 @@ class Lab:
             progress("kernel NAT")
             self.kernel_nat()
         else:
-            for tap, br in (("lan0", "br-lan"), ("wan0", "br-wan")):
+            wan_bridge = "br-wan" if self.wan == "ipv4" else "br-v6"
+            if self.wan != "ipv4":
+                sh("ip", "link", "add", wan_bridge, "type", "bridge", "forward_delay", "0", "mcast_snooping", "0",
+                   ns=sw)
+                sh("ip", "link", "set", wan_bridge, "up", ns=sw)
+            for tap, br in (("lan0", "br-lan"), ("wan0", wan_bridge)):
                 sh("ip", "tuntap", "add", "dev", tap, "mode", "tap", ns=sw)
                 sh("ip", "link", "set", tap, "master", br, "up", ns=sw)
         progress("clients and servers")
         for host in self._hosts():
             self._host(*host)
+        if self.wan != "ipv4" and not self.kernel:
+            self._provider(progress)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.router_config())
 
@@ -132,6 +153,17 @@ class Lab:
         return [(self.client(i), f"c{i}", "br-lan", f"{self.client_ip(i)}/24", ROUTER_LAN)
                 for i in range(1, self.clients + 1)] + \
             [(self.server(j), f"s{j}", "br-wan", f"{self.server_ip(j)}/24", None) for j in range(1, self.servers + 1)]
+
+    def _provider(self, progress) -> None:
+        """The BR or the AFTR, with its softwire endpoint running (``router.lab.softwire``)."""
+        from . import softwire
+        if self.wan == "map-e":
+            progress("the MAP-E border relay")
+            softwire.build_br(self, progress)
+            softwire.server_routes_map_e(self)
+        else:
+            progress("the DS-Lite AFTR")
+            softwire.build_aftr(self, progress)
 
     def rebuild_hosts(self) -> None:
         """The clients and servers made again from nothing (new namespaces, so new MACs; the same addresses),
@@ -195,9 +227,23 @@ class Lab:
         forwards = "".join(f'\n[[forward]]\nproto = "{f["proto"]}"\nport = {f["port"]}\nto = "{f["to"]}"\n'
                            for f in self.forwards)
         return (f'[lan]\ntap = "lan0"\naddress = "{ROUTER_LAN}/24"\n\n'
-                f'[wan]\ntap = "wan0"\naddress = "{ROUTER_WAN}/24"\n\n'
+                f'{self.wan_config()}\n'
                 f'[control]\nsocket = "{self.socket_path}"\n\n'
                 f'[state]\nfile = "{self.state_dir / "router.state" if self.keep_state else ""}"\n{forwards}')
+
+    def wan_config(self) -> str:
+        """``[wan]`` for the lab's WAN mode."""
+        if self.wan == "ipv4":
+            return f'[wan]\ntap = "wan0"\naddress = "{ROUTER_WAN}/24"\n'
+        from . import softwire
+        link = (f'[wan]\nmode = "{self.wan}"\ntap = "wan0"\naddress6 = "{softwire.ROUTER_LINK6}/64"\n'
+                f'gateway6 = "{softwire.PROVIDER6}"\n\n')
+        if self.wan == "ds-lite":
+            return link + f'[wan.ds_lite]\naftr = "{softwire.PROVIDER6}"\n'
+        return link + (f'[wan.map_e]\nend_user_prefix = "{softwire.END_USER_PREFIX}"\n'
+                       f'rule_ipv6_prefix = "{softwire.RULE_IPV6_PREFIX}"\n'
+                       f'rule_ipv4_prefix = "{softwire.RULE_IPV4_PREFIX}"\nea_bits = {softwire.EA_BITS}\n'
+                       f'psid_offset = {softwire.PSID_OFFSET}\nbr = "{softwire.PROVIDER6}"\n')
 
     # -- the router ------------------------------------------------------------------------------
 
@@ -221,15 +267,7 @@ class Lab:
 
     def stop_router(self, timeout: float = 5.0) -> int | None:
         proc, self.router_proc = self.router_proc, None
-        if proc is None or proc.poll() is not None:
-            return proc.returncode if proc else None
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            return None
+        return None if proc is None else stop_process(proc, timeout)
 
     def router_pid(self) -> int | None:
         """The router process a `lab up` started, from its pid file."""
@@ -241,7 +279,7 @@ class Lab:
     def existing_namespaces(self) -> list[str]:
         """This lab's namespaces that exist now, however many clients and servers it was made with."""
         names = [line.split()[0] for line in sh("ip", "netns", "list", check=False).stdout.splitlines() if line]
-        pattern = re.compile(rf"^{re.escape(self.prefix)}-(sw|kr|c\d+|s\d+)$")
+        pattern = re.compile(rf"^{re.escape(self.prefix)}-(sw|kr|br|aftr|c\d+|s\d+)$")
         return [name for name in names if pattern.match(name)]
 
     def down(self) -> None:

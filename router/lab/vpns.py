@@ -158,6 +158,8 @@ class VpnLab:
                 ipsec.connect(charon, timeout=max(1, int(wait)))
             if proto in ("ipsec", *TUNNELS) or peers.real_ppp:  # both ways (an IPsec association: both SPIs)
                 self._wait_traffic(name, proto, progress, wait)
+            if self.lab.wan == "ds-lite":       # the B4 keeps no sessions: the AFTR's NAT does
+                return self._wait_through_aftr(name, proto, address, server_ip, directory, peers, progress, wait)
             return self._wait_up(proto, address, server_ip, progress, wait)
         except LabError:
             self.disconnect(name, proto)
@@ -227,6 +229,38 @@ class VpnLab:
             progress(".")
             time.sleep(0.5)
 
+    def _wait_through_aftr(self, name, proto, address, server_ip, directory, peers, progress, wait) -> dict:
+        """Up under DS-Lite, where the router translates nothing and so has no session to show: a ping crossed
+        the tunnel (waited for already), or for the pppd stand-in, its PPP frames came back through the AFTR."""
+        how = "a ping crossed the tunnel"
+        if proto in ("pptp", "l2tp") and not peers.real_ppp:
+            how = "PPP frames came back"
+            deadline = time.monotonic() + wait
+            while not pptp.ppp_frames(directory):
+                if time.monotonic() > deadline:
+                    raise LabError(f"no PPP frame came back to {name}'s {proto} client through the AFTR in "
+                                   f"{wait:.0f} s (see the logs under {directory})")
+                progress(".")
+                time.sleep(0.5)
+        return {"id": None, "vpn": proto, "client": address, "inside": address, "remote": server_ip,
+                "state": f"up through the AFTR ({how}; the B4 keeps no sessions)"}
+
+    def ppp_flowing(self, client: str, proto: str, seconds: float = 2.0) -> bool:
+        """Whether a client's pppd stand-in still receives PPP frames (its LCP echoes come back every half second):
+        how a call is seen alive where the router keeps no session of it (DS-Lite)."""
+        name, _, _ = self.client(client)
+        directory = self.directory(name, proto)
+        before = len(pptp.ppp_frames(directory))
+        time.sleep(seconds)
+        return len(pptp.ppp_frames(directory)) > before
+
+    def wan_status(self) -> dict:
+        """The lab's WAN mode, the provider's namespace and what its softwire endpoint is (``lab status``)."""
+        if self.lab.wan == "ipv4":
+            return {"mode": "ipv4"}
+        from . import softwire
+        return {"mode": self.lab.wan, "provider": self.lab.provider, "endpoint": softwire.endpoint_kind()}
+
     def disconnect(self, client: str, proto: str) -> None:
         name, _, _ = self.client(client)
         state = self.load()
@@ -258,6 +292,7 @@ class VpnLab:
             "prefix": self.lab.prefix,
             "peers": self.peers(state).to_dict(),
             "namespaces": sorted(existing),
+            "wan": self.wan_status(),
             "router": {"pid": router, "running": router is not None and is_router_process(router),
                        "socket": str(self.lab.socket_path)},
             "servers": {name: {"address": s["address"],

@@ -316,9 +316,10 @@ def write_atomically(path: str, data: bytes) -> None:
 
 
 def open_taps(config: Config) -> tuple[TapPort, TapPort]:
-    lan = TapPort(config.lan.tap)
+    offloads = config.wan_link is None     # an IPv6 WAN's softwire: no super-frames (router.dataplane.softwire)
+    lan = TapPort(config.lan.tap, offloads)
     try:
-        wan = TapPort(config.wan.tap)
+        wan = TapPort(config.wan.tap, offloads)
     except Exception:
         lan.close()
         raise

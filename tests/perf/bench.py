@@ -413,6 +413,26 @@ def measure(lab: Lab, seconds: int, progress) -> dict:
     return result
 
 
+WAN_MODES = ("map-e", "ds-lite")
+
+
+def measure_wan(mode: str, seconds: int, progress) -> dict:
+    """TCP with one flow, UDP 64 B and the RTT through the router on an IPv6 WAN (``vpnrouter lab --wan``)."""
+    lab = Lab(prefix="bw", clients=1, servers=1, wan=mode, keep_state=False)
+    try:
+        lab.up(progress=progress)
+        lab.start_router()
+        progress("ping")
+        ping_ms(lab, 5)
+        rtt = ping_ms(lab, 100)
+        progress("TCP")
+        tcp = tcp_gbps(lab, seconds)
+        progress("UDP 64 B")
+        return {"tcp_gbps": round(tcp, 3), **udp_delivery(lab, seconds), "ping_ms": round(rtt, 3)}
+    finally:
+        lab.down()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8, help="length of each iperf3 run (default 8)")
@@ -463,6 +483,9 @@ def main() -> int:
                 results[name].update(behaviour_udp_pps(lab, args.seconds, progress))
         finally:
             lab.down()
+    for mode in WAN_MODES:           # the same router on an IPv6 WAN, through the lab's BR or AFTR
+        progress = lambda step, mode=mode: print(f"bench: vpnrouter, {mode}: {step}...", file=sys.stderr, flush=True)
+        results[mode] = measure_wan(mode, args.seconds, progress)
     results["instructions"] = instructions.measure(
         lambda step: print(f"bench: {step}...", file=sys.stderr, flush=True))
     k, v, c, p = results["kernel"], results["vpnrouter"], results["copier"], results["python"]
@@ -489,6 +512,15 @@ def main() -> int:
           f"copier {counted['copier_out']}, vpnrouter {counted['vpnrouter_out']} (goal at most 2,500), Python only "
           f"{counted['python_out']}; in: vpnrouter {counted['vpnrouter_in']}, Python only {counted['python_in']}; "
           f"an unsolicited datagram (dropped in Python): {counted['vpnrouter_unsolicited']}")
+    print(f"\n{'vpnrouter, same run, by WAN':<28}{'TCP Gbit/s':>11}{'UDP 64 B pps recv':>19}{'at the NIC':>12}"
+          f"{'ping ms':>9}")
+    for name, figures in (("ipv4 (fast path)", v), ("ipv4, Python only", p),
+                          *((f"{mode} (Python)", results[mode]) for mode in WAN_MODES)):
+        print(f"{name:<28}{figures['tcp_gbps']:>11}{figures['udp64_pps']:>19}{figures['udp64_delivered_pps']:>12}"
+              f"{figures['ping_ms']:>9}")
+    print("map-e: through the lab's BR (RFC 7597), ds-lite: through its AFTR (RFC 6333), each a userspace softwire "
+          "endpoint (router/lab/softwire.py) in its own namespace; the router encapsulates in Python, with the TAP "
+          "offloads off.")
     print(f"\nvpnrouter, same run: GRE 64 B over {args.calls} PPTP calls {v['gre16_pps']} pps received, "
           f"plain UDP 64 B {v['udp64_pps']} pps (ratio {v['gre16_pps'] / v['udp64_pps']:.2f})")
     spread = f", {args.esp_clients} clients" if args.esp_clients > 1 else ""

@@ -1,0 +1,341 @@
+"""An IPv6 WAN that carries the router's IPv4 in a softwire: MAP-E (RFC 7597) and DS-Lite (RFC 6333).
+
+Theory of operation
+-------------------
+The router's IPv4 core (``Router``: NAT, helpers, ICMP) runs unchanged; only
+the WAN's link differs.  Its WAN port is IPv6: the router answers Neighbor
+Discovery for its own addresses and resolves its gateway's (RFC 4861), and
+every IPv4 datagram the core sends out of the WAN is put behind a 40-byte
+IPv6 header to the tunnel peer (RFC 2473 §5) in ``send``; IPv4-in-IPv6 from
+that peer to the router's tunnel address is stripped of its IPv6 header in
+place and handed to the core's IPv4 input as if it had come from the WAN.
+IPv4-in-IPv6 from anyone else is dropped and counted (``softwire_foreign``).
+
+The core sees a WAN MTU 40 bytes below the link's (``[wan] mtu``): it
+fragments what may be fragmented and answers DF datagrams that do not fit
+with ICMP "fragmentation needed", as RFC 7597 §8.3.1 and RFC 2473 §7.1 ask of
+the tunnel entry point, so nothing vanishes in a black hole.  An ICMPv6
+Packet Too Big about our own softwire packets lowers that MTU (RFC 8201 §4).
+
+``MapERouter`` (RFC 7597 §8): the core's NAT translates into the CE's
+shared IPv4 address and port set (``[wan.map_e]``, ``router.mape``);
+datagrams go to the BR only (hub and spoke).  GRE and raw ESP have no port,
+so the port set refuses them with a reason, as ``[nat.port_set]`` does.
+
+``B4Router`` (RFC 6333 §5): no NAT44 at all; the LAN's IPv4 goes into the
+softwire as it is, and the AFTR translates it.  The passthrough switches
+have nothing to act on, which ``status()["wan"]`` says.
+
+The TAPs of an IPv6 WAN run without offloads (no super-frames, no partial
+checksums): the kernel would not know to segment through our IPv6 header.
+"""
+
+from __future__ import annotations
+
+import random
+
+from ..config import Config
+from ..config_wan import WanLink
+from ..helpers.base import Helper
+from ..packet import ipv6
+from ..packet.frame import ETH_OFFSET, IP_OFFSET, U16, VNET_F_NEEDS_CSUM, VNET_HDR, EtherType, IpProto, ip_str
+from ..packet.ipv4 import IcmpType, fragment
+from .contract import LAN, WAN
+from .events import DropReason
+from .router import Router
+
+IP = IP_OFFSET
+IPV6_ETHERTYPE = U16.pack(EtherType.IPV6)
+TUNNEL_HOP_LIMIT = 64
+"""RFC 2473 §6.3: the tunnel's default hop limit."""
+
+DROP_REASONS = (
+    "not_ipv6",              # IPv4, ARP or anything but IPv6 on the IPv6 WAN
+    "bad_ipv6_header",       # a version, payload length or extension-header chain that lies
+    "softwire_foreign",      # IPv4-in-IPv6 from anyone but the BR or AFTR, or to another address
+    "ipv6_fragment",         # an IPv6 fragment for the router: it reassembles none (RFC 7597 §8.3.2: MAY)
+    "bad_nd",                # Neighbor Discovery that RFC 4861 §7.1 says to discard
+    "nd_unresolved",         # queued for a gateway that answered no solicitation
+)
+COUNTERS = ("softwire_in", "softwire_out", "nd_solicitations_sent", "nd_advertisements_sent",
+            "echo6_replies_sent", "packet_too_big_received")
+
+
+class Gateway:
+    """The one neighbour the WAN sends to, by RFC 4861 §7.3's states, kept small: without its link-layer
+    address frames wait (at most ``queue_limit``) while solicitations go out every ``retrans`` seconds, up to
+    ``MAX_MULTICAST_SOLICIT``; once known it is used, and revalidated by unicast solicitation after
+    ``reachable`` seconds without a confirmation; ``MAX_UNICAST_SOLICIT`` unanswered ones forget it."""
+
+    MAX_MULTICAST_SOLICIT = 3
+    MAX_UNICAST_SOLICIT = 3
+
+    def __init__(self, address: bytes, mac: bytes, source: bytes, retrans: float = 1.0, reachable: float = 30.0,
+                 queue_limit: int = 64):
+        self.address, self.own_mac, self.source = address, mac, source
+        self.retrans, self.reachable, self.queue_limit = retrans, reachable, queue_limit
+        self.mac: bytes | None = None
+        self.prefix = b""
+        """The Ethernet header to the gateway (destination, source, ethertype), once its address is known."""
+        self.confirmed_until = 0.0
+        self.pending: list[bytearray] = []
+        self.next_probe: float | None = None
+        self.probes = 0
+
+    def learn(self, mac: bytes, now: float) -> list[bytearray]:
+        """The gateway's link-layer address (from an NA, or an NS it sent): the frames that waited for it."""
+        self.mac, self.prefix = mac, mac + self.own_mac + IPV6_ETHERTYPE
+        self.confirmed_until, self.next_probe, self.probes = now + self.reachable, None, 0
+        waiting, self.pending = self.pending, []
+        for frame in waiting:
+            frame[ETH_OFFSET:IP] = self.prefix
+        return waiting
+
+    def solicit(self, now: float) -> bytearray:
+        """An NS for the gateway: multicast while its address is unknown, unicast to revalidate it."""
+        self.probes += 1
+        self.next_probe = now + self.retrans
+        return ipv6.neighbor_solicitation(self.own_mac, self.source, self.address, self.mac)
+
+    def tick(self, now: float) -> tuple[list[bytearray], int]:
+        """(solicitations to send, frames dropped unresolved) at ``now``."""
+        if self.next_probe is None or now < self.next_probe:
+            return [], 0
+        limit = self.MAX_UNICAST_SOLICIT if self.mac else self.MAX_MULTICAST_SOLICIT
+        if self.probes < limit:
+            return [self.solicit(now)], 0
+        dropped = len(self.pending)
+        self.mac, self.prefix, self.pending, self.next_probe, self.probes = None, b"", [], None, 0
+        return [], dropped
+
+    def deadline(self) -> float | None:
+        return self.next_probe
+
+
+class SoftwireRouter(Router):
+    """The router on an IPv6 WAN: ND, encapsulation and decapsulation around the IPv4 core."""
+
+    def __init__(self, config: Config, helpers: tuple[Helper, ...] = (), rng: random.Random | None = None):
+        super().__init__(config, helpers, rng)
+        link: WanLink = config.wan_link
+        self.link = link
+        self.link6, self.source6, self.peer6 = link.address6.ip.packed, link.source.packed, link.peer.packed
+        self.own6 = frozenset({self.link6, self.source6})
+        self.groups = frozenset({ipv6.solicited_node(a) for a in self.own6} | {ipv6.ALL_NODES})
+        self.gateway = Gateway(link.gateway6.packed, self.macs[WAN], self.link6,
+                               queue_limit=config.limits.arp_queue)
+        self.python_only = f"wan.mode = \"{link.mode}\": the fast path does not encapsulate"
+        for name in COUNTERS:
+            self.counters[name] = 0
+        for reason in DROP_REASONS:
+            self.counters["drop_" + reason] = 0
+
+    # -- the sans-IO surface ------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        super().start(now)
+        self.outbox[WAN].clear()          # the core's gratuitous ARP: no ARP on an IPv6 link
+        self.outbox[WAN].append(self.gateway.solicit(now))
+        self.counters["nd_solicitations_sent"] += 1
+
+    def receive_frame(self, port: int, frame: bytearray, now: float) -> None:
+        if port == LAN:
+            return super().receive_frame(port, frame, now)
+        counters = self.counters
+        counters["frames_in_wan"] += 1
+        counters["bytes_in_wan"] += len(frame)
+        if len(frame) < IP:
+            return self.drop(WAN, DropReason.TRUNCATED, now)
+        if frame[24] != 0x86 or frame[25] != 0xDD:
+            return self.drop(WAN, "not_ipv6", now, f"ethertype 0x{frame[24]:02x}{frame[25]:02x} on an IPv6 WAN")
+        if not frame.startswith(self.macs[WAN], ETH_OFFSET) and not frame.startswith(b"\x33\x33", ETH_OFFSET):
+            counters["ignored_other_mac"] += 1
+            return None
+        return self._ipv6(frame, now)
+
+    def handle_timer(self, now: float) -> None:
+        super().handle_timer(now)
+        solicitations, dropped = self.gateway.tick(now)
+        self.outbox[WAN].extend(solicitations)
+        self.counters["nd_solicitations_sent"] += len(solicitations)
+        if dropped:
+            self.drop(WAN, "nd_unresolved", now, f"{dropped} frames for {self.link.gateway6}", count=dropped)
+
+    def get_timer(self) -> float | None:
+        deadlines = [d for d in (super().get_timer(), self.gateway.deadline()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def wan_status(self) -> dict:
+        status = self.link.status()
+        status["gateway6_mac"] = self.gateway.mac.hex(":") if self.gateway.mac else None
+        return status
+
+    # -- IPv6 in -----------------------------------------------------------------------------
+
+    def _ipv6(self, frame: bytearray, now: float) -> None:
+        try:
+            end, proto, offset, src, dst, hop_limit = ipv6.parse(frame)
+        except ipv6.Malformed as exc:
+            return self.drop(WAN, "bad_ipv6_header", now, str(exc))
+        if dst not in self.own6 and dst not in self.groups:
+            return self.drop(WAN, DropReason.NOT_ROUTABLE, now, f"IPv6 to {ipv6.address_text(dst)}")
+        if proto == ipv6.IPIP:
+            return self._decapsulate(frame, offset, src, dst, now)
+        if proto == ipv6.ICMPV6:
+            return self._icmpv6(frame, offset, end, src, dst, hop_limit, now)
+        if proto == ipv6.FRAGMENT:
+            return self.drop(WAN, "ipv6_fragment", now, f"from {ipv6.address_text(src)}")
+        return self.drop(WAN, DropReason.UNSUPPORTED_PROTOCOL, now, f"IPv6 next header {proto} to the router")
+
+    def _decapsulate(self, frame: bytearray, offset: int, src: bytes, dst: bytes, now: float) -> None:
+        """RFC 2473 §4, RFC 7597 §8.1, RFC 6333 §6.5: the IPv4 inside, from our tunnel peer to our tunnel
+        address only; it goes on as if it had come in on an IPv4 WAN."""
+        if src != self.peer6 or dst != self.source6:
+            return self.drop(WAN, "softwire_foreign", now,
+                             f"IPv4-in-IPv6 {ipv6.address_text(src)} -> {ipv6.address_text(dst)}, not from "
+                             f"{self.link.peer} to {self.link.source}")
+        del frame[IP:offset]
+        frame[24], frame[25] = 0x08, 0x00
+        self.counters["softwire_in"] += 1
+        return self._ipv4(WAN, frame, now)
+
+    def _icmpv6(self, frame, offset, end, src, dst, hop_limit, now) -> None:
+        if end - offset < 8 or not ipv6.icmpv6_valid(frame, offset, end, src, dst):
+            return self.drop(WAN, DropReason.BAD_ICMP_CHECKSUM, now, f"ICMPv6 from {ipv6.address_text(src)}")
+        kind = frame[offset]
+        if kind in (ipv6.NEIGHBOR_SOLICITATION, ipv6.NEIGHBOR_ADVERTISEMENT):
+            return self._neighbor_discovery(frame, offset, end, src, dst, hop_limit, now)
+        if kind == ipv6.ECHO_REQUEST and dst in self.own6:
+            return self._echo_reply(frame, offset, end, src, dst)
+        if kind == ipv6.PACKET_TOO_BIG:
+            return self._too_big(frame, offset, end, now)
+        return None         # other ICMPv6 (router advertisements, replies): nothing for the router to do
+
+    def _neighbor_discovery(self, frame, offset, end, src, dst, hop_limit, now) -> None:
+        """RFC 4861 §7.1 validity, then §7.2.3 (answer a solicitation for our address) or §7.2.5 (learn the
+        gateway from an advertisement)."""
+        kind = frame[offset]
+        target = bytes(frame[offset + 8:offset + 24])
+        if hop_limit != ipv6.ND_HOP_LIMIT or frame[offset + 1] or end - offset < 24 or target[0] == 0xFF:
+            return self.drop(WAN, "bad_nd", now, f"from {ipv6.address_text(src)}")
+        option = ipv6.SOURCE_LINK_ADDRESS if kind == ipv6.NEIGHBOR_SOLICITATION else ipv6.TARGET_LINK_ADDRESS
+        try:
+            mac = ipv6.link_address_option(frame, offset + 24, end, option)
+        except ipv6.Malformed as exc:
+            return self.drop(WAN, "bad_nd", now, str(exc))
+        if kind == ipv6.NEIGHBOR_ADVERTISEMENT:
+            if target == self.gateway.address and mac is not None:
+                self.outbox[WAN].extend(self.gateway.learn(mac, now))
+            return None
+        if src == ipv6.UNSPECIFIED and (mac is not None or dst not in self.groups):
+            return self.drop(WAN, "bad_nd", now, "a solicitation from :: with a link-layer address")
+        if src == self.gateway.address and mac is not None:
+            self.outbox[WAN].extend(self.gateway.learn(mac, now))
+        if target in self.own6:
+            reply_mac = mac or bytes(frame[ETH_OFFSET + 6:ETH_OFFSET + 12])
+            self.outbox[WAN].append(ipv6.neighbor_advertisement(self.macs[WAN], target, reply_mac, src))
+            self.counters["nd_advertisements_sent"] += 1
+        return None
+
+    def _echo_reply(self, frame, offset, end, src, dst) -> None:
+        """RFC 4443 §4.2: the request's identifier, sequence number and data back to its sender."""
+        message = bytearray(frame[offset:end])
+        message[0], message[2:4] = ipv6.ECHO_REPLY, b"\0\0"
+        to_mac = bytes(frame[ETH_OFFSET + 6:ETH_OFFSET + 12])
+        self.outbox[WAN].append(ipv6.icmpv6(self.macs[WAN], to_mac, dst, src, bytes(message)))
+        self.counters["echo6_replies_sent"] += 1
+
+    def _too_big(self, frame, offset, end, now) -> None:
+        """RFC 8201 §4 (and RFC 2473 §7.1): a Packet Too Big about one of our softwire packets lowers the
+        IPv4 MTU of the softwire, never below what the IPv6 minimum MTU leaves (RFC 8200 §5)."""
+        inner = offset + 8
+        if end - inner < ipv6.HEADER_LEN or frame[inner + 6] != ipv6.IPIP \
+                or frame[inner + 8:inner + 24] != self.source6:
+            return None
+        mtu = max(int.from_bytes(frame[offset + 4:offset + 8], "big"), 1280)
+        self.counters["packet_too_big_received"] += 1
+        inner_mtu = min(mtu, self.link.link_mtu) - ipv6.HEADER_LEN
+        if inner_mtu < self.mtus[WAN]:
+            self.mtus = (self.mtus[LAN], inner_mtu)
+        return None
+
+    # -- IPv6 out ----------------------------------------------------------------------------
+
+    def send(self, port: int, dst: int, frame: bytearray, now: float) -> None:
+        """Out of the WAN: fragment to the softwire's MTU if the datagram may be (RFC 7597 §8.3.1), put it
+        behind the tunnel's IPv6 header (RFC 2473 §5, §6) and send it to the gateway."""
+        if port == LAN:
+            return super().send(port, dst, frame, now)
+        if len(frame) - IP > self.mtus[WAN] and not frame[1]:
+            pieces = fragment(frame, self.mtus[WAN])
+            self.counters["fragments_made"] += len(pieces)
+            for piece in pieces:
+                self.send(WAN, dst, piece, now)
+            return None
+        self._encapsulate(frame)
+        self.counters["softwire_out"] += 1
+        gateway = self.gateway
+        if gateway.mac is not None:
+            frame[ETH_OFFSET:IP] = gateway.prefix
+            self.outbox[WAN].append(frame)
+            if now > gateway.confirmed_until and gateway.next_probe is None:
+                self.outbox[WAN].append(gateway.solicit(now))
+                self.counters["nd_solicitations_sent"] += 1
+            return None
+        if len(gateway.pending) >= gateway.queue_limit:
+            return self.drop(WAN, DropReason.ARP_QUEUE_FULL, now, f"next hop {self.link.gateway6}")
+        gateway.pending.append(frame)
+        if gateway.next_probe is None:
+            self.outbox[WAN].append(gateway.solicit(now))
+            self.counters["nd_solicitations_sent"] += 1
+        return None
+
+    def _encapsulate(self, frame: bytearray) -> None:
+        """The tunnel header in front of the IPv4 datagram, in place: traffic class from the IPv4 TOS (RFC 2473
+        §5), flow label 0, next header 4, the tunnel's hop limit."""
+        tos = frame[IP + 1]
+        header = ipv6.HEADER.pack(0x60000000 | tos << 20, len(frame) - IP, ipv6.IPIP, TUNNEL_HOP_LIMIT,
+                                  self.source6, self.peer6)
+        frame[IP:IP] = header
+        frame[24], frame[25] = 0x86, 0xDD
+        if frame[0] & VNET_F_NEEDS_CSUM:        # the checksum the kernel completes moved with the datagram
+            flags, gso, hdr_len, gso_size, start, at, buffers = VNET_HDR.unpack_from(frame, 0)
+            VNET_HDR.pack_into(frame, 0, flags, gso, hdr_len, gso_size, start + ipv6.HEADER_LEN, at, buffers)
+
+
+class MapERouter(SoftwireRouter):
+    """A MAP-E CE (RFC 7597): the core's NAPT into the CE's address and port set, in a softwire to the BR."""
+
+
+class B4Router(SoftwireRouter):
+    """A DS-Lite B4 (RFC 6333 §5): the LAN's IPv4 into the softwire untranslated; the AFTR does the NAT."""
+
+    def forward_out(self, frame, ihl, tot_len, frag, proto, src, dst, now):
+        if tot_len > self.mtus[WAN] and self.egress_too_big(WAN, frame, tot_len, frag, now):
+            return None
+        return self._route_plain(WAN, frame, tot_len, frag, dst, now)
+
+    def forward_fragment(self, frame, ihl, tot_len, ident, frag, proto, src, dst, outbound, now):
+        return self.forward_out(frame, ihl, tot_len, frag, proto, src, dst, now)
+
+    def _from_wan(self, frame, ihl, tot_len, ident, frag, ttl, proto, src, dst, now) -> None:
+        """What the AFTR sends back: to a LAN host (RFC 6333 §6.4), or to the B4 itself."""
+        if dst == self.wan_ip:
+            if proto == IpProto.ICMP and not frag & 0x1FFF and tot_len > ihl \
+                    and frame[IP + ihl] == IcmpType.ECHO_REQUEST:
+                return self._local(WAN, frame, ihl, frag, proto, src, dst, now)
+            return self.drop(WAN, DropReason.UNSUPPORTED_PROTOCOL, now, f"protocol {proto} to the B4")
+        if dst & self.lan_mask != self.lan_net or dst in (self.lan_ip, self.lan_bcast):
+            return self.drop(WAN, DropReason.NOT_ROUTABLE, now, f"destination {ip_str(dst)}")
+        if src & self.lan_mask == self.lan_net:
+            return self.drop(WAN, DropReason.MARTIAN, now, f"source {ip_str(src)}")
+        if ttl <= 1:
+            return self.icmp_error(WAN, frame, IcmpType.TIME_EXCEEDED, 0, now, DropReason.TTL_EXCEEDED)
+        return self._route_plain(LAN, frame, tot_len, frag, dst, now)
+
+
+def softwire_router(config: Config, helpers: tuple[Helper, ...] = (), rng: random.Random | None = None) -> Router:
+    """The router for ``[wan] mode = "map-e" | "ds-lite"``."""
+    cls = MapERouter if config.wan_link.mode == "map-e" else B4Router
+    return cls(config, helpers, rng=rng)
+
