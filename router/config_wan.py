@@ -6,6 +6,10 @@
     address6 = "2001:db8:ffff::2/64"    # the router's address on the IPv6 access link
     gateway6 = "2001:db8:ffff::1"       # its default route (RFC 4861: resolved by Neighbor Discovery)
     mtu = 1500                          # the IPv6 link's MTU; IPv4 inside gets 40 bytes less (RFC 2473 §6.7)
+    delegated_prefix = "2001:db8:b:100::/56"   # native IPv6: the LAN gets its subnet 1 by SLAAC (RFC 4861);
+                                        # under MAP-E the End-user prefix by default
+    ipv6_<vpn> = false                  # let unsolicited inbound of that VPN in to LAN hosts (RFC 6092 §3.2.4),
+                                        # for each helper that declares what it needs (Helper.ipv6_inbound)
 
     [wan.map_e]                         # RFC 7597 §5: one Basic Mapping Rule, hub-and-spoke to the BR
     end_user_prefix = "2001:db8:a:2300::/56"
@@ -26,10 +30,11 @@ Under MAP-E the IPv4 address, the PSID and the port set are derived from the rul
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, IPv6Interface
 
 from .config import ConfigError, PortConfig, default_mac
+from .helpers import registry
 from .mape import IPV6_MINIMUM_MTU, MapCE, MapRule, derive_ce, encapsulated_mtu
 from .packet.frame import ip_int, parse_mac
 
@@ -37,7 +42,9 @@ MODES = ("ipv4", "map-e", "ds-lite")
 B4_ADDRESS = "192.0.0.2"
 """RFC 6333 §5.7: the B4's IPv4 address, from 192.0.0.0/29, for what the B4 itself sends (its ICMP)."""
 B4_PREFIX_LEN = 29
-LINK_KEYS = {"mode", "tap", "address6", "gateway6", "mac", "mtu", "map_e", "ds_lite"}
+LINK_KEYS = {"mode", "tap", "address6", "gateway6", "mac", "mtu", "map_e", "ds_lite", "delegated_prefix"}
+LAN_SUBNET = 1
+"""The LAN's /64 within the delegated prefix: subnet 1, since MAP-E's CE address takes subnet 0 (RFC 7597 §6)."""
 MAP_E_KEYS = {"end_user_prefix", "rule_ipv6_prefix", "rule_ipv4_prefix", "ea_bits", "psid_offset", "br"}
 
 
@@ -54,6 +61,17 @@ class WanLink:
     link_mtu: int
     rule: MapRule | None = None
     ce: MapCE | None = None
+    delegated_prefix: ipaddress.IPv6Network | None = None
+    """Native IPv6 for the LAN comes from it (None: the LAN gets no IPv6)."""
+    ipv6_switches: tuple[tuple[str, bool], ...] = ()
+    """("ipv6_<vpn>", on) for each helper with ``ipv6_inbound``: the IPv6 firewall's switches at start."""
+
+    @property
+    def lan_prefix6(self) -> ipaddress.IPv6Network | None:
+        """The LAN's /64: subnet ``LAN_SUBNET`` of the delegated prefix."""
+        if self.delegated_prefix is None:
+            return None
+        return ipaddress.IPv6Network((int(self.delegated_prefix.network_address) | LAN_SUBNET << 64, 64))
 
     @property
     def inner_mtu(self) -> int:
@@ -72,12 +90,13 @@ class WanLink:
         effective = self.mode != "ds-lite"
         return {"mode": self.mode, "ipv6": str(self.address6), "gateway6": str(self.gateway6), "map_e": map_e,
                 "ds_lite": ds_lite, "passthrough_effective": effective,
-                "note": None if effective else DS_LITE_NOTE}
+                "note": None if effective else DS_LITE_NOTE,
+                "lan_prefix6": None if self.lan_prefix6 is None else str(self.lan_prefix6)}
 
 
 DS_LITE_NOTE = "DS-Lite: the AFTR does the NAT; the passthrough switches have no effect"
 IPV4_STATUS = {"mode": "ipv4", "ipv6": None, "gateway6": None, "map_e": None, "ds_lite": None,
-               "passthrough_effective": True, "note": None}
+               "passthrough_effective": True, "note": None, "lan_prefix6": None, "ipv6_switches": {}}
 
 
 def wan_mode(table: dict) -> str:
@@ -94,7 +113,8 @@ def wan_mode(table: dict) -> str:
 def parse_link(table: dict, mode: str) -> tuple[PortConfig, WanLink]:
     """``[wan]`` of an IPv6 WAN: the link and the IPv4 port the rest of the router sees (its address, its MTU
     less the softwire's 40 bytes)."""
-    unknown = set(table) - LINK_KEYS
+    switches = ipv6_switch_names()
+    unknown = set(table) - LINK_KEYS - set(switches)
     if "address" in unknown or "gateway" in unknown:
         key = "address" if "address" in unknown else "gateway"
         raise ConfigError(f"wan.{key}: not with wan.mode = {mode!r}: the IPv4 side comes from "
@@ -118,6 +138,8 @@ def parse_link(table: dict, mode: str) -> tuple[PortConfig, WanLink]:
         link, ipv4, prefix_len = _map_e(_section(table, "map_e"), address6, gateway6, mtu)
     else:
         link, ipv4, prefix_len = _ds_lite(_section(table, "ds_lite"), address6, gateway6, mtu), B4_ADDRESS, B4_PREFIX_LEN
+    link = replace(link, delegated_prefix=_delegated(table, link, address6),
+                   ipv6_switches=tuple((name, _flag(table, name)) for name in switches))
     address = ip_int(ipv4)
     mac = default_mac(1, address)
     if "mac" in table:
@@ -160,6 +182,37 @@ def _ds_lite(table: dict, address6: IPv6Interface, gateway6: IPv6Address, mtu: i
     if "aftr" not in table:
         raise ConfigError("wan.ds_lite.aftr: required with wan.mode = \"ds-lite\" (the AFTR's IPv6 address)")
     return WanLink("ds-lite", address6, gateway6, _address6(table, "aftr", "wan.ds_lite"), address6.ip, mtu)
+
+
+def ipv6_switch_names() -> list[str]:
+    """``ipv6_<vpn>`` for each registered helper that declares ``ipv6_inbound``."""
+    return [f"ipv6_{cls.name}" for cls in registry.helper_classes() if cls.ipv6_inbound]
+
+
+def _delegated(table: dict, link: WanLink, address6: IPv6Interface) -> ipaddress.IPv6Network | None:
+    """``[wan] delegated_prefix``: the prefix the provider delegates (MAP-E: the End-user prefix by default)."""
+    if "delegated_prefix" not in table:
+        return link.ce.end_user_prefix if link.ce is not None and link.ce.end_user_prefix.prefixlen <= 63 else None
+    text = _text(table, "delegated_prefix")
+    try:
+        prefix = ipaddress.IPv6Network(text)
+    except ValueError:
+        raise ConfigError(f"wan.delegated_prefix: not an IPv6 prefix such as 2001:db8:b:100::/56: {text!r}") from None
+    if not 32 <= prefix.prefixlen <= 63:
+        raise ConfigError("wan.delegated_prefix: from /32 to /63, so that the LAN's /64 is one of its subnets")
+    if prefix.overlaps(address6.network):
+        raise ConfigError(f"wan.delegated_prefix: {prefix} overlaps the WAN link's {address6.network}")
+    if link.ce is not None and not prefix.subnet_of(link.ce.end_user_prefix):
+        raise ConfigError(f"wan.delegated_prefix: {prefix} is not inside the MAP-E End-user prefix "
+                          f"{link.ce.end_user_prefix}")
+    return prefix
+
+
+def _flag(table: dict, key: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"wan.{key}: true or false")
+    return value
 
 
 def _section(table: dict, key: str) -> dict:

@@ -344,16 +344,23 @@ class Router(Forwarding, Passthrough, Restart, ControlViews):
             return self.ports[WAN].gateway
         return dst
 
-    def icmp_error(self, port: int, frame: bytearray, icmp_type: int, code: int, now: float,
-                    reason: DropReason, rest: int = 0) -> None:
-        """Drop ``frame`` (from ``port``) for ``reason`` and tell its sender, rate limited."""
-        src = int.from_bytes(frame[IP + 12:IP + 16], "big")
-        self.drop(port, reason, now, f"from {ip_str(src)}")
+    def icmp_budget(self, now: float) -> bool:
+        """Whether another ICMP error may go out this second (RFC 1812 §4.3.2.8, RFC 4443 §2.4 (f)); the ones held
+        back are counted."""
         second = int(now)
         if second != self._icmp_second:
             self._icmp_second, self._icmp_sent = second, 0
         if self._icmp_sent >= self.config.limits.icmp_errors_per_second:
             self.counters["icmp_errors_rate_limited"] += 1
+            return False
+        return True
+
+    def icmp_error(self, port: int, frame: bytearray, icmp_type: int, code: int, now: float,
+                    reason: DropReason, rest: int = 0) -> None:
+        """Drop ``frame`` (from ``port``) for ``reason`` and tell its sender, rate limited."""
+        src = int.from_bytes(frame[IP + 12:IP + 16], "big")
+        self.drop(port, reason, now, f"from {ip_str(src)}")
+        if not self.icmp_budget(now):
             return
         datagram = error_datagram(self.addresses[port], frame, icmp_type, code, rest)
         if datagram is None:

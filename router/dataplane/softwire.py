@@ -38,14 +38,15 @@ from ..config import Config
 from ..config_wan import WanLink
 from ..helpers.base import Helper
 from ..packet import ipv6
-from ..packet.frame import ETH_OFFSET, IP_OFFSET, U16, VNET_F_NEEDS_CSUM, VNET_HDR, EtherType, IpProto, ip_str
+from ..packet.frame import ETH_OFFSET, IP_OFFSET, VNET_F_NEEDS_CSUM, VNET_HDR, IpProto, ip_str
 from ..packet.ipv4 import IcmpType, fragment
 from .contract import LAN, WAN
 from .events import DropReason
+from .native6 import NativeIpv6
+from .ndp import Neighbours
 from .router import Router
 
 IP = IP_OFFSET
-IPV6_ETHERTYPE = U16.pack(EtherType.IPV6)
 TUNNEL_HOP_LIMIT = 64
 """RFC 2473 §6.3: the tunnel's default hop limit."""
 
@@ -61,58 +62,7 @@ COUNTERS = ("softwire_in", "softwire_out", "nd_solicitations_sent", "nd_advertis
             "echo6_replies_sent", "packet_too_big_received")
 
 
-class Gateway:
-    """The one neighbour the WAN sends to, by RFC 4861 §7.3's states, kept small: without its link-layer
-    address frames wait (at most ``queue_limit``) while solicitations go out every ``retrans`` seconds, up to
-    ``MAX_MULTICAST_SOLICIT``; once known it is used, and revalidated by unicast solicitation after
-    ``reachable`` seconds without a confirmation; ``MAX_UNICAST_SOLICIT`` unanswered ones forget it."""
-
-    MAX_MULTICAST_SOLICIT = 3
-    MAX_UNICAST_SOLICIT = 3
-
-    def __init__(self, address: bytes, mac: bytes, source: bytes, retrans: float = 1.0, reachable: float = 30.0,
-                 queue_limit: int = 64):
-        self.address, self.own_mac, self.source = address, mac, source
-        self.retrans, self.reachable, self.queue_limit = retrans, reachable, queue_limit
-        self.mac: bytes | None = None
-        self.prefix = b""
-        """The Ethernet header to the gateway (destination, source, ethertype), once its address is known."""
-        self.confirmed_until = 0.0
-        self.pending: list[bytearray] = []
-        self.next_probe: float | None = None
-        self.probes = 0
-
-    def learn(self, mac: bytes, now: float) -> list[bytearray]:
-        """The gateway's link-layer address (from an NA, or an NS it sent): the frames that waited for it."""
-        self.mac, self.prefix = mac, mac + self.own_mac + IPV6_ETHERTYPE
-        self.confirmed_until, self.next_probe, self.probes = now + self.reachable, None, 0
-        waiting, self.pending = self.pending, []
-        for frame in waiting:
-            frame[ETH_OFFSET:IP] = self.prefix
-        return waiting
-
-    def solicit(self, now: float) -> bytearray:
-        """An NS for the gateway: multicast while its address is unknown, unicast to revalidate it."""
-        self.probes += 1
-        self.next_probe = now + self.retrans
-        return ipv6.neighbor_solicitation(self.own_mac, self.source, self.address, self.mac)
-
-    def tick(self, now: float) -> tuple[list[bytearray], int]:
-        """(solicitations to send, frames dropped unresolved) at ``now``."""
-        if self.next_probe is None or now < self.next_probe:
-            return [], 0
-        limit = self.MAX_UNICAST_SOLICIT if self.mac else self.MAX_MULTICAST_SOLICIT
-        if self.probes < limit:
-            return [self.solicit(now)], 0
-        dropped = len(self.pending)
-        self.mac, self.prefix, self.pending, self.next_probe, self.probes = None, b"", [], None, 0
-        return [], dropped
-
-    def deadline(self) -> float | None:
-        return self.next_probe
-
-
-class SoftwireRouter(Router):
+class SoftwireRouter(NativeIpv6, Router):
     """The router on an IPv6 WAN: ND, encapsulation and decapsulation around the IPv4 core."""
 
     def __init__(self, config: Config, helpers: tuple[Helper, ...] = (), rng: random.Random | None = None):
@@ -120,26 +70,33 @@ class SoftwireRouter(Router):
         link: WanLink = config.wan_link
         self.link = link
         self.link6, self.source6, self.peer6 = link.address6.ip.packed, link.source.packed, link.peer.packed
+        self.gateway6 = link.gateway6.packed
         self.own6 = frozenset({self.link6, self.source6})
         self.groups = frozenset({ipv6.solicited_node(a) for a in self.own6} | {ipv6.ALL_NODES})
-        self.gateway = Gateway(link.gateway6.packed, self.macs[WAN], self.link6,
-                               queue_limit=config.limits.arp_queue)
+        self.wan_nd = Neighbours(self.macs[WAN], self.link6, self.counters, queue_limit=config.limits.arp_queue,
+                                 max_entries=64)
         self.python_only = f"wan.mode = \"{link.mode}\": the fast path does not encapsulate"
         for name in COUNTERS:
             self.counters[name] = 0
         for reason in DROP_REASONS:
             self.counters["drop_" + reason] = 0
+        self.init_native6()
 
     # -- the sans-IO surface ------------------------------------------------------------------
 
     def start(self, now: float) -> None:
         super().start(now)
         self.outbox[WAN].clear()          # the core's gratuitous ARP: no ARP on an IPv6 link
-        self.outbox[WAN].append(self.gateway.solicit(now))
-        self.counters["nd_solicitations_sent"] += 1
+        self.outbox[WAN].append(self.wan_nd.solicit(self.gateway6, now))
+        if self.lan6 is not None:
+            self._advertise(now)
 
     def receive_frame(self, port: int, frame: bytearray, now: float) -> None:
         if port == LAN:
+            if frame[24:26] == b"\x86\xdd" and len(frame) >= IP:
+                self.counters["frames_in_lan"] += 1
+                self.counters["bytes_in_lan"] += len(frame)
+                return self.lan_ipv6(frame, now)
             return super().receive_frame(port, frame, now)
         counters = self.counters
         counters["frames_in_wan"] += 1
@@ -155,20 +112,54 @@ class SoftwireRouter(Router):
 
     def handle_timer(self, now: float) -> None:
         super().handle_timer(now)
-        solicitations, dropped = self.gateway.tick(now)
-        self.outbox[WAN].extend(solicitations)
-        self.counters["nd_solicitations_sent"] += len(solicitations)
-        if dropped:
-            self.drop(WAN, "nd_unresolved", now, f"{dropped} frames for {self.link.gateway6}", count=dropped)
+        for port, table in ((WAN, self.wan_nd), (LAN, self.lan_nd)):
+            solicitations, dropped = table.tick(now)
+            self.outbox[port].extend(solicitations)
+            if dropped:
+                self.drop(port, "nd_unresolved", now, f"{dropped} frames", count=dropped)
+        self.firewall.expire(now)
+        self.report_firewall(now)
+        if self.lan6 is not None and now >= self.next_ra:
+            self._advertise(now)
 
     def get_timer(self) -> float | None:
-        deadlines = [d for d in (super().get_timer(), self.gateway.deadline()) if d is not None]
+        deadlines = [d for d in (super().get_timer(), self.wan_nd.deadline(), self.lan_nd.deadline(),
+                                 self.firewall.next_deadline(), self.next_ra if self.lan6 is not None else None)
+                     if d is not None]
         return min(deadlines) if deadlines else None
 
     def wan_status(self) -> dict:
         status = self.link.status()
-        status["gateway6_mac"] = self.gateway.mac.hex(":") if self.gateway.mac else None
+        mac = self.wan_nd.mac_of(self.gateway6)
+        status["gateway6_mac"] = mac.hex(":") if mac else None
+        status["ipv6_switches"] = dict(self.firewall.switches)
+        status["ipv6_sessions"] = len(self.firewall)
         return status
+
+    def set_ipv6_switch(self, name: str, on: bool, now: float) -> dict:
+        """A VPN's IPv6 switch (``[wan] ipv6_<vpn>``): what it declares let in to LAN hosts unasked, or not; the
+        records it let in end when it goes off.  ``LookupError`` for a switch there is not."""
+        firewall = self.firewall
+        if name not in firewall.switches:
+            raise LookupError(f"no IPv6 switch {name!r} (known: {', '.join(firewall.switches) or 'none'})")
+        firewall.set_switches(**{name: on})
+        firewall.shut()
+        self.report_firewall(now)
+        return dict(firewall.switches)
+
+    def session_refs(self) -> list:
+        return super().session_refs() + list(self.firewall.flows.values())
+
+    def find_session(self, session_id: int):
+        found = super().find_session(session_id)
+        return found if found is not None else next(
+            (f for f in self.firewall.flows.values() if f.id == session_id), None)
+
+    def close_session(self, session_id: int, now: float) -> bool:
+        if self.firewall.close(session_id):
+            self.report_firewall(now)
+            return True
+        return super().close_session(session_id, now)
 
     # -- IPv6 in -----------------------------------------------------------------------------
 
@@ -177,6 +168,8 @@ class SoftwireRouter(Router):
             end, proto, offset, src, dst, hop_limit = ipv6.parse(frame)
         except ipv6.Malformed as exc:
             return self.drop(WAN, "bad_ipv6_header", now, str(exc))
+        if self.lan6_net is not None and dst[:8] == self.lan6_net:
+            return self.forward6_in(frame, proto, offset, end, src, dst, hop_limit, now)
         if dst not in self.own6 and dst not in self.groups:
             return self.drop(WAN, DropReason.NOT_ROUTABLE, now, f"IPv6 to {ipv6.address_text(dst)}")
         if proto == ipv6.IPIP:
@@ -204,45 +197,49 @@ class SoftwireRouter(Router):
             return self.drop(WAN, DropReason.BAD_ICMP_CHECKSUM, now, f"ICMPv6 from {ipv6.address_text(src)}")
         kind = frame[offset]
         if kind in (ipv6.NEIGHBOR_SOLICITATION, ipv6.NEIGHBOR_ADVERTISEMENT):
-            return self._neighbor_discovery(frame, offset, end, src, dst, hop_limit, now)
+            return self.neighbor_discovery(WAN, frame, offset, end, src, dst, hop_limit, now)
         if kind == ipv6.ECHO_REQUEST and dst in self.own6:
-            return self._echo_reply(frame, offset, end, src, dst)
+            return self.echo_reply6(WAN, frame, offset, end, src, dst)
         if kind == ipv6.PACKET_TOO_BIG:
             return self._too_big(frame, offset, end, now)
         return None         # other ICMPv6 (router advertisements, replies): nothing for the router to do
 
-    def _neighbor_discovery(self, frame, offset, end, src, dst, hop_limit, now) -> None:
-        """RFC 4861 §7.1 validity, then §7.2.3 (answer a solicitation for our address) or §7.2.5 (learn the
-        gateway from an advertisement)."""
+    def neighbor_discovery(self, port, frame, offset, end, src, dst, hop_limit, now) -> None:
+        """RFC 4861 §7.1 validity, then §7.2.3 (answer a solicitation for one of our addresses, learning its
+        sender) or §7.2.5 (learn the neighbour we asked about from its advertisement)."""
         kind = frame[offset]
         target = bytes(frame[offset + 8:offset + 24])
         if hop_limit != ipv6.ND_HOP_LIMIT or frame[offset + 1] or end - offset < 24 or target[0] == 0xFF:
-            return self.drop(WAN, "bad_nd", now, f"from {ipv6.address_text(src)}")
+            return self.drop(port, "bad_nd", now, f"from {ipv6.address_text(src)}")
         option = ipv6.SOURCE_LINK_ADDRESS if kind == ipv6.NEIGHBOR_SOLICITATION else ipv6.TARGET_LINK_ADDRESS
         try:
             mac = ipv6.link_address_option(frame, offset + 24, end, option)
         except ipv6.Malformed as exc:
-            return self.drop(WAN, "bad_nd", now, str(exc))
+            return self.drop(port, "bad_nd", now, str(exc))
+        table, own, groups = (self.wan_nd, self.own6, self.groups) if port == WAN else \
+            (self.lan_nd, self.lan_own6, self.lan_groups)
         if kind == ipv6.NEIGHBOR_ADVERTISEMENT:
-            if target == self.gateway.address and mac is not None:
-                self.outbox[WAN].extend(self.gateway.learn(mac, now))
+            if mac is not None:
+                self.outbox[port].extend(table.learn(target, mac, now))
             return None
-        if src == ipv6.UNSPECIFIED and (mac is not None or dst not in self.groups):
-            return self.drop(WAN, "bad_nd", now, "a solicitation from :: with a link-layer address")
-        if src == self.gateway.address and mac is not None:
-            self.outbox[WAN].extend(self.gateway.learn(mac, now))
-        if target in self.own6:
-            reply_mac = mac or bytes(frame[ETH_OFFSET + 6:ETH_OFFSET + 12])
-            self.outbox[WAN].append(ipv6.neighbor_advertisement(self.macs[WAN], target, reply_mac, src))
-            self.counters["nd_advertisements_sent"] += 1
+        if src == ipv6.UNSPECIFIED and (mac is not None or dst not in groups):
+            return self.drop(port, "bad_nd", now, "a solicitation from :: with a link-layer address")
+        if target not in own:
+            return None
+        if mac is not None and src != ipv6.UNSPECIFIED:
+            self.outbox[port].extend(table.learn(src, mac, now))      # §7.2.3: a STALE entry, room permitting
+        reply_mac = mac or bytes(frame[ETH_OFFSET + 6:ETH_OFFSET + 12])
+        self.outbox[port].append(ipv6.neighbor_advertisement(self.macs[port], target, reply_mac, src,
+                                                             router=port == LAN))
+        self.counters["nd_advertisements_sent"] += 1
         return None
 
-    def _echo_reply(self, frame, offset, end, src, dst) -> None:
+    def echo_reply6(self, port, frame, offset, end, src, dst) -> None:
         """RFC 4443 §4.2: the request's identifier, sequence number and data back to its sender."""
         message = bytearray(frame[offset:end])
         message[0], message[2:4] = ipv6.ECHO_REPLY, b"\0\0"
         to_mac = bytes(frame[ETH_OFFSET + 6:ETH_OFFSET + 12])
-        self.outbox[WAN].append(ipv6.icmpv6(self.macs[WAN], to_mac, dst, src, bytes(message)))
+        self.outbox[port].append(ipv6.icmpv6(self.macs[port], to_mac, dst, src, bytes(message)))
         self.counters["echo6_replies_sent"] += 1
 
     def _too_big(self, frame, offset, end, now) -> None:
@@ -274,20 +271,8 @@ class SoftwireRouter(Router):
             return None
         self._encapsulate(frame)
         self.counters["softwire_out"] += 1
-        gateway = self.gateway
-        if gateway.mac is not None:
-            frame[ETH_OFFSET:IP] = gateway.prefix
-            self.outbox[WAN].append(frame)
-            if now > gateway.confirmed_until and gateway.next_probe is None:
-                self.outbox[WAN].append(gateway.solicit(now))
-                self.counters["nd_solicitations_sent"] += 1
-            return None
-        if len(gateway.pending) >= gateway.queue_limit:
-            return self.drop(WAN, DropReason.ARP_QUEUE_FULL, now, f"next hop {self.link.gateway6}")
-        gateway.pending.append(frame)
-        if gateway.next_probe is None:
-            self.outbox[WAN].append(gateway.solicit(now))
-            self.counters["nd_solicitations_sent"] += 1
+        if not self.wan_nd.send(self.gateway6, frame, now, self.outbox[WAN]):
+            self.drop(WAN, DropReason.ARP_QUEUE_FULL, now, f"next hop {self.link.gateway6}")
         return None
 
     def _encapsulate(self, frame: bytearray) -> None:

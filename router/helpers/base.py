@@ -167,6 +167,10 @@ class Helper:
     """Reasons this helper drops for (``HelperContext.drop``); each gets a counter ``drop_<reason>``."""
     ip_protocols: tuple[int, ...] = ()
     """IP protocols without ports whose datagrams go to ``flow_out``/``flow_in``."""
+    ipv6_inbound: tuple[tuple[int, int], ...] = ()
+    """(IP protocol, port; 0 for a protocol without ports) that this VPN's LAN hosts need let in unasked over
+    native IPv6: a helper that declares them gets a switch ``ipv6_<name>`` in ``[wan]``, for the IPv6 firewall
+    (``router.dataplane.firewall6``; RFC 6092 §3.2.4)."""
     filters_by_address = False
     """Admit inbound flows to this helper's mappings only from addresses the inside host talks to,
     whatever ``nat.filtering`` says (RFC 3715 §3 for IPsec)."""

@@ -78,6 +78,9 @@ class IpsecHelper(Helper):
         "esp_no_association",       # raw ESP from an address no client sends ESP to, or an unknown SPI
     )
     ip_protocols = (IpProto.ESP,)
+    ipv6_inbound = ((IpProto.ESP, 0), (51, 0), (IpProto.UDP, 500), (IpProto.UDP, 4500))
+    """RFC 6092 §3.2.4 (REC-21, REC-22 and the IKE recommendation after them): ESP, AH and IKE (with its NAT-T
+    port, RFC 3948) in to LAN hosts: what routers call "IPv6 IPsec passthrough" (``[wan] ipv6_ipsec``)."""
     filters_by_address = True
 
     def __init__(self, config=None) -> None:

@@ -25,7 +25,12 @@ MAX_EXTENSION_HEADERS = 8
 """A bound on the chain walked (RFC 8200 §4.1 orders at most six kinds; RFC 7112 lets a receiver refuse more)."""
 
 ECHO_REQUEST, ECHO_REPLY = 128, 129
-PACKET_TOO_BIG = 2
+DESTINATION_UNREACHABLE, PACKET_TOO_BIG, TIME_EXCEEDED, PARAMETER_PROBLEM = 1, 2, 3, 4
+ROUTER_SOLICITATION, ROUTER_ADVERTISEMENT = 133, 134
+PREFIX_INFORMATION, MTU_OPTION = 3, 5
+ALL_ROUTERS = bytes.fromhex("ff020000000000000000000000000002")
+MINIMUM_MTU = 1280
+"""RFC 8200 §5; an ICMPv6 error carries as much of the packet at fault as fits in it (RFC 4443 §2.4 (c))."""
 NEIGHBOR_SOLICITATION, NEIGHBOR_ADVERTISEMENT = 135, 136
 SOURCE_LINK_ADDRESS, TARGET_LINK_ADDRESS = 1, 2
 """ND option types (RFC 4861 §4.6.1)."""
@@ -130,10 +135,11 @@ def neighbor_solicitation(mac: bytes, src: bytes, target: bytes, unicast_mac: by
     return icmpv6(mac, unicast_mac, src, target, message, ND_HOP_LIMIT)
 
 
-def neighbor_advertisement(mac: bytes, target: bytes, to_mac: bytes, to: bytes) -> bytearray:
-    """A solicited NA for our ``target`` address (RFC 4861 §4.4, §7.2.4): Solicited and Override set, our
-    link-layer address as the target's.  To the soliciting node, or all-nodes when it had no address yet."""
-    flags = NA_OVERRIDE | (NA_SOLICITED if to != UNSPECIFIED else 0)
+def neighbor_advertisement(mac: bytes, target: bytes, to_mac: bytes, to: bytes, router: bool = False) -> bytearray:
+    """A solicited NA for our ``target`` address (RFC 4861 §4.4, §7.2.4): Solicited and Override set (and Router,
+    on the LAN), our link-layer address as the target's.  To the soliciting node, or all-nodes when it had no
+    address yet."""
+    flags = NA_OVERRIDE | (NA_SOLICITED if to != UNSPECIFIED else 0) | (NA_ROUTER if router else 0)
     message = bytes([NEIGHBOR_ADVERTISEMENT, 0, 0, 0, flags, 0, 0, 0]) + target + bytes([TARGET_LINK_ADDRESS, 1]) + mac
     if to == UNSPECIFIED:
         return icmpv6(mac, multicast_mac(ALL_NODES), target, ALL_NODES, message, ND_HOP_LIMIT)
@@ -155,3 +161,28 @@ def link_address_option(frame: bytearray, offset: int, end: int, wanted: int) ->
 
 def address_text(address: bytes) -> str:
     return str(ipaddress.IPv6Address(address))
+
+
+def link_local(mac: bytes) -> bytes:
+    """fe80:: with the modified EUI-64 interface identifier of ``mac`` (RFC 4291 §2.5.1, Appendix A)."""
+    return bytes.fromhex("fe80000000000000") + bytes([mac[0] ^ 2, mac[1], mac[2], 0xFF, 0xFE, mac[3], mac[4], mac[5]])
+
+
+def router_advertisement(mac: bytes, src: bytes, prefix: bytes, mtu: int, to_mac: bytes = b"", to: bytes = ALL_NODES,
+                         lifetime: int = 1800, valid: int = 86400, preferred: int = 14400) -> bytearray:
+    """An RA (RFC 4861 §4.2) making us the default router, with a /64 for SLAAC (§4.6.2: on-link and autonomous,
+    RFC 4862 §5.5.3), the link's MTU (§4.6.4) and our link-layer address (§4.6.1); M and O clear: no DHCPv6."""
+    message = struct.pack("!BBHBBHII", ROUTER_ADVERTISEMENT, 0, 0, 64, 0, lifetime, 0, 0)
+    message += bytes([SOURCE_LINK_ADDRESS, 1]) + mac
+    message += struct.pack("!BBHI", MTU_OPTION, 1, 0, mtu)
+    message += struct.pack("!BBBBIII", PREFIX_INFORMATION, 4, 64, 0xC0, valid, preferred, 0) + prefix
+    return icmpv6(mac, to_mac or multicast_mac(to), src, to, message, ND_HOP_LIMIT)
+
+
+def icmpv6_error(mac: bytes, to_mac: bytes, src: bytes, frame: bytearray, kind: int, code: int, value: int) -> bytearray:
+    """An ICMPv6 error about the packet in ``frame`` to its source (RFC 4443 §2.4, §3): as much of the packet as
+    keeps the error within the minimum MTU."""
+    offending = bytes(frame[IP_OFFSET:IP_OFFSET + MINIMUM_MTU - HEADER_LEN - 8])
+    to = offending[8:24]
+    message = struct.pack("!BBHI", kind, code, 0, value) + offending
+    return icmpv6(mac, to_mac, src, to, message)

@@ -511,7 +511,8 @@ def main() -> int:
     print(f"Instructions per frame (valgrind, tests/perf/instructions.py; noise does not move them): UDP 64 B out: "
           f"copier {counted['copier_out']}, vpnrouter {counted['vpnrouter_out']} (goal at most 2,500), Python only "
           f"{counted['python_out']}; in: vpnrouter {counted['vpnrouter_in']}, Python only {counted['python_in']}; "
-          f"an unsolicited datagram (dropped in Python): {counted['vpnrouter_unsolicited']}")
+          f"an unsolicited datagram (dropped in Python): {counted['vpnrouter_unsolicited']}; under MAP-E (Python, "
+          f"into and out of the softwire): out {counted['map-e_out']}, in {counted['map-e_in']}")
     print(f"\n{'vpnrouter, same run, by WAN':<28}{'TCP Gbit/s':>11}{'UDP 64 B pps recv':>19}{'at the NIC':>12}"
           f"{'ping ms':>9}")
     for name, figures in (("ipv4 (fast path)", v), ("ipv4, Python only", p),

@@ -38,11 +38,12 @@ WAKE_UP = 100
 FRAMES = (1_000, 11_000)
 """The two runs' frame counts."""
 CASES = (("copier", "out"), ("vpnrouter", "out"), ("vpnrouter", "in"), ("vpnrouter", "unsolicited"),
-         ("python", "out"), ("python", "in"))
+         ("python", "out"), ("python", "in"), ("map-e", "out"), ("map-e", "in"))
 """``vpnrouter``: the router as it runs by default, with the fast path; ``python``: with ``[dataplane] fastpath =
 false``, every frame through the Python data plane.  ``unsolicited``: UDP from a WAN host to a port no session
-has, which the router drops (a WAN flood), always in Python."""
-WHO = ("copier", "vpnrouter", "python")
+has, which the router drops (a WAN flood), always in Python.  ``map-e``: the router on an IPv6 WAN
+(``[wan] mode = "map-e"``, always in Python), out into the softwire and in from the BR."""
+WHO = ("copier", "vpnrouter", "python", "map-e")
 
 
 class FakeTap:
@@ -75,6 +76,18 @@ def _frames(router) -> tuple[bytes, bytes, bytes]:
     return bytes(out), bytes(answer), bytes(unsolicited)
 
 
+def _softwire_frames(router) -> tuple[bytes, bytes, bytes]:
+    """The same under MAP-E: out of C1 to S1, and S1's answer from the BR, in IPv6."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from tests.unit.frames import C1, LAN, LAN_MAC, MACS, S1, WAN, step, wire
+    from tests.unit.test_softwire import MAP_IPV4, from_br
+    out = wire(Ether(src=MACS[C1], dst=LAN_MAC) / IP(src=C1, dst=S1) / UDP(sport=5000, dport=5201) / (b"x" * 18))
+    outside_port = step(router, LAN, out)[WAN][0][UDP].sport
+    answer = wire(from_br(IP(src=S1, dst=MAP_IPV4) / UDP(sport=5201, dport=outside_port) / (b"y" * 18)))
+    return bytes(out), bytes(answer), b""
+
+
 def worker(who: str, direction: str, frames: int) -> None:
     """Push ``frames`` frames through one ``_readable`` and check they all came out."""
     from router.config import parse
@@ -87,8 +100,13 @@ def worker(who: str, direction: str, frames: int) -> None:
     port = LAN if direction == "out" else WAN
     taps = [FakeTap("wan" if p else "lan", sink, sink) for p in (LAN, WAN)]
     taps[port].fd = read_end.fileno()
-    router = make_router()
-    frame = _frames(router)[("out", "in", "unsolicited").index(direction)]
+    if who == "map-e":
+        from tests.unit.test_softwire import softwire
+        router = softwire()
+        frame = _softwire_frames(router)[("out", "in").index(direction)]
+    else:
+        router = make_router()
+        frame = _frames(router)[("out", "in", "unsolicited").index(direction)]
     if who == "copier":
         target = Copier(tuple(taps))
         forwarded = lambda: target.copied[port] - target.dropped[port]  # noqa: E731
@@ -110,7 +128,7 @@ def worker(who: str, direction: str, frames: int) -> None:
 
 def count(who: str, direction: str, frames: int) -> int:
     """User-space instructions of one worker run."""
-    env = {**os.environ, "VPNROUTER_TEST_DATAPLANE": "python" if who == "python" else "fast",
+    env = {**os.environ, "VPNROUTER_TEST_DATAPLANE": "python" if who in ("python", "map-e") else "fast",
            "PYTHONHASHSEED": "0"}     # the same dictionaries' layout every run: the count repeats
     result = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m",
@@ -145,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         who, direction, frames = args.worker
         if who not in WHO or direction not in ("out", "in", "unsolicited") or not frames.isdigit():
-            parser.error("--worker takes copier|vpnrouter|python, out|in|unsolicited and a number of frames")
+            parser.error("--worker takes copier|vpnrouter|python|map-e, out|in|unsolicited and a number of frames")
         worker(who, direction, int(frames))
         return 0
     figures = measure(lambda step: print(f"{step}...", file=sys.stderr, flush=True))
