@@ -71,6 +71,8 @@ class SoftwireRouter(NativeIpv6, Router):
         self.link = link
         self.link6, self.source6, self.peer6 = link.address6.ip.packed, link.source.packed, link.peer.packed
         self.gateway6 = link.gateway6.packed
+        self.tunnel_header = ipv6.HEADER.pack(6 << 28, 0, ipv6.IPIP, TUNNEL_HOP_LIMIT, self.source6, self.peer6)
+        """The softwire's IPv6 header; ``_encapsulate`` fills in the traffic class and the payload length."""
         self.own6 = frozenset({self.link6, self.source6})
         self.groups = frozenset({ipv6.solicited_node(a) for a in self.own6} | {ipv6.ALL_NODES})
         self.wan_nd = Neighbours(self.macs[WAN], self.link6, self.counters, queue_limit=config.limits.arp_queue,
@@ -164,6 +166,12 @@ class SoftwireRouter(NativeIpv6, Router):
     # -- IPv6 in -----------------------------------------------------------------------------
 
     def _ipv6(self, frame: bytearray, now: float) -> None:
+        if frame[IP + 6] == ipv6.IPIP and frame[IP] >> 4 == 6 and frame.startswith(self.peer6, IP + 8) \
+                and frame.startswith(self.source6, IP + 24):      # the common case: our softwire, no extension
+            end = IP + ipv6.HEADER_LEN + (frame[IP + 4] << 8 | frame[IP + 5])
+            if end <= len(frame):
+                del frame[end:]
+                return self._decapsulated(frame, ipv6.HEADER_LEN, now)
         try:
             end, proto, offset, src, dst, hop_limit = ipv6.parse(frame)
         except ipv6.Malformed as exc:
@@ -187,8 +195,13 @@ class SoftwireRouter(NativeIpv6, Router):
             return self.drop(WAN, "softwire_foreign", now,
                              f"IPv4-in-IPv6 {ipv6.address_text(src)} -> {ipv6.address_text(dst)}, not from "
                              f"{self.link.peer} to {self.link.source}")
-        del frame[IP:offset]
-        frame[24], frame[25] = 0x08, 0x00
+        return self._decapsulated(frame, offset - IP, now)
+
+    def _decapsulated(self, frame: bytearray, headers: int, now: float) -> None:
+        """The IPv4 inside, in place of its ``headers`` bytes of IPv6, into the core's IPv4 input."""
+        del frame[IP:IP + headers]
+        frame[24] = 0x08
+        frame[25] = 0x00
         self.counters["softwire_in"] += 1
         return self._ipv4(WAN, frame, now)
 
@@ -278,11 +291,14 @@ class SoftwireRouter(NativeIpv6, Router):
     def _encapsulate(self, frame: bytearray) -> None:
         """The tunnel header in front of the IPv4 datagram, in place: traffic class from the IPv4 TOS (RFC 2473
         §5), flow label 0, next header 4, the tunnel's hop limit."""
-        tos = frame[IP + 1]
-        header = ipv6.HEADER.pack(0x60000000 | tos << 20, len(frame) - IP, ipv6.IPIP, TUNNEL_HOP_LIMIT,
-                                  self.source6, self.peer6)
-        frame[IP:IP] = header
-        frame[24], frame[25] = 0x86, 0xDD
+        tos, length = frame[IP + 1], len(frame) - IP
+        frame[IP:IP] = self.tunnel_header
+        frame[IP] = 0x60 | tos >> 4
+        frame[IP + 1] = (tos & 15) << 4
+        frame[IP + 4] = length >> 8
+        frame[IP + 5] = length & 0xFF
+        frame[24] = 0x86
+        frame[25] = 0xDD
         if frame[0] & VNET_F_NEEDS_CSUM:        # the checksum the kernel completes moved with the datagram
             flags, gso, hdr_len, gso_size, start, at, buffers = VNET_HDR.unpack_from(frame, 0)
             VNET_HDR.pack_into(frame, 0, flags, gso, hdr_len, gso_size, start + ipv6.HEADER_LEN, at, buffers)

@@ -12,6 +12,11 @@ port set, passthrough off.  A session counts as working when the router shows
 it up with traffic both ways (PPP frames, pings through the tunnel, ESP
 answers).  Between attempts every session of the protocol is ended, so that
 each starts from nothing; at the end the router gets back the profile it had.
+
+On an IPv6 WAN (MAP-E, DS-Lite) OpenVPN and WireGuard are measured over IPv6
+as well (``openvpn6``, ``openvpn-tcp6``, ``wireguard6``: from the clients' SLAAC
+addresses to s1's IPv6 address, forwarded by the router's firewall, RFC 6092).
+A lab on an IPv4 WAN has no IPv6: those cells are ``"n/a"``.
 """
 
 from __future__ import annotations
@@ -23,16 +28,26 @@ import time
 
 from ..control.client import Client, ControlError
 from .topology import LabError
-from .vpns import TUNNELS, VpnLab, is_tunnel_flow_of, is_vpn_flow_of
+from .vpns import TUNNELS, VpnLab, is_tunnel6_flow_of, is_tunnel_flow_of, is_vpn_flow_of
 
-KINDS = ("pptp", "l2tp", "ipsec", "esp", *TUNNELS)
+OVER_IPV6 = {"openvpn6": "openvpn", "openvpn-tcp6": "openvpn-tcp", "wireguard6": "wireguard"}
+"""The kinds that are a tunnel over IPv6 (``lab connect --ipv6``), and the tunnel each is."""
+KINDS = ("pptp", "l2tp", "ipsec", "esp", *TUNNELS, *OVER_IPV6)
 LABELS = {"pptp": "PPTP", "l2tp": "L2TP", "ipsec": "IPsec NAT-T", "esp": "raw ESP", "openvpn": "OpenVPN UDP",
-          "openvpn-tcp": "OpenVPN TCP", "wireguard": "WireGuard"}
+          "openvpn-tcp": "OpenVPN TCP", "wireguard": "WireGuard", "openvpn6": "OpenVPN UDP, IPv6",
+          "openvpn-tcp6": "OpenVPN TCP, IPv6", "wireguard6": "WireGuard, IPv6"}
 VPN_OF = {"pptp": "pptp", "l2tp": "l2tp", "ipsec": "ipsec", "esp": "ipsec"}
 """The router's helper for each kind that has one."""
 CLIENT_SPIS = {"c1": 0x1000, "c2": 0x2000}
 ESP_PACKETS = 10
-OUTCOMES = {"two": "works for two at once", "one": "works for one client only", "fails": "fails"}
+OUTCOMES = {"two": "works for two at once", "one": "works for one client only", "fails": "fails",
+            "n/a": "not measured: no IPv6 in an ipv4 lab"}
+NOT_APPLICABLE = {"result": "n/a", "reason": "no IPv6 in an ipv4 lab", "one": None, "two": None}
+
+
+def proto_of(kind: str) -> str:
+    """What ``lab connect`` calls the VPN a kind measures: openvpn6 -> openvpn."""
+    return OVER_IPV6.get(kind, kind)
 
 
 class EventLog:
@@ -108,6 +123,8 @@ class Check:
                 self.responder.wait()
 
     def kind(self, kind: str, events: EventLog) -> dict:
+        if kind in OVER_IPV6 and not self.lab.ipv6:
+            return dict(NOT_APPLICABLE)
         self.reset(kind)
         try:
             one, why = self.attempt(kind, ["c1"], events)
@@ -127,7 +144,7 @@ class Check:
             ok, detail = self.raw_esp(clients)
         else:
             try:
-                self.vpns.connect(clients[0], kind, "s1", wait=self.wait)
+                self.vpns.connect(clients[0], proto_of(kind), "s1", wait=self.wait, ipv6=kind in OVER_IPV6)
                 ok, detail = True, None
             except LabError as exc:
                 ok, detail = False, str(exc).splitlines()[0][:200]
@@ -149,8 +166,8 @@ class Check:
         return ok, ", ".join(f"{name}: {count} of {ESP_PACKETS} answered" for name, count in answers.items())
 
     def still_up(self, kind: str, client: str) -> bool:
-        if kind in TUNNELS:                     # its tunnel still carries a ping
-            return self.vpns.ping(client, kind, count=1).returncode == 0
+        if proto_of(kind) in TUNNELS:           # its tunnel still carries a ping
+            return self.vpns.ping(client, proto_of(kind), count=1).returncode == 0
         if self.lab.wan == "ds-lite":           # the router keeps no session under DS-Lite: the tunnel itself
             if kind == "ipsec" or self.vpns.peers().real_ppp:
                 return self.vpns.ping(client, kind, count=1).returncode == 0
@@ -159,7 +176,10 @@ class Check:
         return any(is_vpn_flow_of(s, kind, address) and s["state"] == "established" for s in self.vpns.sessions())
 
     def of_kind(self, session: dict, kind: str) -> bool:
-        """A router session this check made for ``kind``: the helper's, or a tunnel's NAT session from c1 or c2."""
+        """A router session this check made for ``kind``: the helper's, a tunnel's NAT session from c1 or c2, or
+        a tunnel's IPv6 session to s1."""
+        if kind in OVER_IPV6:
+            return is_tunnel6_flow_of(session, proto_of(kind), None, self.lab.server_ip6(1))
         if kind not in TUNNELS:
             return session.get("vpn") == VPN_OF[kind]
         server = self.lab.server_ip(1)
@@ -170,8 +190,8 @@ class Check:
         if kind != "esp":
             state = self.vpns.load()
             for name in ("c1", "c2"):
-                if kind in state["clients"].get(name, {}):
-                    self.vpns.disconnect(name, kind)
+                if proto_of(kind) in state["clients"].get(name, {}):
+                    self.vpns.disconnect(name, proto_of(kind))
         for session in self.vpns.sessions():
             if self.of_kind(session, kind):
                 try:
@@ -206,22 +226,25 @@ def across_wan_modes(vpns: VpnLab, modes: list[str], profiles: list[str], wait: 
 
 
 def table(results: dict) -> str:
-    """Protocol x profile, then the reasons."""
+    """Protocol x profile, then the reasons (but for n/a, whose reason is always the same: said once)."""
     profiles = list(results)
     width = max(12, *(len(p) + 2 for p in profiles))
-    lines = [f"{'':<14}" + "".join(f"{p:>{width}}" for p in profiles)]
+    label_width = max(len(label) for label in LABELS.values()) + 2
+    lines = [f"{'':<{label_width}}" + "".join(f"{p:>{width}}" for p in profiles)]
     notes: list[str] = []
     for kind in KINDS:
         cells = []
         for profile in profiles:
-            entry = results[profile][kind]
+            entry = results[profile].get(kind, NOT_APPLICABLE)
             mark = ""
-            if entry["reason"]:
+            if entry["reason"] and entry["result"] != "n/a":
                 notes.append(f"{profile}, {LABELS[kind]}: {entry['reason']}")
                 mark = f" [{len(notes)}]"
             cells.append(f"{entry['result'] + mark:>{width}}")
-        lines.append(f"{LABELS[kind]:<14}" + "".join(cells))
+        lines.append(f"{LABELS[kind]:<{label_width}}" + "".join(cells))
     lines.append("")
     lines.append("two: works for two clients at once to the same server; one: for one client only; fails: not even one")
+    if any(results[profile].get(kind, NOT_APPLICABLE)["result"] == "n/a" for profile in profiles for kind in KINDS):
+        lines.append(f"n/a: {OUTCOMES['n/a']}")
     lines += [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
     return "\n".join(lines)

@@ -49,6 +49,10 @@ def add_lab_parser(sub) -> None:
     connect.add_argument("server", nargs="?", default="s1", help="s1, s2, ... or its address (default s1)")
     connect.add_argument("--wait", type=float, default=CONNECT_WAIT, metavar="SECONDS",
                          help=f"give up (and stop the client) after this long (default {CONNECT_WAIT:.0f})")
+    connect.add_argument("--ipv6", action="store_true",
+                         help="openvpn, openvpn-tcp, wireguard: to the server's IPv6 address, from the client's "
+                              "SLAAC address (a lab with --wan map-e or ds-lite; the router forwards it through its "
+                              "firewall, untranslated)")
     connect.set_defaults(func=cmd_connect)
     ping = actions.add_parser("ping", help="ping through a client's VPN tunnel",
                               description="Ping the server's end of a client's tunnel through it: the PPP peer over "
@@ -66,7 +70,8 @@ def add_lab_parser(sub) -> None:
     check = actions.add_parser("check", help="measure which VPNs work, for one and for two clients, per profile",
                                description="The compatibility matrix, measured: for each profile, connect one "
                                            "client, then a second one to the same server, for PPTP, L2TP, IPsec "
-                                           "NAT-T, raw ESP (synthetic), OpenVPN over UDP and TCP and WireGuard, "
+                                           "NAT-T, raw ESP (synthetic), OpenVPN over UDP and TCP and WireGuard "
+                                           "(and, on an IPv6 WAN, those three over IPv6), "
                                            "and print protocol x profile with the "
                                            "router's reason for each failure. Needs the lab up; ends the sessions "
                                            "it makes and puts the router's profile back.")
@@ -167,8 +172,19 @@ def _howto(lab: Lab) -> str:
             f"  {vr} ctl --socket {lab.socket_path} sessions\n"
             f"  ip netns exec {c1} ping -c 3 {lab.server_ip(1)}\n"
             f"  ip netns exec {s1} iperf3 -s -D && ip netns exec {c1} iperf3 -c {lab.server_ip(1)} -t 5\n"
+            f"{_howto_ipv6(lab, vr, prefix)}"
             f"  {vr} lab{prefix} status\n"
             f"Remove it with: {vr} lab{prefix} down\n")
+
+
+def _howto_ipv6(lab: Lab, vr: str, prefix: str) -> str:
+    """What to try over IPv6, in a lab that has it."""
+    if not lab.ipv6:
+        return ""
+    from .softwire import lan_prefix6
+    return (f"  ip netns exec {lab.client(1)} ip -6 addr show scope global    (SLAAC, in {lan_prefix6(lab.wan)})\n"
+            f"  ip netns exec {lab.client(1)} ping -6 -c 3 {lab.server_ip6(1)}\n"
+            f"  {vr} lab{prefix} connect c1 wireguard s1 --ipv6   (or openvpn, openvpn-tcp)\n")
 
 
 def cmd_up(args) -> int:
@@ -208,10 +224,12 @@ def cmd_status(args) -> int:
         print(f"  VPN peers: {Peers.from_dict(status['peers']).describe()}")
     for name, server in status["servers"].items():
         daemons = ", ".join(f"{p} {'up' if server[p] else 'DOWN'}" for p in CONNECTABLE if p in server)
-        print(f"  {name} {server['address']}: {daemons}")
+        addresses = ", ".join(filter(None, (server["address"], server.get("address6"))))
+        print(f"  {name} {addresses}: {daemons}")
     for name, protos in sorted(status["clients"].items()):
         for proto, entry in protos.items():
-            print(f"  {name} {proto} to {entry['server']}: {'running' if entry['running'] else 'NOT running'}")
+            over = " over IPv6" if entry.get("ipv6") else ""
+            print(f"  {name} {proto} to {entry['server']}{over}: {'running' if entry['running'] else 'NOT running'}")
     for s in status["vpn_sessions"]:
         print(f"  session {s['id']}: {s['vpn']} {s.get('client')} -> {s['remote']} {s['state']}")
     return 0
@@ -220,12 +238,12 @@ def cmd_status(args) -> int:
 def cmd_connect(args) -> int:
     vpns = VpnLab(_lab(args))
     try:
-        session = vpns.connect(args.client, args.proto, args.server, progress=_say, wait=args.wait)
+        session = vpns.connect(args.client, args.proto, args.server, progress=_say, wait=args.wait, ipv6=args.ipv6)
     except LabError as exc:
         print(f"\nvpnrouter lab: {exc}", file=sys.stderr)
         return 1
     client = session.get("client") or session["inside"]       # a tunnel with no helper: its NAT session
-    if session.get("id") is None:     # under DS-Lite the router keeps no session: how it was seen up instead
+    if session.get("id") is None:     # no session of the router's (DS-Lite, IPv6): how it was seen up instead
         print(f"\nlab: {args.proto} up: {client} -> {session['remote']}, {session['state']}")
     else:
         print(f"\nlab: {args.proto} up: session {session['id']}, {client} -> {session['remote']}")

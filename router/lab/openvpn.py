@@ -7,6 +7,10 @@ mode, TLS, so several clients at once): UDP on 1194 with the tunnel network
 address is the first of each.  The certificates (a lab CA, the servers' and
 one per client, P-256, ``openssl``) are made once per lab, under its peers
 directory.  OpenVPN runs on a TUN, which this machine's kernel has.
+
+In a lab with an IPv6 WAN the servers listen on IPv6 as well: one dual-stack socket each (``udp6`` or
+``tcp6-server`` without ``--local``: bound to [::], it takes IPv4 as IPv4-mapped addresses, RFC 4291
+§2.5.5.2), and a client may reach them over IPv6 (``udp6`` or ``tcp6-client``).  The tunnel inside stays IPv4.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ class Flavour:
     client_proto: str
     network: str
     interface: str
+    server_proto6: str
+    """A dual-stack server's ``--proto``: IPv6, and IPv4 as mapped addresses."""
+    client_proto6: str
 
     @property
     def server_tunnel_ip(self) -> str:
@@ -39,8 +46,8 @@ class Flavour:
 
 
 FLAVOURS = {f.name: f for f in (
-    Flavour("openvpn", "udp", "udp", "udp", "10.97.0.0", "ovpn-udp"),
-    Flavour("openvpn-tcp", "tcp", "tcp-server", "tcp-client", "10.96.0.0", "ovpn-tcp"),
+    Flavour("openvpn", "udp", "udp", "udp", "10.97.0.0", "ovpn-udp", "udp6", "udp6"),
+    Flavour("openvpn-tcp", "tcp", "tcp-server", "tcp-client", "10.96.0.0", "ovpn-tcp", "tcp6-server", "tcp6-client"),
 )}
 COMMON = ("--dev-type", "tun", "--topology", "subnet", "--verb", "3", "--keepalive", "5", "30",
           "--data-ciphers", "AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305")
@@ -89,20 +96,29 @@ def _openssl(directory: Path, *args: str) -> None:
 
 
 def start_server(lab: Lab, ns: str, directory: Path, flavour: Flavour, address: str) -> subprocess.Popen:
-    """An OpenVPN server (``--server``: TLS, a client address each) on ``address``:1194."""
+    """An OpenVPN server (``--server``: TLS, a client address each) on port 1194: of ``address`` alone, or in a
+    lab with IPv6 of every address, IPv4 and IPv6."""
     ca, crt, key = certificate(lab, "server", "server")
     mask = "255.255.255.0"
-    return _start(lab, ns, directory, "openvpn", "--dev", flavour.interface, "--proto", flavour.server_proto,
-                  "--local", address, "--port", str(PORT), "--server", flavour.network, mask, "--ca", str(ca),
-                  "--cert", str(crt), "--key", str(key), "--dh", "none", *COMMON)
+    return _start(lab, ns, directory, "openvpn", "--dev", flavour.interface, *_server_socket(lab, flavour, address),
+                  "--port", str(PORT), "--server", flavour.network, mask, "--ca", str(ca), "--cert", str(crt),
+                  "--key", str(key), "--dh", "none", *COMMON)
+
+
+def _server_socket(lab: Lab, flavour: Flavour, address: str) -> tuple[str, ...]:
+    if lab.ipv6:
+        return "--proto", flavour.server_proto6
+    return "--proto", flavour.server_proto, "--local", address
 
 
 def start_client(lab: Lab, ns: str, directory: Path, flavour: Flavour, server: str, name: str) -> subprocess.Popen:
-    """An OpenVPN client to ``server``:1194 that takes the address the server pushes."""
+    """An OpenVPN client to ``server``:1194 (an IPv4 or an IPv6 address) that takes the address the server
+    pushes."""
     ca, crt, key = certificate(lab, name, "client")
-    return _start(lab, ns, directory, "openvpn", "--client", "--dev", flavour.interface, "--proto",
-                  flavour.client_proto, "--remote", server, str(PORT), "--nobind", "--remote-cert-tls", "server",
-                  "--ca", str(ca), "--cert", str(crt), "--key", str(key), *COMMON)
+    proto = flavour.client_proto6 if ":" in server else flavour.client_proto
+    return _start(lab, ns, directory, "openvpn", "--client", "--dev", flavour.interface, "--proto", proto,
+                  "--remote", server, str(PORT), "--nobind", "--remote-cert-tls", "server", "--ca", str(ca),
+                  "--cert", str(crt), "--key", str(key), *COMMON)
 
 
 def _start(lab: Lab, ns: str, directory: Path, *command: str) -> subprocess.Popen:

@@ -41,7 +41,7 @@ import time
 from collections import Counter, OrderedDict
 from enum import IntEnum, StrEnum
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,6 +73,12 @@ END_USER_PREFIX = "2001:db8:a:2300::/56"
 """The router's delegation: EA bits 0x23, so IPv4 198.51.100.194 (suffix 2) and PSID 3 (RFC 7597 §5.2)."""
 MAP_IPV4 = "198.51.100.194"
 """The router's shared IPv4 address under MAP-E, which END_USER_PREFIX gives it."""
+DELEGATED_PREFIX_DS_LITE = "2001:db8:b:100::/56"
+"""The router's delegated prefix under DS-Lite (``[wan] delegated_prefix``), which the AFTR routes to it."""
+DELEGATED_PREFIXES = {"map-e": END_USER_PREFIX, "ds-lite": DELEGATED_PREFIX_DS_LITE}
+"""Under MAP-E the End-user prefix is the delegation (RFC 7597 §5): the router numbers its LAN from it too."""
+LAN_SUBNET = 1
+"""Which /64 of the delegated prefix the router's LAN gets."""
 B4_LAN_PREFIX = "192.168.77.0/24"
 """The lab's LAN (topology.LAN_PREFIX): a B4 does no NAT (RFC 6333 §5), so these are the inner sources."""
 AFTR_IPV4 = "192.0.0.1"
@@ -444,9 +450,26 @@ def server_ipv6(j: int) -> str:
     return f"2001:db8:5::{10 * j}"
 
 
+def lan_prefix6(wan: str) -> str | None:
+    """The LAN's /64, on which the router advertises itself (RFC 4861 §6.2, SLAAC: RFC 4862): subnet LAN_SUBNET
+    of its delegated prefix; None on an IPv4 WAN."""
+    delegated = DELEGATED_PREFIXES.get(wan)
+    if delegated is None:
+        return None
+    base = int(IPv6Network(delegated).network_address)
+    return str(IPv6Network((base + (LAN_SUBNET << 64), 64)))
+
+
+def router_lan6(wan: str) -> str | None:
+    """The router's global address on the LAN: ``<LAN /64>::1``; None on an IPv4 WAN."""
+    prefix = lan_prefix6(wan)
+    return None if prefix is None else str(IPv6Network(prefix).network_address + 1)
+
+
 def build_br(lab: Lab, progress=lambda msg: None) -> subprocess.Popen:
     """``<prefix>-br``: the MAP-E BR for the router's End-user prefix under the lab's BMR, its endpoint running.
-    It routes the Rule IPv6 prefix to the router (ROUTER_LINK6) and the Rule IPv4 prefix into its TUN."""
+    It routes the Rule IPv6 prefix to the router (ROUTER_LINK6: the softwires and the LAN's native IPv6, both
+    from the End-user prefix) and the Rule IPv4 prefix into its TUN."""
     ns = _build_namespace(lab, BR, progress)
     lab.run_in(ns, "ip", "-6", "route", "add", RULE_IPV6_PREFIX, "via", ROUTER_LINK6)
     proc = start_endpoint(lab, BR, "--rule-ipv6-prefix", RULE_IPV6_PREFIX, "--rule-ipv4-prefix", RULE_IPV4_PREFIX,
@@ -457,8 +480,10 @@ def build_br(lab: Lab, progress=lambda msg: None) -> subprocess.Popen:
 
 def build_aftr(lab: Lab, progress=lambda msg: None) -> subprocess.Popen:
     """``<prefix>-aftr``: the DS-Lite AFTR, its endpoint running.  The TUN holds 192.0.0.1/29 (RFC 6333 §5.7)
-    and the route to the LAN; the kernel's NAT44 masquerades out of br-wan, as a provider's CGN does."""
+    and the route to the LAN; the kernel's NAT44 masquerades out of br-wan, as a provider's CGN does.  The
+    router's delegated prefix is routed to it, for the LAN's native IPv6."""
     ns = _build_namespace(lab, AFTR, progress)
+    lab.run_in(ns, "ip", "-6", "route", "add", DELEGATED_PREFIX_DS_LITE, "via", ROUTER_LINK6)
     lab.run_in(ns, "nft", "-f", "-", input=aftr_nat_rules(pptp_helper_missing(ns) is None))
     proc = start_endpoint(lab, AFTR)
     _configure(lab, proc, ns, ("ip", "addr", "add", f"{AFTR_IPV4}/29", "dev", TUN_NAME),

@@ -9,10 +9,15 @@ the router process runs there.  With ``kernel=True`` the same topology gets
 Linux's own NAT instead (a namespace ``<prefix>-kr`` with IP forwarding and
 nftables masquerade, joined to the bridges by veth), for side-by-side
 measurements.  LAN 192.168.77.0/24, WAN 198.51.100.0/24.
+
+On an IPv6 WAN (``wan="map-e"`` or ``"ds-lite"``) the clients and servers have IPv6 too: each client takes its
+address on the LAN /64 from the router's Router Advertisements (SLAAC, RFC 4862; ``client_ipv6``), each server
+has 2001:db8:5::10*j/64 and its default route through the BR or the AFTR.  On an IPv4 WAN they have none.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -32,6 +37,10 @@ ROUTER_WAN = f"{WAN_PREFIX}.1"
 STATE_DIR = Path("/run/vpnrouter-lab")
 PEERS_DIR = Path("/var/lib/vpnrouter-lab")
 """Where the VPN daemons' files go: not under /run, which each daemon's private mount namespace replaces."""
+CLIENT_IPV6_SYSCTLS = ("accept_ra=1", "autoconf=1", "router_solicitations=-1", "router_solicitation_interval=1",
+                      "router_solicitation_max_interval=4")
+"""A client's eth0, as a host: it takes the router's RAs and makes its address from them (RFC 4862 §5.5), and
+keeps soliciting, every 4 s at most, until an RA comes (RFC 7559), so a router started after it is found."""
 
 
 def sh(*args: str, check: bool = True, ns: str | None = None, **kw) -> subprocess.CompletedProcess:
@@ -79,6 +88,16 @@ class Lab:
     @staticmethod
     def server_ip(j: int) -> str:
         return f"{WAN_PREFIX}.{10 * j}"
+
+    @staticmethod
+    def server_ip6(j: int) -> str:
+        from . import softwire
+        return softwire.server_ipv6(j)
+
+    @property
+    def ipv6(self) -> bool:
+        """Whether the clients and servers have IPv6: an IPv6 WAN, with vpnrouter (not Linux's NAT) between."""
+        return self.wan != "ipv4" and not self.kernel
 
     @property
     def state_dir(self) -> Path:
@@ -203,6 +222,24 @@ class Lab:
         sh("ip", "link", "set", "eth0", "up", ns=ns)
         if gateway:
             sh("ip", "route", "add", "default", "via", gateway, ns=ns)
+        if self.ipv6:
+            self._host_ipv6(ns, tag)
+
+    def _host_ipv6(self, ns: str, tag: str) -> None:
+        """IPv6 on (``_namespace`` turns it off) for the interfaces there are, lo and eth0: a client as a SLAAC
+        host; a server on 2001:db8:5::/64, its default route through the BR or the AFTR.  ``default`` goes back
+        off: the interfaces made later (tunnels, PPP) carry IPv4 only, as in every lab."""
+        from . import softwire
+        if tag.startswith("c"):
+            for setting in CLIENT_IPV6_SYSCTLS:       # set while IPv6 is still off: its first RS follows them
+                sh("sysctl", "-qw", f"net.ipv6.conf.eth0.{setting}", ns=ns)
+        else:
+            sh("sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=0", ns=ns)
+        sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", ns=ns)      # every interface there is, and default
+        sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
+        if tag.startswith("s"):
+            sh("ip", "addr", "add", f"{self.server_ip6(int(tag[1:]))}/64", "dev", "eth0", "nodad", ns=ns)
+            sh("ip", "-6", "route", "add", "default", "via", softwire.GATEWAY6, ns=ns)
 
     def kernel_nat(self, lan_ip: str = ROUTER_LAN, wan_ip: str = ROUTER_WAN) -> None:
         """Linux's NAT (nftables masquerade, conntrack) in ``<prefix>-kr`` on both bridges: in place of vpnrouter
@@ -232,15 +269,17 @@ class Lab:
                 f'[state]\nfile = "{self.state_dir / "router.state" if self.keep_state else ""}"\n{forwards}')
 
     def wan_config(self) -> str:
-        """``[wan]`` for the lab's WAN mode."""
+        """``[wan]`` for the lab's WAN mode.  Under DS-Lite it names the delegated prefix the router numbers its
+        LAN from; under MAP-E the End-user prefix is that."""
         if self.wan == "ipv4":
             return f'[wan]\ntap = "wan0"\naddress = "{ROUTER_WAN}/24"\n'
         from . import softwire
         link = (f'[wan]\nmode = "{self.wan}"\ntap = "wan0"\naddress6 = "{softwire.ROUTER_LINK6}/64"\n'
-                f'gateway6 = "{softwire.PROVIDER6}"\n\n')
+                f'gateway6 = "{softwire.PROVIDER6}"\n')
         if self.wan == "ds-lite":
-            return link + f'[wan.ds_lite]\naftr = "{softwire.PROVIDER6}"\n'
-        return link + (f'[wan.map_e]\nend_user_prefix = "{softwire.END_USER_PREFIX}"\n'
+            return (f'{link}delegated_prefix = "{softwire.DELEGATED_PREFIX_DS_LITE}"\n\n'
+                    f'[wan.ds_lite]\naftr = "{softwire.PROVIDER6}"\n')
+        return link + (f'\n[wan.map_e]\nend_user_prefix = "{softwire.END_USER_PREFIX}"\n'
                        f'rule_ipv6_prefix = "{softwire.RULE_IPV6_PREFIX}"\n'
                        f'rule_ipv4_prefix = "{softwire.RULE_IPV4_PREFIX}"\nea_bits = {softwire.EA_BITS}\n'
                        f'psid_offset = {softwire.PSID_OFFSET}\nbr = "{softwire.PROVIDER6}"\n')
@@ -302,6 +341,24 @@ class Lab:
     def popen_in(self, ns: str, *cmd: str, **kw) -> subprocess.Popen:
         require("ip", cmd[0])
         return subprocess.Popen(["ip", "netns", "exec", ns, *cmd], **kw)
+
+
+def client_ipv6(lab: Lab, i: int, wait: float = 10.0) -> str:
+    """Client i's global IPv6 address, made by SLAAC from the router's Router Advertisements (RFC 4862 §5.5.3),
+    once Duplicate Address Detection has passed (not tentative); waits up to ``wait`` seconds for one."""
+    deadline = time.monotonic() + wait
+    while True:
+        shown = sh("ip", "-6", "-j", "addr", "show", "dev", "eth0", "scope", "global", "-tentative",
+                   ns=lab.client(i), check=False).stdout
+        addresses = [a["local"] for link in json.loads(shown or "[]") for a in link.get("addr_info", [])
+                     if "local" in a]                   # iproute2 adds an empty {} after the addresses
+        if addresses:
+            return addresses[0]
+        if time.monotonic() > deadline:
+            from . import softwire
+            raise LabError(f"{lab.client(i)}: no IPv6 address from the router's Router Advertisements in "
+                           f"{wait:g} s (the LAN prefix would be {softwire.lan_prefix6(lab.wan)})")
+        time.sleep(0.2)
 
 
 def is_router_process(pid: int) -> bool:

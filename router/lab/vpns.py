@@ -13,6 +13,13 @@ servers start (``kernel.py``).  Each daemon runs in its own mount namespace (see
 outlives the command that started it.  What runs where is written to
 ``vpn.json`` in the lab's state directory; ``lab down`` needs none of it: it
 ends every process in the lab's namespaces.
+
+In a lab with an IPv6 WAN, ``connect ... ipv6=True`` (``lab connect --ipv6``)
+carries an OpenVPN or WireGuard tunnel over IPv6, from the client's SLAAC
+address to the server's 2001:db8:5::10*j.  The router forwards it untranslated
+through its firewall (RFC 6092), so there is no NAT session to wait for: the
+tunnel is up when a ping crosses it, and the router's IPv6 session of it, if
+it lists one, is what ``connect`` returns.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import os
 import signal
 import subprocess
 import time
+from ipaddress import ip_address
 from pathlib import Path
 
 from ..control.client import Client, ControlError
@@ -30,7 +38,7 @@ from ..helpers import registry
 from . import ipsec, l2tp, openvpn, pptp, tools, wireguard
 from .kernel import Peers, detect
 from .tools import require
-from .topology import Lab, LabError, is_router_process
+from .topology import Lab, LabError, client_ipv6, is_router_process
 
 PROTOCOLS = ("pptp", "l2tp", "ipsec")
 """The VPNs a passthrough helper of the router's carries."""
@@ -39,6 +47,8 @@ TUNNELS = ("openvpn", "openvpn-tcp", "wireguard")
 CONNECTABLE = PROTOCOLS + TUNNELS
 TUNNEL_PORTS = {"openvpn": ("udp", openvpn.PORT), "openvpn-tcp": ("tcp", openvpn.PORT),
                 "wireguard": ("udp", wireguard.PORT)}
+IPV6_ONLY_FOR = "--ipv6: only for openvpn, openvpn-tcp and wireguard"
+IPV6_NEEDS_WAN = "--ipv6 needs a lab with an IPv6 WAN: lab up --wan map-e|ds-lite"
 CONNECT_WAIT = 45.0
 """Seconds a connect may take before it is reported as failed (IKE and PPP under load take a few)."""
 
@@ -92,7 +102,8 @@ class VpnLab:
                                                            flavour, address).pid
             procs["wireguard"] = wireguard.start_server(self.lab, ns, self.directory(name, "wireguard"), name,
                                                         chosen.kernel_wireguard).pid
-            state["servers"][name] = {"address": address, "pids": procs}
+            state["servers"][name] = {"address": address, "pids": procs,
+                                      **({"address6": self.lab.server_ip6(j)} if self.lab.ipv6 else {})}
             self.save(state)
 
     # -- clients -----------------------------------------------------------------------------------
@@ -117,19 +128,24 @@ class VpnLab:
         return f"{letter}{i}", ns_of(i), ip_of(i)
 
     def connect(self, client: str, proto: str, server: str = "s1", progress=lambda msg: None,
-                wait: float = CONNECT_WAIT) -> dict:
-        """Bring a VPN session up from a client to a server; the router's view of it once it is up.
+                wait: float = CONNECT_WAIT, ipv6: bool = False) -> dict:
+        """Bring a VPN session up from a client to a server; the router's view of it once it is up.  With
+        ``ipv6``, an OpenVPN or WireGuard tunnel over IPv6 (a lab with an IPv6 WAN only).
 
         If it is not up within ``wait`` seconds, the client is stopped again (its logs stay) and LabError says
         so: the router may have refused it (single passthrough, a rule, a port set: see its events)."""
         if proto not in CONNECTABLE:
             raise LabError(f"unknown VPN {proto!r}: {', '.join(CONNECTABLE)}")
+        if ipv6:
+            self._check_ipv6(proto)
         require(*tools.CLIENTS[proto])
         name, ns, address = self.client(client)
         sname, _, server_ip = self.server(server)
         state = self.load()
         if sname not in state["servers"]:
             raise LabError(f"{sname} runs no VPN servers: bring the lab up with `vpnrouter lab up`")
+        if ipv6:            # the client's address first: without one, say so rather than time out
+            address, server_ip = client_ipv6(self.lab, _index(name)), self.lab.server_ip6(_index(sname))
         mine = state["clients"].setdefault(name, {})
         if proto in mine and _alive(mine[proto]["pid"]):
             raise LabError(f"{name} already holds a {proto} session (to {mine[proto]['server']}): "
@@ -138,7 +154,7 @@ class VpnLab:
         peers = self.peers(state)
         if proto == "wireguard" and not peers.kernel_wireguard:
             require(tools.USERSPACE_WIREGUARD)
-        progress(f"{name}: {proto} to {sname} ({server_ip})")
+        progress(f"{name}: {proto} to {sname} ({server_ip}{', over IPv6' if ipv6 else ''})")
         if proto in TUNNELS:
             pid = self._start_tunnel(proto, name, ns, sname, server_ip, directory, peers).pid
         elif proto == "pptp":
@@ -151,13 +167,15 @@ class VpnLab:
             charon = ipsec.start_client(self.lab, ns, directory, gateway=server_ip, identity=name,
                                         kernel_esp=peers.kernel_esp)
             pid = charon.proc.pid
-        mine[proto] = {"pid": pid, "server": sname, "server_ip": server_ip}
+        mine[proto] = {"pid": pid, "server": sname, "server_ip": server_ip, "ipv6": ipv6}
         self.save(state)
         try:
             if proto == "ipsec":
                 ipsec.connect(charon, timeout=max(1, int(wait)))
             if proto in ("ipsec", *TUNNELS) or peers.real_ppp:  # both ways (an IPsec association: both SPIs)
                 self._wait_traffic(name, proto, progress, wait)
+            if ipv6:
+                return self._ipv6_session(proto, address, server_ip)
             if self.lab.wan == "ds-lite":       # the B4 keeps no sessions: the AFTR's NAT does
                 return self._wait_through_aftr(name, proto, address, server_ip, directory, peers, progress, wait)
             return self._wait_up(proto, address, server_ip, progress, wait)
@@ -165,11 +183,28 @@ class VpnLab:
             self.disconnect(name, proto)
             raise
 
+    def _check_ipv6(self, proto: str) -> None:
+        """``--ipv6`` only where it means something: a tunnel that is one UDP or TCP flow, on an IPv6 WAN."""
+        if proto not in TUNNELS:
+            raise LabError(IPV6_ONLY_FOR)
+        if not self.lab.ipv6:
+            raise LabError(IPV6_NEEDS_WAN)
+
+    def _ipv6_session(self, proto: str, client6: str, server6: str) -> dict:
+        """A tunnel over IPv6, up (a ping crossed it): the router's IPv6 session of it, or if it lists none,
+        what was seen."""
+        for session in self.sessions():
+            if is_tunnel6_flow_of(session, proto, client6, server6):
+                return session
+        _, port = TUNNEL_PORTS[proto]
+        return {"id": None, "vpn": proto, "family": "ipv6", "client": client6, "inside": client6,
+                "remote": f"[{server6}]:{port}",
+                "state": "up over IPv6 (a ping crossed the tunnel; the router lists no IPv6 session of it)"}
+
     def _start_tunnel(self, proto: str, name: str, ns: str, sname: str, server_ip: str, directory: Path,
                       peers: Peers) -> subprocess.Popen:
         if proto == "wireguard":
-            index = int(name.removeprefix("c"))
-            return wireguard.start_client(self.lab, ns, directory, name, index, server_ip, sname,
+            return wireguard.start_client(self.lab, ns, directory, name, _index(name), server_ip, sname,
                                           peers.kernel_wireguard)
         return openvpn.start_client(self.lab, ns, directory, openvpn.FLAVOURS[proto], server_ip, name)
 
@@ -295,10 +330,11 @@ class VpnLab:
             "wan": self.wan_status(),
             "router": {"pid": router, "running": router is not None and is_router_process(router),
                        "socket": str(self.lab.socket_path)},
-            "servers": {name: {"address": s["address"],
+            "servers": {name: {"address": s["address"], **({"address6": s["address6"]} if "address6" in s else {}),
                                **{proto: _alive(pid) for proto, pid in s["pids"].items()}}
                         for name, s in state["servers"].items()},
-            "clients": {name: {proto: {"server": e["server"], "running": _alive(e["pid"])}
+            "clients": {name: {proto: {"server": e["server"], "running": _alive(e["pid"]),
+                                       "ipv6": e.get("ipv6", False)}
                                for proto, e in protos.items()}
                         for name, protos in state["clients"].items()},
             "vpn_sessions": [s for s in self.sessions() if is_vpn_flow(s, flow_protos(registry.descriptions()))],
@@ -316,6 +352,30 @@ def is_tunnel_flow_of(session: dict, proto: str, client_ip: str, server_ip: str)
     l4, port = TUNNEL_PORTS[proto]
     return (session.get("proto") == l4 and str(session.get("inside", "")).rpartition(":")[0] == client_ip
             and session.get("remote") == f"{server_ip}:{port}")
+
+
+def is_tunnel6_flow_of(session: dict, proto: str, client6: str | None, server6: str) -> bool:
+    """The router's IPv6 session (forwarded untranslated through its firewall, RFC 6092) that carries a
+    client's OpenVPN or WireGuard tunnel over IPv6 to a server; ``client6`` None: from any client."""
+    l4, port = TUNNEL_PORTS[proto]
+    if session.get("family") != "ipv6" or session.get("proto") != l4:
+        return False
+    remote, inside = _endpoint(session.get("remote")), _endpoint(session.get("inside"))
+    return remote == (ip_address(server6), port) and (client6 is None or inside[0] == ip_address(client6))
+
+
+def _endpoint(text) -> tuple:
+    """("[2001:db8::1]:1194") -> (IPv6Address, 1194); (None, None) for what is not one."""
+    host, _, port = str(text or "").rpartition(":")
+    try:
+        return ip_address(host.strip("[]")), int(port)
+    except ValueError:
+        return None, None
+
+
+def _index(name: str) -> int:
+    """c2 -> 2, s1 -> 1."""
+    return int(name[1:])
 
 
 def _is_up(session: dict, proto: str, client_ip: str, server_ip: str) -> bool:

@@ -8,6 +8,10 @@ the module (the VM) and ``wireguard-go`` where it has not (this build
 machine's kernel); each host's log says which.  ``wireguard-go`` keeps its
 control socket in ``/run/wireguard``, so each peer runs in a mount namespace
 of its own with a private ``/run``, as the PPP daemons do (``pptp.py``).
+
+A server's ListenPort is bound for IPv4 and IPv6 both (by the kernel's module
+and by wireguard-go alike), so in a lab with an IPv6 WAN a client may reach it
+over IPv6 (``Endpoint = [2001:db8:5::10]:51820``); the tunnel inside stays IPv4.
 """
 
 from __future__ import annotations
@@ -83,11 +87,17 @@ def start_server(lab: Lab, ns: str, directory: Path, name: str, kernel: bool) ->
 
 def start_client(lab: Lab, ns: str, directory: Path, name: str, index: int, server: str, server_name: str,
                  kernel: bool) -> subprocess.Popen:
-    """A peer with the server as its only peer, keeping the router's mapping open (PersistentKeepalive)."""
+    """A peer with the server (an IPv4 or an IPv6 address) as its only peer, keeping the router's mapping or
+    firewall state open (PersistentKeepalive)."""
     private, _ = keys(lab, name)
     conf = (f"[Interface]\nPrivateKey = {private}\n\n[Peer]\nPublicKey = {keys(lab, server_name)[1]}\n"
-            f"Endpoint = {server}:{PORT}\nAllowedIPs = {SERVER_TUNNEL_IP}/24\nPersistentKeepalive = 5\n")
+            f"Endpoint = {endpoint(server)}\nAllowedIPs = {SERVER_TUNNEL_IP}/24\nPersistentKeepalive = 5\n")
     return _start(lab, ns, directory, conf, f"{client_tunnel_ip(index)}/24", kernel)
+
+
+def endpoint(server: str) -> str:
+    """``address:port``, an IPv6 address in brackets (RFC 3986 §3.2.2), as wg(8) takes it."""
+    return f"[{server}]:{PORT}" if ":" in server else f"{server}:{PORT}"
 
 
 def _start(lab: Lab, ns: str, directory: Path, conf: str, address: str, kernel: bool) -> subprocess.Popen:
