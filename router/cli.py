@@ -9,6 +9,7 @@ import sys
 
 from . import config as config_mod
 from .behaviour import PROFILES, rule_vpns
+from .control import schema
 from .control.client import Client, ControlError
 from .helpers import registry
 from .version import version_line
@@ -197,6 +198,10 @@ def cmd_status(args) -> int:
     if status.get("dataplane"):
         print(f"dataplane   {_dataplane_line(status['dataplane'])}")
     print("passthrough " + "  ".join(_switch_text(status, name) for name in status["passthrough"]))
+    wan = schema.wan_of(status)
+    if not wan.get("passthrough_effective", True):
+        print(f"{'':<11} no effect: {wan.get('note') or 'the passthrough switches change nothing on this WAN'}")
+    print(f"{'wan mode':<11} {_wan_line(wan)}")
     if "nat" in status:
         print(f"nat         {_nat_line(status['nat'])}")
         rules = status["rules"]
@@ -225,6 +230,21 @@ def _dataplane_line(dataplane: dict) -> str:
     reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(misses.items(), key=lambda m: -m[1]))
     return (f"fast path (C): {dataplane.get('entries', 0):,} flows, {dataplane.get('hits', 0):,} frames forwarded, "
             f"{left:,} left to Python" + (f" ({reasons})" if reasons else ""))
+
+
+def _wan_line(wan: dict) -> str:
+    """``status()["wan"]`` in a line: "IPv4", "MAP-E <IPv4> PSID 3/4 bits, 4032 ports, BR <IPv6> (CE <IPv6>)",
+    "DS-Lite B4, AFTR <IPv6>" (``schema.STATUS_WAN``)."""
+    mode, map_e, ds_lite = wan.get("mode"), wan.get("map_e"), wan.get("ds_lite")
+    if mode == "map-e" and isinstance(map_e, dict):
+        return (f"MAP-E {map_e.get('ipv4')} PSID {map_e.get('psid')}/{map_e.get('psid_length')} bits, "
+                f"{map_e.get('ports')} ports, BR {map_e.get('br')} (CE {map_e.get('ce_ipv6')})")
+    if mode == "ds-lite" and isinstance(ds_lite, dict):
+        return f"DS-Lite B4, AFTR {ds_lite.get('aftr')}"
+    return WAN_NAMES.get(mode, str(mode))
+
+
+WAN_NAMES = {"ipv4": "IPv4", "map-e": "MAP-E", "ds-lite": "DS-Lite"}
 
 
 def _state_line(state: dict) -> str:

@@ -9,7 +9,9 @@ workers that post their answer; a refusal is a notification, never a crash.
 
 The router describes its VPN protocols at every connection; the switch bar,
 the protocols' keys (``keys``) and the VPN pane's groups are built from that
-whenever it changes.  The dashboard itself names no protocol.
+whenever it changes.  It also lists the protocols it recognises without a
+helper: their sessions get a group of their own in the VPN pane, after the
+helpers', while they have any.  The dashboard itself names no protocol.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from .widgets.filter import FilterBar
 from .widgets.header import StatusHeader
 from .widgets.rates import RatesPanel
 from .widgets.screens import DetailsScreen
-from .widgets.switches import SwitchBar
+from .widgets.switches import PassthroughNote, SwitchBar
 from .widgets.table import Column, KeyedTable
 
 REFRESH_INTERVAL = 0.25
@@ -72,7 +74,11 @@ VPN_COLUMNS = [
     Column("packets", "pkts in/out", 11, right=True),
     Column("bytes", "bytes in/out", 12, right=True),
 ]
-"""The VPN pane: calls, tunnels and associations under their protocol's title ("!" marks an ambiguous one)."""
+"""The VPN pane: calls, tunnels and associations under their protocol's title ("!" marks an ambiguous one), then
+the sessions of protocols recognised without a helper under theirs."""
+RECOGNISED = "recognised"
+"""The first item of a recognised protocol's group key in the VPN pane (``(RECOGNISED, name)``): no helper's name
+can be a tuple."""
 SORT_ORDER = [c.key for c in NAT_COLUMNS if c.key in SORT_KEYS]
 
 
@@ -124,6 +130,7 @@ class DashboardApp(KeysMixin, RequestsMixin, App[int]):
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="header")
         yield SwitchBar(id="switches")
+        yield PassthroughNote(id="passthrough-note")
         with Vertical(id="main"):
             with Vertical(id="vpn-pane", classes="pane"):
                 yield KeyedTable(VPN_COLUMNS, self._vpn_cells, selectable=lambda key: isinstance(key, int),
@@ -142,6 +149,7 @@ class DashboardApp(KeysMixin, RequestsMixin, App[int]):
         # Kept, not queried: while a modal screen is up, queries look in it.
         self.header = self.query_one(StatusHeader)
         self.switch_bar = self.query_one(SwitchBar)
+        self.passthrough_note = self.query_one(PassthroughNote)
         self.vpn_table = self.query_one("#vpn", KeyedTable)
         self.nat_table = self.query_one("#nat", KeyedTable)
         self.nat_pane = self.query_one("#nat-pane")
@@ -237,6 +245,9 @@ class DashboardApp(KeysMixin, RequestsMixin, App[int]):
             for name in model.protocols:
                 rows.append(name)
                 rows.extend(sorted(model.flow_ids.get(name, ())))
+            for name, ids in model.recognised_groups():
+                rows.append((RECOGNISED, name))
+                rows.extend(sorted(ids))
             vpn.set_rows(rows)
         else:
             vpn.refresh()
@@ -250,12 +261,16 @@ class DashboardApp(KeysMixin, RequestsMixin, App[int]):
 
     def _update_header(self, now: float) -> None:
         model = self.model
+        wan = model.wan
         self.header.update_view(
             socket=self.socket_path, connected=model.connected, detail=model.link_detail,
             uptime=fmt.uptime(model.router_uptime(now)), sessions=model.nat_count if model.synced else None,
-            flows=sum(model.flow_counts.values()), paused=self.paused, path=model.dataplane_path)
+            flows=sum(model.flow_counts.values()), paused=self.paused, path=model.dataplane_path,
+            wan=fmt.wan_brief(wan) if model.connected else None)
+        note = fmt.passthrough_note(wan) if model.connected else None
         self.switch_bar.update_view({name: model.switch_mode(name) for name in model.protocols}, model.holders,
-                                    model.pending, model.flow_counts)
+                                    model.pending, model.flow_counts, effective=note is None)
+        self.passthrough_note.update_view(note if model.protocols else None)
 
     def _update_titles(self) -> None:
         """The panes' titles: what the NAT table shows and the NAT behaviour; the access rules in brief."""
@@ -277,13 +292,20 @@ class DashboardApp(KeysMixin, RequestsMixin, App[int]):
         return fmt.nat_cells(session, self.clock())
 
     def _vpn_cells(self, key):
-        """A protocol's group title (its name as the key) or one of its flows (until the next screen update, a
-        row may still show a flow or a protocol that is gone)."""
-        protocols = self.model.protocols
+        """A protocol's group title (its name as the key), a recognised protocol's (``(RECOGNISED, name)``), or
+        one of their flows or sessions (until the next screen update, a row may still show a flow or a protocol
+        that is gone)."""
+        model = self.model
+        protocols = model.protocols
         if isinstance(key, str):
             protocol = protocols.get(key)
-            return key if protocol is None else fmt.vpn_title(protocol, len(self.model.flow_ids.get(key, ())))
-        session = self.model.sessions.get(key)
+            return key if protocol is None else fmt.vpn_title(protocol, len(model.flow_ids.get(key, ())))
+        if isinstance(key, tuple):
+            name = key[1]
+            return fmt.recognised_title(name, model.recognisers.get(name), len(model.recognised_ids.get(name, ())))
+        session = model.sessions.get(key)
+        if session is not None and session.recognised and not session.flow:
+            return fmt.recognised_cells(session, self.clock())
         protocol = protocols.get(session.vpn) if session is not None else None
         if protocol is None:
             return (str(key), "", "", "(closed)", "", "", "", "", "", "")
@@ -374,7 +396,7 @@ LINK_ITEMS = {
     Subscribed: lambda model, item, now: model.subscribed(item.seq, now),
     LinkUp: lambda model, item, now: model.link_up(now),
     LinkDown: lambda model, item, now: model.link_down(item.reason, now),
-    Described: lambda model, item, now: model.describe(item.helpers, now),
+    Described: lambda model, item, now: model.describe(item.helpers, now, item.recognisers),
     Dropped: lambda model, item, now: model.note(now, "error", f"the router dropped this dashboard: {item.reason}"),
 }
 """What each thing the link says does to the model."""

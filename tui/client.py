@@ -58,6 +58,9 @@ class Described:
     """The router's VPN protocols, as ``version()["helpers"]`` describes them, at every connection; None from a
     router that sends none (older than the dashboard)."""
     helpers: list | None
+    recognisers: list | None = None
+    """``version()["recognisers"]``: the protocols it recognises without a helper; None from a router older
+    than them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +251,8 @@ class Link:
             conn.close()
 
     async def _serve(self, conn: Connection) -> str:
-        self.emit(Described(await _check_version(conn)))
+        answer = await _check_version(conn)
+        self.emit(Described(_list(answer, "helpers"), _list(answer, "recognisers")))
         await conn.request("subscribe", then=lambda r: self.emit(Subscribed(int(r["seq"]))))
         await self._snapshot(conn)
         while True:
@@ -323,9 +327,9 @@ class Link:
         return reason, received
 
 
-async def _check_version(conn: Connection) -> list | None:
-    """Control protocol 3 or later (modes, profiles, rules); an older router is named as such.  The router's
-    protocols as it describes them (None if it does not)."""
+async def _check_version(conn: Connection) -> dict:
+    """Control protocol 3 or later (modes, profiles, rules); an older router is named as such.  Its answer
+    (``helpers``: its protocols as it describes them; ``recognisers``)."""
     try:
         answer = await conn.request("version")
     except RequestError as exc:
@@ -336,8 +340,12 @@ async def _check_version(conn: Connection) -> list | None:
     if protocol_version < schema.PROTOCOL_VERSION:
         raise RequestError("old_router", f"the router speaks control protocol {protocol_version}; "
                                          f"the dashboard needs {schema.PROTOCOL_VERSION}")
-    helpers = answer.get("helpers")
-    return helpers if isinstance(helpers, list) else None
+    return answer
+
+
+def _list(answer: dict, key: str) -> list | None:
+    value = answer.get(key)
+    return value if isinstance(value, list) else None
 
 
 def _describe(exc: OSError, path: str) -> str:

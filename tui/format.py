@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from router.control.flowview import render_ids
 
-from .protocols import Protocol
+from .protocols import Protocol, Recogniser
 from .session import Session
 
 
@@ -57,9 +57,15 @@ def pair(a: int, b: int) -> str:
 # -- the NAT table ----------------------------------------------------------------------------------
 
 def nat_cells(s: Session, now: float) -> tuple[str, ...]:
-    """id, proto, inside, outside, remote, state, idle, packets in/out, bytes in/out."""
-    return (str(s.id), s.proto, s.inside, s.outside, s.remote, s.state, duration(s.idle(now)),
+    """id, proto, inside, outside, remote, state, idle, packets in/out, bytes in/out.  A session the router
+    recognised shows its protocol's name where its state is the ordinary one (``ORDINARY_STATES``)."""
+    state = s.recognised if s.recognised and s.state in ORDINARY_STATES else s.state
+    return (str(s.id), s.proto, s.inside, s.outside, s.remote, state, duration(s.idle(now)),
             pair(s.packets_in, s.packets_out), pair(s.bytes_in, s.bytes_out))
+
+
+ORDINARY_STATES = frozenset({"active", "established"})
+"""A UDP session's one state and an open TCP connection's: a recognised session's name says more."""
 
 
 # -- the VPN pane -----------------------------------------------------------------------------------
@@ -84,6 +90,36 @@ def vpn_title(protocol: Protocol, count: int) -> str:
     return f"{protocol.title}  {count} {protocol.noun(count)}  ({protocol.legend})"
 
 
+# -- the VPN pane: protocols recognised without a helper ---------------------------------------------
+
+def recognised_title(name: str, recogniser: Recogniser | None, count: int) -> str:
+    """A recognised protocol's group: "<title>  1 flow  (UDP 51820, no helper)" (``name`` alone for one the
+    router did not describe)."""
+    flows = "flow" if count == 1 else "flows"
+    if recogniser is None:
+        return f"{name}  {count} {flows}  (no helper)"
+    return f"{recogniser.title}  {count} {flows}  ({recogniser.proto.upper()} {recogniser.port}, no helper)"
+
+
+def recognised_cells(s: Session, now: float) -> tuple[str, ...]:
+    """A recognised session as the VPN pane's columns: its hosts as client and server, and in place of protocol
+    IDs its name, its client's port and the one it was translated to (client>translated; the server's is its
+    group's) and how the router recognised it."""
+    client, inside_port = _host_port(s.inside)
+    server = _host_port(s.remote)[0]
+    outside_port = _host_port(s.outside)[1]
+    by = f" by {s.recognised_by}" if s.recognised_by else ""
+    ids = f"{s.recognised} {inside_port}>{outside_port}{by}"
+    return (str(s.id), client, server, ids, s.state, "", duration(s.age(now)), duration(s.idle(now)),
+            pair(s.packets_in, s.packets_out), pair(s.bytes_in, s.bytes_out))
+
+
+def _host_port(endpoint: str) -> tuple[str, str]:
+    """"192.168.77.11:40000" -> ("192.168.77.11", "40000")."""
+    host, _, port = endpoint.rpartition(":")
+    return (host, port) if host else (endpoint, "")
+
+
 # -- details ----------------------------------------------------------------------------------------
 
 def detail_lines(s: Session, now: float) -> list[tuple[str, str]]:
@@ -91,6 +127,8 @@ def detail_lines(s: Session, now: float) -> list[tuple[str, str]]:
     rows = [("id", str(s.id)), ("proto", s.proto)]
     if s.vpn:
         rows.append(("vpn", s.vpn))
+    if s.recognised:
+        rows.append(("recognised", f"{s.recognised}, by {s.recognised_by or '?'}, no helper"))
     rows += [("inside", s.inside), ("outside", s.outside), ("remote", s.remote), ("state", s.state),
              ("age", duration(s.age(now))), ("idle", duration(s.idle(now))),
              ("packets in/out", f"{s.packets_in} / {s.packets_out}"),
@@ -130,6 +168,30 @@ def nat_brief(nat: dict) -> str:
         size = port_set.get("size")
         text += f", port set of {size:,}" if isinstance(size, int) else ", port set"
     return text
+
+
+def wan_brief(wan: dict) -> str | None:
+    """``status()["wan"]`` in the header: "MAP-E <IPv4> PSID 3/4 4,032 ports BR <IPv6>", "DS-Lite AFTR <IPv6>";
+    None for a plain IPv4 WAN (the header says nothing of it)."""
+    mode = wan.get("mode")
+    map_e, ds_lite = wan.get("map_e"), wan.get("ds_lite")
+    if mode in (None, "ipv4"):
+        return None
+    if mode == "map-e" and isinstance(map_e, dict):
+        ports = map_e.get("ports")
+        size = f"{ports:,}" if isinstance(ports, int) else "?"
+        return (f"MAP-E {map_e.get('ipv4')} PSID {map_e.get('psid')}/{map_e.get('psid_length')} {size} ports "
+                f"BR {map_e.get('br')}")
+    if mode == "ds-lite" and isinstance(ds_lite, dict):
+        return f"DS-Lite AFTR {ds_lite.get('aftr')}"
+    return f"WAN {mode}"
+
+
+def passthrough_note(wan: dict) -> str | None:
+    """Why the passthrough switches have no effect (``status()["wan"]["note"]``), or None while they have."""
+    if wan.get("passthrough_effective", True):
+        return None
+    return wan.get("note") or f"the passthrough switches have no effect on this WAN ({wan.get('mode')})"
 
 
 def rules_brief(rules: dict) -> str:

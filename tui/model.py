@@ -34,10 +34,15 @@ Rules, in the order they are checked for each event:
    protocol's view lets events change, and a list field by the view's
    ``list_events``; one of the view's ``ending_events`` ends the flow.
 
+The router's ``recognisers`` (``version``, with the helpers) name the
+protocols it recognises without a helper: their sessions stay NAT sessions,
+and are counted and listed by name as well (``recognised_ids``).
+
 The router's settings come from ``status`` (every second) and from the events
-that change them: each switch's mode and holder (``switch_changed``; by the
-names the router gives them, its protocols'), the NAT behaviour new sessions
-get (``profile_changed``), the access rules' summary.
+that change them: its WAN (``wan``: plain IPv4 from a router that says none),
+each switch's mode and holder (``switch_changed``; by the names the router
+gives them, its protocols'), the NAT behaviour new sessions get
+(``profile_changed``), the access rules' summary.
 A ``set_passthrough`` answer says only on or off: the mode it confirms is the
 one asked for ("single", "multi", "off"); after "on" it is unknown ("on")
 until the event or the next status says which.
@@ -54,7 +59,7 @@ from dataclasses import dataclass
 from router.control import schema
 
 from . import format as fmt
-from .protocols import Protocol, flow_protos, read_protocols, title
+from .protocols import Protocol, Recogniser, flow_protos, read_protocols, read_recognisers, title
 from .rates import Rates
 from .session import Changes, Session
 
@@ -96,6 +101,10 @@ class Model:
         """The access rules in brief: ``{"default_action", "count"}``."""
         self.flow_ids: dict[str, set[int]] = {}
         """The ids of each protocol's own flows (calls, tunnels, associations), for every protocol described."""
+        self.recognisers: dict[str, Recogniser] = {}
+        """The protocols the router recognises without a helper, in its order (``describe``)."""
+        self.recognised_ids: dict[str, set[int]] = {}
+        """The ids of the NAT sessions recognised as each such protocol, for every name that has some."""
         self.connected = False
         self.link_detail = "connecting"
         self.uptime: float | None = None
@@ -131,15 +140,21 @@ class Model:
             self.note(now, "link", f"disconnected: {reason}")
         self.version += 1
 
-    def describe(self, helpers: list | None, now: float) -> None:
+    def describe(self, helpers: list | None, now: float, recognisers: list | None = None) -> None:
         """The router's protocols (``version()["helpers"]``, at every connection; None from a router that sends
-        none, which then shows no switches).  New ones sort the table again: flows and NAT sessions by them."""
+        none, which then shows no switches) and its recognisers (``version()["recognisers"]``: the titles of
+        the sessions it recognised).  New protocols sort the table again: flows and NAT sessions by them."""
         if helpers is None:
             self.note(now, "error", "the router describes no VPN protocols (it is older than this dashboard): "
                                     "no switches, no VPN sessions")
         protocols, notes = read_protocols(helpers)
-        for text in notes:
+        known, more = read_recognisers(recognisers)
+        for text in notes + more:
             self.note(now, "error", text)
+        if known != self.recognisers:
+            self.recognisers = known
+            self._changes.reset = True
+            self.version += 1
         if protocols == self.protocols:
             return
         self.protocols, self.protos = protocols, flow_protos(protocols)
@@ -195,6 +210,11 @@ class Model:
         if isinstance(status.get("rules"), dict):
             self.rules = status["rules"]
         self.rates.sample(status.get("counters") or {}, self.uptime)
+
+    @property
+    def wan(self) -> dict:
+        """``status()["wan"]`` (``schema.STATUS_WAN``); a plain IPv4 WAN's from a router that says none."""
+        return schema.wan_of(self.status)
 
     @property
     def dataplane_path(self) -> str | None:
@@ -353,12 +373,14 @@ class Model:
             session = self.sessions[sid] = Session(data, now, self.protos)
             if session.flow:
                 self.flow_ids.setdefault(session.vpn, set()).add(sid)
+            elif session.recognised:
+                self.recognised_ids.setdefault(session.recognised, set()).add(sid)
             self._changes.added.add(sid)
             self._changes.removed.discard(sid)
         else:
-            was_flow = session.flow
+            was = session.flow, session.recognised
             session.update(data, now, self.protos)
-            if was_flow != session.flow:
+            if was != (session.flow, session.recognised):
                 self._recount()
             self._changes.replaced.add(sid)
         self.version += 1
@@ -370,6 +392,8 @@ class Model:
             return
         if session.flow:
             self.flow_ids[session.vpn].discard(sid)
+        elif session.recognised:
+            self._forget_recognised(session.recognised, sid)
         self._changes.removed.add(sid)
         self._changes.added.discard(sid)
         self._changes.changed.discard(sid)
@@ -378,10 +402,27 @@ class Model:
 
     def _recount(self) -> None:
         flow_ids = {name: set() for name in self.protocols}
+        recognised_ids: dict[str, set[int]] = {}
         for session in self.sessions.values():
             if session.flow:
                 flow_ids.setdefault(session.vpn, set()).add(session.id)
-        self.flow_ids = flow_ids
+            elif session.recognised:
+                recognised_ids.setdefault(session.recognised, set()).add(session.id)
+        self.flow_ids, self.recognised_ids = flow_ids, recognised_ids
+
+    def _forget_recognised(self, name: str, sid: int) -> None:
+        ids = self.recognised_ids.get(name)
+        if ids is not None:
+            ids.discard(sid)
+            if not ids:
+                del self.recognised_ids[name]
+
+    def recognised_groups(self) -> list[tuple[str, set[int]]]:
+        """(name, ids) of each recognised protocol that has sessions: the router's recognisers in its order,
+        then any name it did not describe."""
+        ids = self.recognised_ids
+        order = [name for name in self.recognisers if name in ids] + sorted(set(ids) - set(self.recognisers))
+        return [(name, ids[name]) for name in order]
 
     @property
     def flow_counts(self) -> dict[str, int]:
@@ -413,7 +454,7 @@ REFUSALS = frozenset({"refused_single", "denied"})
 
 
 def _session_text(data: dict) -> str:
-    vpn = f" [{data['vpn']}]" if data.get("vpn") else ""
+    vpn = f" [{data['vpn']}]" if data.get("vpn") else f" ({data['recognised']})" if data.get("recognised") else ""
     return (f"#{data.get('id')} {data.get('proto', '?')} {data.get('inside', '')} -> {data.get('outside', '')} "
             f"-> {data.get('remote', '')}{vpn}")
 

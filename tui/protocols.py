@@ -128,6 +128,39 @@ def _reason(exc: Exception) -> str:
     return f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
 
 
+# -- protocols recognised without a helper ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Recogniser:
+    """A protocol the router recognises without a helper (``version()["recognisers"]``,
+    ``router.control.schema.RECOGNISER_FIELDS``): its sessions are plain UDP or TCP NAT sessions, named."""
+    name: str
+    """``recognised`` in its sessions."""
+    title: str
+    proto: str
+    """"udp" or "tcp"."""
+    port: int
+    """The server's well-known port."""
+
+
+def read_recognisers(descriptions: list | None) -> tuple[dict[str, Recogniser], list[str]]:
+    """The recognisers a router described, by name in its order, and a note for each description left out (a
+    router older than them describes none)."""
+    recognisers: dict[str, Recogniser] = {}
+    notes = []
+    for description in descriptions or ():
+        try:
+            recogniser = Recogniser(str(description["name"]), str(description.get("title") or description["name"]),
+                                    str(description["proto"]), int(description["port"]))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            name = description.get("name") if isinstance(description, dict) else None
+            notes.append(f"the router's recogniser {name!r} is left out: the dashboard cannot read its description "
+                         f"({_reason(exc)})")
+            continue
+        recognisers.setdefault(recogniser.name, recogniser)
+    return recognisers, notes
+
+
 def flow_protos(protocols: dict[str, Protocol]) -> dict[str, str]:
     """vpn -> the ``proto`` of its own flows, for ``schema.is_vpn_flow``."""
     return {name: protocol.flow_proto for name, protocol in protocols.items()}

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 
 from router.control import schema
 
-BASE_FIELDS = frozenset(schema.SESSION_FIELDS) | {"vpn"}
+BASE_FIELDS = frozenset(schema.SESSION_FIELDS) | {"vpn"} | frozenset(schema.SESSION_RECOGNISED)
 
 
 class Session:
     """One NAT session or VPN flow.  Age and idle are kept as times, so they grow without events."""
 
     __slots__ = ("id", "proto", "inside", "outside", "remote", "state", "vpn", "packets_in", "packets_out",
-                 "bytes_in", "bytes_out", "created", "last_seen", "fields", "flow")
+                 "bytes_in", "bytes_out", "created", "last_seen", "fields", "flow", "recognised", "recognised_by")
 
     def __init__(self, data: dict, now: float, protos: dict[str, str]):
         self.id = data["id"]
@@ -30,6 +30,10 @@ class Session:
         self.proto = data.get("proto", "?")
         self.inside, self.outside, self.remote = data.get("inside", ""), data.get("outside", ""), data.get("remote", "")
         self.vpn = data.get("vpn")
+        self.recognised = data.get("recognised")
+        """A protocol the router recognised without a helper, by name; None for the others."""
+        self.recognised_by = data.get("recognised_by")
+        """"port" or "first bytes" (``schema.RECOGNISED_BY``)."""
         self.fields = {k: v for k, v in data.items() if k not in BASE_FIELDS}
         self.classify(protos)
         self.update_counters(data, now)

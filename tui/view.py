@@ -3,7 +3,8 @@
 A filter is words, all of which must match (``/`` in the dashboard)::
 
     udp                    any of proto, inside, outside, remote, state contains "udp"
-    remote:8.8.           that field contains the text (proto, inside, outside, remote, state, vpn)
+    remote:8.8.           that field contains the text (proto, inside, outside, remote, state, vpn,
+                           recognised: the name of a protocol the router recognised without a helper)
     proto=tcp              that field is exactly the text
     idle>30  age<5m        seconds, or with s, m, h
     bytes>1M  packets<=10  in and out together, with k, M, G (powers of 1000)
@@ -23,7 +24,7 @@ from typing import Callable
 
 from .session import Changes, Session
 
-TEXT_FIELDS = ("proto", "inside", "outside", "remote", "state", "vpn")
+TEXT_FIELDS = ("proto", "inside", "outside", "remote", "state", "vpn", "recognised")
 NUMBER_FIELDS = ("idle", "age", "packets", "bytes", "id")
 TIME_FIELDS = ("idle", "age")
 _TERM = re.compile(r"^(?P<neg>!?)(?:(?P<field>[a-z_]+)(?P<op>:|>=|<=|!=|=|>|<))?(?P<value>.*)$")

@@ -90,8 +90,8 @@ def is_vpn_flow(session, protos: dict[str, str]) -> bool:
 
 STATUS_PYTHON = ("version", "implementation", "executable", "base_prefix")
 """``status()["python"]``: the interpreter that runs the router (``base_prefix`` "/usr" for Debian's).
-``version []`` answers ``{"protocol", "router", "python", "helpers"}`` (``python``: its version; ``helpers``:
-``HELPER_FIELDS``)."""
+``version []`` answers ``{"protocol", "router", "python", "helpers", "recognisers"}`` (``python``: its version;
+``helpers``: ``HELPER_FIELDS``; ``recognisers``, since issue 20: ``RECOGNISER_FIELDS``)."""
 STATUS_STATE = ("file", "interval", "restored", "refused", "fresh")
 """``status()["state"]``: the state file (null if none), its write interval, and what happened at start:
 ``restored`` null or ``{"written": Unix time, "age": seconds between writing and restoring, "writer":
@@ -106,3 +106,42 @@ STATUS_DATAPLANE = ("path", "why", "entries", "hits", "misses")
 front of the Python data plane) with ``entries`` (flows it forwards now), ``hits`` (frames it forwarded) and
 ``misses`` ({reason: frames it left to Python}); or ``path`` "python" with ``why`` ("[dataplane] fastpath = false",
 or the fast path is not built)."""
+
+# -- added in version 3, no meaning changed: WAN modes (issue 20) ---------------------------------------------
+
+WAN_MODES = ("ipv4", "map-e", "ds-lite")
+STATUS_WAN = ("mode", "ipv6", "gateway6", "map_e", "ds_lite", "passthrough_effective", "note")
+"""``status()["wan"]``: how the router reaches the Internet (``[wan] mode``). ``mode`` one of ``WAN_MODES``;
+``ipv6`` the router's IPv6 address on the WAN link with its prefix length ("2001:db8:ffff::2/64") and
+``gateway6`` its IPv6 gateway, both null under "ipv4"; ``map_e`` null or a dict of ``STATUS_WAN_MAP_E`` (RFC 7597:
+the CE's shared IPv4 address, its PSID and PSID length in bits, how many ports its port set holds, its MAP IPv6
+address, the BR, the End-user IPv6 prefix, the largest IPv4 packet the softwire carries whole); ``ds_lite`` null
+or a dict of ``STATUS_WAN_DS_LITE`` (RFC 6333: the AFTR, the B4's IPv4 address, the inner MTU);
+``passthrough_effective`` false when the passthrough switches change nothing (under "ds-lite" the NAT is the
+provider's AFTR), with ``note`` the one-line reason (null otherwise). A router older than WAN modes sends no
+``wan``: its WAN is plain IPv4 (``wan_of``)."""
+STATUS_WAN_MAP_E = ("ipv4", "psid", "psid_length", "ports", "ce_ipv6", "br", "end_user_prefix", "mtu")
+STATUS_WAN_DS_LITE = ("aftr", "b4_ipv4", "mtu")
+WAN_IPV4 = {"mode": "ipv4", "ipv6": None, "gateway6": None, "map_e": None, "ds_lite": None,
+            "passthrough_effective": True, "note": None}
+"""``status()["wan"]`` of a plain IPv4 WAN, and what a client takes for a router that sends none."""
+
+
+def wan_of(status) -> dict:
+    """``status["wan"]``, or a plain IPv4 WAN's for a router older than WAN modes (``status``: a status dict)."""
+    wan = status.get("wan") if isinstance(status, dict) else None
+    return wan if isinstance(wan, dict) else dict(WAN_IPV4)
+
+# -- added in version 3, no meaning changed: VPNs recognised without a helper (issue 20) ------------------------
+
+SESSION_RECOGNISED = ("recognised", "recognised_by")
+"""Every NAT session and flow dict also has these (a router older than them sends neither: read them as null):
+``recognised`` null or the name of a protocol that needs no helper (its traffic is one plain UDP or TCP flow),
+as ``version()["recognisers"]`` lists it, and ``recognised_by`` null or one of ``RECOGNISED_BY``. Such a session
+is a NAT session like any other (no ``vpn``, no switch); it was recognised once, when it opened, by its remote
+port and its opening datagram's payload ("first bytes"), or, for TCP whose SYN carries none, by its port alone."""
+RECOGNISED_BY = ("port", "first bytes")
+RECOGNISER_FIELDS = ("name", "title", "proto", "port")
+"""``version()["recognisers"]``: the protocols the router recognises without a helper, in the order a client
+lists them, each with its ``name`` (``recognised`` in sessions), ``title``, ``proto`` ("udp" or "tcp") and the
+server's well-known ``port``. A client learns them here and names none itself."""

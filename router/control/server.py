@@ -34,6 +34,7 @@ import msgpack
 from ..behaviour import PROFILES
 from ..dataplane.events import event_to_dict
 from ..logs import Throttle
+from ..recognise import descriptions
 from ..version import interpreter, package_version
 from . import protocol, schema
 from .capture import Capture
@@ -291,7 +292,8 @@ class ControlServer:
 
     def _version(self, params, conn):
         return {"protocol": schema.PROTOCOL_VERSION, "router": package_version(), "python": interpreter()["version"],
-                "helpers": [helper.description() for helper in self.router.helpers]}
+                "helpers": [helper.description() for helper in self.router.helpers],
+                "recognisers": descriptions(getattr(self.router, "recognisers", {}).values())}
 
     def _status(self, params, conn):
         status = self.router.status(self.clock())

@@ -64,12 +64,17 @@ class SessionInfo:
     bytes_out: int
     vpn: str | None = None
     details: tuple[tuple[str, object], ...] = ()
+    recognised: str | None = None
+    """A protocol that needs no helper, by name (``router.recognise``); None for the others."""
+    recognised_by: str | None = None
+    """How it was recognised: "port" or "first bytes" (``router.control.schema.RECOGNISED_BY``)."""
 
     def to_dict(self) -> dict:
         data = {"id": self.id, "proto": self.proto, "inside": self.inside, "outside": self.outside,
                 "remote": self.remote, "state": self.state, "idle": self.idle, "age": self.age,
                 "packets_in": self.packets_in, "packets_out": self.packets_out, "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out}     # by hand: dataclasses.asdict deep-copies, ten times slower
+                "bytes_out": self.bytes_out,     # by hand: dataclasses.asdict deep-copies, ten times slower
+                "recognised": self.recognised, "recognised_by": self.recognised_by}
         if self.vpn is not None:
             data["vpn"] = self.vpn
         data.update(self.details)

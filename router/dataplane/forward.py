@@ -10,6 +10,10 @@ Protocols without ports (GRE, ESP) go to the helper that declared them: it
 finds the flow, and the same one-address rewrite follows (``_portless_out``,
 ``_portless_in``).  Datagrams to a shared outside port (``nat.shared_in``)
 that match several sessions go to the sessions' helper's ``demux``.
+
+A new flow that no helper takes may still be a VPN that needs none: the
+recognisers (``router.recognise``) name it by its remote port and first
+payload bytes, once, when its session opens (``_open_out``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ..packet.frame import (IP_OFFSET, IpProto, PORTS, TCP_ACK, TCP_RST, TCP_SYN
                             VNET_F_NEEDS_CSUM, ip_str)
 from ..packet.ipv4 import ERROR_TYPES, QUERY_REPLIES, QUERY_REQUESTS, IcmpType, Unreachable
 from ..helpers.base import Verdict
+from ..recognise import BY_PORT
 from .contract import RouterCore
 from .events import DropReason, VpnEvent
 from .icmp import embedded_flow, rewrite_embedded, rewrite_outer
@@ -50,6 +55,10 @@ def _flow_text(src: int, sport: int, dst: int, dport: int) -> str:
 
 class Forwarding(RouterCore):
     """A part of ``Router``: the NAT paths.  What it uses of the rest is declared in ``contract.RouterCore``."""
+
+    recognisers: dict = BY_PORT
+    """(IP protocol, remote port) -> the ``Recogniser`` that names a new flow without a helper (the registry's;
+    an empty dict names none)."""
 
     # -- LAN to WAN ---------------------------------------------------------------------------
 
@@ -136,6 +145,10 @@ class Forwarding(RouterCore):
                                     now, result)
         if share and not result.mapping.shared:
             self._translated_under_port_set(helper, result, now)
+        if helper is None:
+            recogniser = self.recognisers.get((proto, dport))
+            if recogniser is not None:
+                result.recognised = recogniser.recognise(_payload(frame, l4, proto))
         return self._opened(result, helper, SYN_OUT, now)
 
     def _translated_under_port_set(self, helper, session, now):
@@ -442,6 +455,12 @@ class Forwarding(RouterCore):
 
 
 SYN_OUT, SYN_IN = TcpState.SYN_OUT, TcpState.SYN_IN
+
+
+def _payload(frame: bytearray, l4: int, proto: int) -> bytes:
+    """A new flow's first transport payload, up to the IP total length (cold path: what a recogniser reads)."""
+    start = l4 + max(5, frame[l4 + 12] >> 4) * 4 if proto == TCP else l4 + 8
+    return bytes(frame[start:IP + (frame[IP + 2] << 8 | frame[IP + 3])])
 
 
 def _segments(frame: bytearray, tot_len: int) -> int:

@@ -113,7 +113,7 @@ class Session:
                  "packets_in", "packets_out", "bytes_in", "bytes_out", "out_key", "in_key",
                  "out_addr_delta", "out_ip_delta", "out_l4_delta",
                  "in_addr_delta", "in_ip_delta", "in_l4_delta", "closed", "helper", "helper_state",
-                 "inside_ip_bytes", "tap", "holds", "scheduled")
+                 "inside_ip_bytes", "tap", "holds", "scheduled", "recognised")
 
     def __init__(self, sid: int, mapping: Mapping, remote_ip: int, remote_port: int, wan_ip: int, now: float):
         proto = mapping.proto
@@ -141,6 +141,9 @@ class Session:
         """It counts towards its client holding its helper's VPN (single passthrough): a live VPN session."""
         self.scheduled = 0.0
         """The earliest deadline this session has in the timer heap (0: none)."""
+        self.recognised: tuple[str, str] | None = None
+        """(name, how) of a protocol that needs no helper, recognised when the session opened
+        (``router.recognise``: ``Recogniser.recognise``); None for a plain flow or a helper's."""
         if proto == IpProto.ICMP:
             self.out_key = (proto, self.inside_ip, self.inside_port, remote_ip, 0)
             self.in_key = (proto, remote_ip, 0, wan_ip, self.outside_port)
@@ -176,6 +179,7 @@ class Session:
         if self.helper is not None:
             vpn = self.helper.name
             details = tuple(self.helper.describe(self))
+        recognised, recognised_by = self.recognised or (None, None)
         return SessionInfo(
             id=self.id, proto=PROTO_NAMES.get(self.proto, str(self.proto)),
             inside=f"{ip_str(self.inside_ip)}:{self.inside_port}",
@@ -184,4 +188,5 @@ class Session:
             state=self.view_state(),
             idle=round(max(0.0, now - self.last_seen), 3), age=round(max(0.0, now - self.created), 3),
             packets_in=self.packets_in, packets_out=self.packets_out,
-            bytes_in=self.bytes_in, bytes_out=self.bytes_out, vpn=vpn, details=details)
+            bytes_in=self.bytes_in, bytes_out=self.bytes_out, vpn=vpn, details=details,
+            recognised=recognised, recognised_by=recognised_by)

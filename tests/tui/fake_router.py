@@ -26,18 +26,21 @@ import msgpack
 from router.behaviour import PROFILES, Rule, parse_rule
 from router.control import protocol, schema
 
-from .samples import DEMO_RULES, DESCRIPTIONS, demo_table, nat_session, profile_nat
+from .samples import DEMO_RULES, DESCRIPTIONS, RECOGNISED, demo_table, nat_session, profile_nat
 
 
 class FakeRouter:
     def __init__(self, path: str | Path, sessions=(), helpers: list[dict] | None = None, uptime: float = 3723.0,
-                 modes: dict | None = None, rules=(), default_action: str = "allow", profile: str = "default"):
+                 modes: dict | None = None, rules=(), default_action: str = "allow", profile: str = "default",
+                 recognisers: list[dict] | None = RECOGNISED):
         self.path = str(path)
         self.sessions: dict[int, dict] = {s["id"]: dict(s) for s in sessions}
         self.helpers: list[dict] | None = DESCRIPTIONS if helpers is None else helpers
         """``version()["helpers"]``: the protocols, in the order of their switches; set to None, the fake is a
         router too old to describe them."""
         self.protos = schema.flow_protos(self.helpers)
+        self.recognisers = recognisers
+        """``version()["recognisers"]``; None: a router too old to have them."""
         self.extra_status: dict = {}
         """Added to ``status``: what a test wants the router to say besides (``dataplane``, say)."""
         self.modes: dict[str, str] = dict(modes or {h["name"]: "multi" for h in self.helpers})
@@ -292,6 +295,8 @@ class FakeRouter:
 
     def _m_version(self, writer, params):
         answer = {"protocol": schema.PROTOCOL_VERSION, "router": "fake"}
+        if self.recognisers is not None:
+            answer["recognisers"] = self.recognisers
         return answer if self.helpers is None else {**answer, "helpers": self.helpers}
 
     def _m_status(self, writer, params):

@@ -1,5 +1,6 @@
 """What the router says, made up for the dashboard's tests and the fake router: sessions and VPN flows, NAT
-settings, access rules, and the descriptions of its protocols (the real registry's, and a toy fourth one).
+settings, WAN modes, access rules, and the descriptions of its protocols (the real registry's, and a toy fourth
+one) and of what it recognises without a helper (the real recognisers').
 
 The settings come from the router's own modules (``router.behaviour``,
 ``router.portset``), so the fake cannot drift from what the router sends.
@@ -10,12 +11,15 @@ from __future__ import annotations
 from router.behaviour import PROFILES
 from router.helpers.registry import descriptions
 from router.portset import PortSet
+from router.recognise import RECOGNISERS, descriptions as recogniser_descriptions
 from tui.protocols import read_protocols
 
 DESCRIPTIONS = descriptions()
 """The registry's protocols as ``version()["helpers"]`` describes them (PPTP, L2TP, IPsec)."""
 PROTOCOLS = read_protocols(DESCRIPTIONS)[0]
 """The same as the dashboard reads them."""
+RECOGNISED = recogniser_descriptions(RECOGNISERS)
+"""``version()["recognisers"]``: what the router recognises without a helper (OpenVPN, WireGuard)."""
 TOY = {"name": "toy", "title": "Toy", "key": "t", "noun": ["hop", "hops"], "flow_noun": "hop", "flow_proto": "toy",
        "view": {"fields": ["client", "relay", "hop_id", "peer_hop_id", "path", "shaky"], "client": "client",
                 "server": "relay", "ids": "hop {hop_id}<>{peer_hop_id}{path:each| via |,|[node]}",
@@ -38,6 +42,18 @@ def profile_nat(name: str) -> dict:
     """``status()["nat"]`` with a profile's settings."""
     return PROFILES[name].nat.to_dict()
 
+
+WAN_MAP_E = {"mode": "map-e", "ipv6": "2001:db8:ffff::2/64", "gateway6": "2001:db8:ffff::1",
+             "map_e": {"ipv4": "198.51.100.194", "psid": 3, "psid_length": 4, "ports": 4032,
+                       "ce_ipv6": "2001:db8:a:2300:0:c633:64c2:3", "br": "2001:db8:ffff::1",
+                       "end_user_prefix": "2001:db8:a:2300::/56", "mtu": 1460},
+             "ds_lite": None, "passthrough_effective": True, "note": None}
+"""``status()["wan"]`` of a MAP-E CE (RFC 7597), as issue 20 words it."""
+WAN_DS_LITE = {"mode": "ds-lite", "ipv6": "2001:db8:ffff::2/64", "gateway6": "2001:db8:ffff::1", "map_e": None,
+               "ds_lite": {"aftr": "2001:db8:ffff::1", "b4_ipv4": "192.0.0.2", "mtu": 1460},
+               "passthrough_effective": False,
+               "note": "DS-Lite: the AFTR does the NAT; the passthrough switches have no effect"}
+"""``status()["wan"]`` of a DS-Lite B4 (RFC 6333): the NAT is the provider's."""
 
 DEMO_RULES = [{"vpn": "pptp", "client": "192.168.77.12", "server": "0.0.0.0/0", "action": "deny"},
               {"vpn": "any", "client": "192.168.77.0/24", "server": "198.51.100.0/24", "action": "allow"}]
@@ -99,6 +115,14 @@ def toy_hop(sid: int, client: str = "192.168.77.15", relay: str = "198.51.100.30
             "remote": f"{relay}:{peer}", "state": "hopping", "idle": 3.0, "age": 30.0, "packets_in": 5,
             "packets_out": 6, "bytes_in": 500, "bytes_out": 600, "vpn": "toy", "client": client, "relay": relay,
             "hop_id": hop_id, "peer_hop_id": peer, "path": [{"node": node} for node in path], "shaky": shaky}
+
+
+def recognised(sid: int, name: str = "wireguard", client: str = "192.168.77.16", server: str = "198.51.100.40",
+               by: str = "first bytes") -> dict:
+    """A NAT session the router recognised without a helper (``name`` as ``RECOGNISED`` lists it)."""
+    description = next(d for d in RECOGNISED if d["name"] == name)
+    return nat_session(sid, description["proto"], inside=f"{client}:{40000 + sid}",
+                       remote=f"{server}:{description['port']}", recognised=name, recognised_by=by)
 
 
 def demo_table(nat: int = 12) -> list[dict]:
