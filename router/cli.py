@@ -100,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     passthrough.add_argument("name", choices=registry.names(), help="the protocol")
     passthrough.add_argument("state", choices=("on", "off", "single", "multi"))
     passthrough.set_defaults(func=cmd_passthrough)
+    ipv6 = ctl_sub.add_parser("ipv6", help="a VPN's IPv6 switch: let its inbound in to LAN hosts unasked, or not",
+                              description="On an IPv6 WAN the router forwards native IPv6 behind a stateful "
+                                          "firewall (RFC 6092): what LAN hosts send, and the replies, pass; nothing "
+                                          "else comes in. A VPN's IPv6 switch lets in what that VPN needs unasked "
+                                          "(ipv6_ipsec: ESP, AH and IKE on UDP 500 and 4500, RFC 6092 §3.2.4); off "
+                                          "again ends what it let in. Also [wan] ipv6_<vpn> = true.")
+    ipv6.add_argument("name", choices=[f"ipv6_{n}" for n in registry.ipv6_switch_vpns()], help="the switch")
+    ipv6.add_argument("state", choices=("on", "off"))
+    ipv6.set_defaults(func=cmd_ipv6)
     profile = ctl_sub.add_parser("profile", help="behave like another router: apply a named profile",
                                  description="Apply a named profile (NAT mapping, filtering, port assignment, "
                                              "hairpinning, port set, passthrough modes) to new sessions; sessions "
@@ -367,6 +376,12 @@ def cmd_tui(args) -> int:
 def cmd_passthrough(args) -> int:
     _call(args, "set_passthrough", args.name, args.state)
     print(f"{args.name} passthrough " + _switch_text(_call(args, "status"), args.name).split(" ", 1)[1])
+    return 0
+
+
+def cmd_ipv6(args) -> int:
+    switches = _call(args, "set_ipv6_switch", args.name, args.state == "on")
+    print(f"{args.name} {'on' if switches[args.name] else 'off'}")
     return 0
 
 

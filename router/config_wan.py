@@ -186,7 +186,7 @@ def _ds_lite(table: dict, address6: IPv6Interface, gateway6: IPv6Address, mtu: i
 
 def ipv6_switch_names() -> list[str]:
     """``ipv6_<vpn>`` for each registered helper that declares ``ipv6_inbound``."""
-    return [f"ipv6_{cls.name}" for cls in registry.helper_classes() if cls.ipv6_inbound]
+    return [f"ipv6_{name}" for name in registry.ipv6_switch_vpns()]
 
 
 def _delegated(table: dict, link: WanLink, address6: IPv6Interface) -> ipaddress.IPv6Network | None:

@@ -145,3 +145,12 @@ RECOGNISER_FIELDS = ("name", "title", "proto", "port")
 """``version()["recognisers"]``: the protocols the router recognises without a helper, in the order a client
 lists them, each with its ``name`` (``recognised`` in sessions), ``title``, ``proto`` ("udp" or "tcp") and the
 server's well-known ``port``. A client learns them here and names none itself."""
+
+# -- added in version 3, no meaning changed: native IPv6 (issue 20) ----------------------------------------------
+
+IPV6_SWITCH_METHOD = "set_ipv6_switch"
+"""``set_ipv6_switch [name, on]`` ("ipv6_<vpn>", a boolean): on an IPv6 WAN, whether the IPv6 firewall lets what
+that VPN declares in to LAN hosts unasked (``ipv6_ipsec``: ESP, AH, UDP 500 and 4500; RFC 6092 §3.2.4); answers
+``status()["wan"]["ipv6_switches"]``. On an IPv4 WAN it is an error. IPv6 sessions (the firewall's records) are in
+``sessions`` with ``"family": "ipv6"``, addresses as "[2001:db8::1]:port", ``outside`` equal to ``inside`` (no
+translation) and ``state`` "open", "established", "closing" or "admitted" (let in by a switch)."""

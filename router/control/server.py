@@ -54,7 +54,8 @@ PARTIAL_TIMEOUT = 10.0
 """Seconds a client may leave a message unfinished before it is disconnected."""
 READ_TIMEOUT = 30.0
 """Seconds a client may leave the router's answers unread (its socket full) before it is disconnected."""
-CHANGES = frozenset({"set_passthrough", "set_profile", "add_rule", "del_rule", "close_session", "capture"})
+CHANGES = frozenset({"set_passthrough", "set_profile", "add_rule", "del_rule", "close_session", "capture",
+                     "set_ipv6_switch"})
 """Methods that change the router: logged with the peer's credentials."""
 PEERCRED = struct.Struct("3i")
 
@@ -313,6 +314,20 @@ class ControlServer:
         self.on_change()
         return dict(self.router.switches)
 
+    def _set_ipv6_switch(self, params, conn):
+        switches = self.router.status(self.clock())["wan"].get("ipv6_switches") or {}
+        if len(params) != 2 or not isinstance(params[0], str) or not isinstance(params[1], bool):
+            raise ValueError(f"params: [name, on] with name {_either(switches) if switches else 'a switch'} and "
+                             "on a boolean")
+        if not hasattr(self.router, "set_ipv6_switch"):
+            raise ValueError("the router's WAN is IPv4: it forwards no IPv6 (wan.mode = \"map-e\" or \"ds-lite\")")
+        try:
+            result = self.router.set_ipv6_switch(params[0], params[1], self.clock())
+        except LookupError as exc:
+            raise ValueError(str(exc)) from None
+        self.on_change()
+        return result
+
     def _set_profile(self, params, conn):
         if len(params) != 1 or not isinstance(params[0], str):
             raise ValueError(f"params: [name] with name one of {', '.join(PROFILES)}")
@@ -381,6 +396,7 @@ HANDLERS = {
     "close_session": ControlServer._close_session,
     "capture": ControlServer._capture,
     "set_profile": ControlServer._set_profile,
+    "set_ipv6_switch": ControlServer._set_ipv6_switch,
     "rules": ControlServer._rules,
     "add_rule": ControlServer._add_rule,
     "del_rule": ControlServer._del_rule,

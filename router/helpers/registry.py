@@ -93,3 +93,9 @@ def check(cls: type[Helper], others=()) -> None:
 
 for _cls in (PptpHelper, L2tpHelper, IpsecHelper):
     register(_cls)
+
+
+def ipv6_switch_vpns() -> list[str]:
+    """The VPNs whose helpers declare what they need let in over native IPv6 (``Helper.ipv6_inbound``): each has
+    a switch ``ipv6_<name>`` (``[wan]``, ``ctl ipv6``)."""
+    return [cls.name for cls in helper_classes() if cls.ipv6_inbound]
