@@ -60,7 +60,8 @@ def nat_cells(s: Session, now: float) -> tuple[str, ...]:
     """id, proto, inside, outside, remote, state, idle, packets in/out, bytes in/out.  A session the router
     recognised shows its protocol's name where its state is the ordinary one (``ORDINARY_STATES``)."""
     state = s.recognised if s.recognised and s.state in ORDINARY_STATES else s.state
-    return (str(s.id), s.proto, s.inside, s.outside, s.remote, state, duration(s.idle(now)),
+    outside = "IPv6, no NAT" if s.outside == s.inside and s.inside.startswith("[") else s.outside
+    return (str(s.id), s.proto, s.inside, outside, s.remote, state, duration(s.idle(now)),
             pair(s.packets_in, s.packets_out), pair(s.bytes_in, s.bytes_out))
 
 

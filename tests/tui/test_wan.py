@@ -13,7 +13,7 @@ from tui.widgets.switches import PassthroughNote, SwitchBar, switch_text
 
 from .fake_router import FakeRouter
 from .helpers import make_app, screen_text, synced, wait_for
-from .samples import PROTOCOLS, WAN_DS_LITE, WAN_MAP_E, demo_table
+from .samples import PROTOCOLS, WAN_DS_LITE, WAN_MAP_E, demo_table, nat_session
 
 MAP_E_HEADER = " MAP-E 198.51.100.194 PSID 3/4 4,032 ports BR 2001:db8:ffff::1 "
 DS_LITE_NOTE = " ⚠ DS-Lite: the AFTR does the NAT; the passthrough switches have no effect"
@@ -120,3 +120,21 @@ def test_ctl_status_json_passes_the_wan_through(sock, router, capsys):
     router.extra_status["wan"] = WAN_MAP_E
     assert cli.main(["ctl", "--socket", sock, "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["wan"] == WAN_MAP_E
+
+
+# -- IPv6 sessions (the firewall's records) ---------------------------------------------------------------------
+
+IPV6_SESSION = nat_session(901, "tcp", inside="[2001:db8:a:2301::11]:40000", remote="[2001:db8:5::10]:443",
+                           outside="[2001:db8:a:2301::11]:40000", family="ipv6")
+
+
+async def test_ipv6_sessions_are_listed_like_the_ipv4_ones(sock):
+    with FakeRouter(sock, demo_table() + [IPV6_SESSION]) as fake:
+        fake.extra_status["wan"] = WAN_MAP_E
+        app = make_app(sock)
+        async with app.run_test(size=(160, 50)) as pilot:
+            await synced(pilot)
+            await wait_for(pilot, lambda: "2001:db8:5::10" in screen_text(app), what="the IPv6 session's row")
+            row = next(line for line in screen_text(app).splitlines() if "2001:db8:5::10" in line)
+            assert "[2001:db8:a:2301::11" in row and "IPv6, no NAT" in row and "[2001:db8:5::10]:443" in row
+            assert "established" in row                      # the address shortened to its column; whole on Enter
