@@ -54,7 +54,8 @@ DROP_REASONS = (
     "not_ipv6",              # IPv4, ARP or anything but IPv6 on the IPv6 WAN
     "bad_ipv6_header",       # a version, payload length or extension-header chain that lies
     "softwire_foreign",      # IPv4-in-IPv6 from anyone but the BR or AFTR, or to another address
-    "ipv6_fragment",         # an IPv6 fragment for the router: it reassembles none (RFC 7597 §8.3.2: MAY)
+    "ipv6_fragment",         # an IPv6 fragment for the router, which reassembles none (a tunnel exit point
+                             # should, RFC 2473 §7: not done; the lab's BR and AFTR send softwire packets whole)
     "bad_nd",                # Neighbor Discovery that RFC 4861 §7.1 says to discard
     "nd_unresolved",         # queued for a gateway that answered no solicitation
 )
@@ -317,6 +318,7 @@ class B4Router(SoftwireRouter):
         return self._route_plain(WAN, frame, tot_len, frag, dst, now)
 
     def forward_fragment(self, frame, ihl, tot_len, ident, frag, proto, src, dst, outbound, now):
+        """A fragment from the LAN goes as it is (inbound ones never come here: ``_from_wan`` routes them)."""
         return self.forward_out(frame, ihl, tot_len, frag, proto, src, dst, now)
 
     def _from_wan(self, frame, ihl, tot_len, ident, frag, ttl, proto, src, dst, now) -> None:

@@ -211,7 +211,7 @@ def across_wan_modes(vpns: VpnLab, modes: list[str], profiles: list[str], wait: 
         for mode in modes:
             if vpns.lab.wan != mode:
                 progress(f"rebuilding the lab with --wan {mode}")
-                vpns = rebuild(vpns.lab, mode, peers)
+                vpns = rebuild(vpns.lab, mode, peers, progress)
             check = Check(vpns, wait=wait, progress=progress)
             if mode == "ipv4":
                 for profile, column in check.run(profiles).items():
@@ -221,7 +221,7 @@ def across_wan_modes(vpns: VpnLab, modes: list[str], profiles: list[str], wait: 
     finally:
         if vpns.lab.wan != original:
             progress(f"rebuilding the lab with --wan {original}, as it was")
-            rebuild(vpns.lab, original, peers)
+            rebuild(vpns.lab, original, peers, progress)
     return results
 
 

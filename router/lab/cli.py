@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sys
@@ -78,7 +79,7 @@ def add_lab_parser(sub) -> None:
     which = check.add_mutually_exclusive_group()
     which.add_argument("--profile", choices=PROFILES, help="this profile (default: the one in force)")
     which.add_argument("--all-profiles", action="store_true", help="every profile")
-    check.add_argument("--wan", choices=(*WAN_MODES, "all"),
+    check.add_argument("--wan", dest="check_wan", choices=(*WAN_MODES, "all"),
                        help="measure under this WAN mode (or all three), rebuilding the lab in each and leaving it "
                             "as it was; the profiles apply under ipv4, the one in force under map-e and ds-lite")
     check.add_argument("--json", action="store_true", help="print JSON")
@@ -98,9 +99,9 @@ def add_lab_parser(sub) -> None:
 
 def _add_wan_option(parser) -> None:
     parser.add_argument("--wan", choices=WAN_MODES, default=None,
-                        help="the router's WAN: ipv4 (the default), map-e (an IPv6 access link to a MAP-E border "
-                             "relay: a shared IPv4 address and port set, RFC 7597) or ds-lite (to a DS-Lite AFTR, "
-                             "whose Linux NAT44 translates, RFC 6333)")
+                        help="the router's WAN (default: $VPNROUTER_LAB_WAN, else ipv4): ipv4, map-e (an IPv6 "
+                             "access link to a MAP-E border relay: a shared IPv4 address and port set, RFC 7597) or "
+                             "ds-lite (to a DS-Lite AFTR, whose Linux NAT44 translates, RFC 6333)")
 
 
 def _add_peers_option(parser) -> None:
@@ -117,7 +118,9 @@ def _lab(args) -> Lab:
     servers = args.servers or saved.get("servers") or DEFAULT_SERVERS
     if not 1 <= clients <= 50 or not 1 <= servers <= 9:
         raise SystemExit("vpnrouter lab: --clients from 1 to 50, --servers from 1 to 9")
-    wan = getattr(args, "wan", None) or saved.get("wan") or "ipv4"
+    wan = getattr(args, "wan", None) or saved.get("wan") or os.environ.get("VPNROUTER_LAB_WAN") or "ipv4"
+    if wan not in WAN_MODES:
+        raise SystemExit(f"vpnrouter lab: VPNROUTER_LAB_WAN={wan!r}: one of {', '.join(WAN_MODES)}")
     return Lab(prefix=args.prefix, clients=clients, servers=servers, wan=wan)
 
 
@@ -133,22 +136,24 @@ def _say(message: str) -> None:
     print(message if message == "." else f"lab: {message}...", end=end, flush=True)
 
 
-def _up(lab: Lab, peers: str | None = None) -> VpnLab:
-    lab.up(progress=_say)
+def _up(lab: Lab, peers: str | None = None, say=None) -> VpnLab:
+    say = say or _say
+    lab.up(progress=say)
     (lab.state_dir / "lab.json").write_text(json.dumps({"clients": lab.clients, "servers": lab.servers,
                                                         "wan": lab.wan}))
-    _say("starting the router")
+    say("starting the router")
     lab.start_router()
     lab.router_proc = None     # it runs on by itself; `lab down` stops it
     vpns = VpnLab(lab)
-    vpns.start_servers(progress=_say, peers=peers)
+    vpns.start_servers(progress=say, peers=peers)
     return vpns
 
 
-def rebuild(lab: Lab, wan: str, peers: str | None = None) -> VpnLab:
-    """The lab torn down and made again, the same size, on another WAN (``lab check --wan``)."""
+def rebuild(lab: Lab, wan: str, peers: str | None = None, progress=None) -> VpnLab:
+    """The lab torn down and made again, the same size, on another WAN (``lab check --wan``); ``progress`` says
+    what happens (``lab check`` keeps its stdout for the matrix)."""
     lab.down()
-    return _up(Lab(prefix=lab.prefix, clients=lab.clients, servers=lab.servers, wan=wan), peers)
+    return _up(Lab(prefix=lab.prefix, clients=lab.clients, servers=lab.servers, wan=wan), peers, progress)
 
 
 def _command() -> str:
@@ -280,9 +285,9 @@ def cmd_check(args) -> int:
     try:
         profiles = list(PROFILES) if args.all_profiles else [args.profile or vpns.profile()]
         progress = (lambda msg: print(f"lab check: {msg}...", file=sys.stderr, flush=True))
-        if args.wan:
+        if args.check_wan:
             from .check import across_wan_modes
-            modes = list(WAN_MODES) if args.wan == "all" else [args.wan]
+            modes = list(WAN_MODES) if args.check_wan == "all" else [args.check_wan]
             results = across_wan_modes(vpns, modes, profiles, args.wait, progress)
         else:
             results = Check(vpns, wait=args.wait, progress=progress).run(profiles)

@@ -158,3 +158,23 @@ def test_the_aftr_nat_and_two_pptp_clients(ds_lite):
     assert {"src=192.168.77.11", "src=192.168.77.12"} <= {f for line in gre for f in line.split()}
     for client in ("c1", "c2"):
         lab_cli("disconnect", client, "pptp")
+
+
+MEASURED = {
+    "map-e": {"pptp": "fails", "l2tp": "two", "ipsec": "two", "esp": "fails"},
+    "ds-lite": {"pptp": "two", "l2tp": "two", "ipsec": "two", "esp": "one"},
+}
+"""The README's matrix under each IPv6 WAN: MAP-E's port set refuses the portless; under DS-Lite the AFTR's Linux
+NAT44 decides (its PPTP helper tracks two calls; it cannot tell two clients' raw ESP to one gateway apart)."""
+TUNNELS_EVERYWHERE = dict.fromkeys(("openvpn", "openvpn-tcp", "wireguard", "openvpn6", "openvpn-tcp6", "wireguard6"),
+                                   "two")
+
+
+def test_lab_check_measures_the_readme_matrix_under_this_wan(wan):
+    result = lab_cli("check", "--wan", wan.wan, "--json", "--wait", "8", timeout=900)
+    matrix = json.loads(result.stdout)
+    assert list(matrix) == [wan.wan]
+    assert {kind: entry["result"] for kind, entry in matrix[wan.wan].items()} == MEASURED[wan.wan] | TUNNELS_EVERYWHERE
+    if wan.wan == "map-e":
+        assert matrix["map-e"]["pptp"]["reason"].startswith("portless under a port set")
+    assert json.loads(lab_cli("status", "--json").stdout)["wan"]["mode"] == wan.wan      # the lab as it was
