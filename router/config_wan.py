@@ -137,7 +137,8 @@ def parse_link(table: dict, mode: str) -> tuple[PortConfig, WanLink]:
     if mode == "map-e":
         link, ipv4, prefix_len = _map_e(_section(table, "map_e"), address6, gateway6, mtu)
     else:
-        link, ipv4, prefix_len = _ds_lite(_section(table, "ds_lite"), address6, gateway6, mtu), B4_ADDRESS, B4_PREFIX_LEN
+        link = _ds_lite(_section(table, "ds_lite"), address6, gateway6, mtu)
+        ipv4, prefix_len = B4_ADDRESS, B4_PREFIX_LEN
     link = replace(link, delegated_prefix=_delegated(table, link, address6),
                    ipv6_switches=tuple((name, _flag(table, name)) for name in switches))
     address = ip_int(ipv4)

@@ -125,6 +125,19 @@ assert peers == {"ppp": "pppd", "esp": "kernel", "wireguard": "kernel"}, peers' 
     for f in "$PEERS"/c*/*/pppd.log "$PEERS"/c*/l2tp/xl2tpd.out "$PEERS"/c*/ipsec/charon.log; do
         [ -f "$f" ] && cp "$f" "$RESULTS/$(echo "${f#$PEERS/}" | tr / _)"
     done
+
+    # An IPoE lab beside it (prefix vw): the router on an IPv6 WAN, the BR's and the AFTR's softwires the
+    # kernel's ip6tnl (the build machines' kernel has none: there tests/integration/test_wan_modes.py runs).
+    for wan in map-e ds-lite; do
+        check "lab up --wan $wan" vpnrouter lab --prefix vw --clients 1 --servers 1 up --wan "$wan"
+        check "its softwire is the kernel's ip6tnl ($wan)" sh -c \
+            "vpnrouter lab --prefix vw status --json | grep -q \"the kernel's ip6tnl\""
+        check "c1 pings s1 through the $wan softwire" ip netns exec vw-c1 ping -c 3 -W 5 198.51.100.10
+        check "c1 pings s1 over native IPv6 ($wan)" ip netns exec vw-c1 ping -6 -c 3 -W 5 2001:db8:5::10
+        check "c1 connects WireGuard to s1 over IPv6 ($wan)" vpnrouter lab --prefix vw connect c1 wireguard s1 --ipv6
+        vpnrouter lab --prefix vw status > "$RESULTS/lab-$wan-status.txt" 2>&1
+        vpnrouter lab --prefix vw down > /dev/null 2>&1
+    done
 fi
 
 # Last: it stops the lab, and ends in a second boot of this disk.

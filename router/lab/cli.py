@@ -20,6 +20,8 @@ from .vpns import CONNECT_WAIT, CONNECTABLE, VpnLab
 DEFAULT_CLIENTS, DEFAULT_SERVERS = 3, 2
 DEMO = (("c1", "pptp", "s1"), ("c2", "l2tp", "s1"), ("c3", "ipsec", "s2"))
 """What `lab demo` (and `make demo`) connects: three clients, two of them to the same server."""
+DEMO_MAP_E = (("c1", "wireguard", "s1"), ("c2", "l2tp", "s1"), ("c3", "ipsec", "s2"))
+"""Under MAP-E PPTP cannot pass (GRE has no port to share an address by): c1 runs WireGuard instead."""
 
 
 def add_lab_parser(sub) -> None:
@@ -87,8 +89,9 @@ def add_lab_parser(sub) -> None:
                        help="how long a connect may take before it counts as failed (default 10)")
     check.set_defaults(func=cmd_check)
     demo = actions.add_parser("demo", help="lab up, a PPTP, an L2TP and an IPsec session, then the dashboard",
-                              description="Bring the lab up, connect c1 (PPTP) and c2 (L2TP) to s1 and c3 (IPsec) "
-                                          "to s2, open the dashboard; on quitting, ask whether to leave it up.")
+                              description="Bring the lab up, connect c1 (PPTP; WireGuard under --wan map-e, where "
+                                          "PPTP cannot pass) and c2 (L2TP) to s1 and c3 (IPsec) to s2, open the "
+                                          "dashboard; on quitting, ask whether to leave it up.")
     _add_peers_option(demo)
     demo.set_defaults(func=cmd_demo)
     run = actions.add_parser("run", help="build the lab, run the router in the foreground until Ctrl-C, tear down")
@@ -225,6 +228,8 @@ def cmd_status(args) -> int:
     if status.get("wan", {}).get("mode", "ipv4") != "ipv4":
         wan = status["wan"]
         print(f"  WAN: {wan['mode']} through {wan['provider']} ({wan['endpoint']})")
+        if wan.get("nat44"):
+            print(f"  the AFTR's NAT44 (Linux's): {wan['nat44']}")
     if status["servers"]:
         print(f"  VPN peers: {Peers.from_dict(status['peers']).describe()}")
     for name, server in status["servers"].items():
@@ -302,7 +307,9 @@ def cmd_demo(args) -> int:
     lab = _lab(args)
     try:
         vpns = _up(lab, args.peers)
-        for client, proto, server in DEMO:
+        if lab.wan == "map-e":
+            print("lab: PPTP cannot pass MAP-E (GRE has no port to share an address by): c1 runs WireGuard instead")
+        for client, proto, server in (DEMO_MAP_E if lab.wan == "map-e" else DEMO):
             session = vpns.connect(client, proto, server, progress=_say)
             print(f"\nlab: {proto} up from {client} to {server}: session {session['id']}", flush=True)
     except LabError as exc:

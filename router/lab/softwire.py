@@ -1,4 +1,5 @@
-"""The lab's IPv4-in-IPv6 softwire end (RFC 2473): a MAP-E Border Relay or a DS-Lite AFTR, in userspace.
+"""The lab's IPv4-in-IPv6 softwire end (RFC 2473): a MAP-E Border Relay or a DS-Lite AFTR, in userspace where
+the kernel has no ``ip6_tunnel`` (the build machines), the kernel's ``ip6tnl`` where it has (the VM).
 
     router (CE or B4) ── br-v6 ──veth── <prefix>-br | <prefix>-aftr ──veth── br-wan ── servers
     2001:db8:ffff::2                    2001:db8:ffff::1    198.51.100.2, 2001:db8:5::1
@@ -24,7 +25,10 @@ It prints ``ready`` once both sides are open.  SIGTERM or SIGINT ends it cleanly
 counters as JSON (``{"mode", "counters", ...}``) at start, every half second while they change, at SIGUSR1 and
 at exit; SIGUSR1 without ``--stats`` prints them on stderr.
 
-The rest of the module builds the namespaces around it (``build_br``, ``build_aftr``) for topology.py.
+The rest of the module builds the namespaces around it (``build_br``, ``build_aftr``) for topology.py, with the
+kernel's ``ip6tnl`` in the endpoint's place where there is one (``_kernel_softwire``): the same device name, MTU
+and routes.  The kernel's tunnel has one remote end, so its BR serves the lab's one CE; the userspace BR maps
+any number of CEs by address and port (RFC 7597 §5.3).  ``endpoint_kind`` says which runs.
 """
 
 from __future__ import annotations
@@ -41,13 +45,13 @@ import time
 from collections import Counter, OrderedDict
 from enum import IntEnum, StrEnum
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytun
 
-from ..mape import IPV4_MINIMUM_HEADER, MapRule, ce_address_for, encapsulated_mtu
+from ..mape import IPV4_MINIMUM_HEADER, MapRule, ce_address_for, derive_ce, encapsulated_mtu
 from .tools import LabError, stop_process
 
 if TYPE_CHECKING:           # topology.py imports this module: no import back at run time
@@ -466,29 +470,52 @@ def router_lan6(wan: str) -> str | None:
     return None if prefix is None else str(IPv6Network(prefix).network_address + 1)
 
 
-def build_br(lab: Lab, progress=lambda msg: None) -> subprocess.Popen:
-    """``<prefix>-br``: the MAP-E BR for the router's End-user prefix under the lab's BMR, its endpoint running.
+def build_br(lab: Lab, progress=lambda msg: None) -> subprocess.Popen | None:
+    """``<prefix>-br``: the MAP-E BR for the router's End-user prefix under the lab's BMR, its softwire end up.
     It routes the Rule IPv6 prefix to the router (ROUTER_LINK6: the softwires and the LAN's native IPv6, both
-    from the End-user prefix) and the Rule IPv4 prefix into its TUN."""
+    from the End-user prefix) and the Rule IPv4 prefix into its softwire device: the userspace endpoint (its
+    Popen is returned), or where the kernel has ``ip6_tunnel`` its ``ip6tnl`` to the lab's one CE (None)."""
     ns = _build_namespace(lab, BR, progress)
     lab.run_in(ns, "ip", "-6", "route", "add", RULE_IPV6_PREFIX, "via", ROUTER_LINK6)
+    if kernel_has_ip6_tunnel():
+        rule = MapRule.from_strings(RULE_IPV6_PREFIX, RULE_IPV4_PREFIX, EA_BITS, PSID_OFFSET)
+        _kernel_softwire(lab, ns, str(derive_ce(rule, ip_network(END_USER_PREFIX)).map_ipv6_address))
+        lab.run_in(ns, "ip", "route", "add", RULE_IPV4_PREFIX, "dev", TUN_NAME)
+        return None
     proc = start_endpoint(lab, BR, "--rule-ipv6-prefix", RULE_IPV6_PREFIX, "--rule-ipv4-prefix", RULE_IPV4_PREFIX,
                           "--ea-bits", str(EA_BITS), "--psid-offset", str(PSID_OFFSET))
     _configure(lab, proc, ns, ("ip", "route", "add", RULE_IPV4_PREFIX, "dev", TUN_NAME))
     return proc
 
 
-def build_aftr(lab: Lab, progress=lambda msg: None) -> subprocess.Popen:
-    """``<prefix>-aftr``: the DS-Lite AFTR, its endpoint running.  The TUN holds 192.0.0.1/29 (RFC 6333 §5.7)
-    and the route to the LAN; the kernel's NAT44 masquerades out of br-wan, as a provider's CGN does.  The
-    router's delegated prefix is routed to it, for the LAN's native IPv6."""
+def build_aftr(lab: Lab, progress=lambda msg: None) -> subprocess.Popen | None:
+    """``<prefix>-aftr``: the DS-Lite AFTR, its softwire end up (the userspace endpoint, or the kernel's
+    ``ip6tnl`` to the B4 where it has ``ip6_tunnel``).  The softwire holds 192.0.0.1/29 (RFC 6333 §5.7) and the
+    route to the LAN; the kernel's NAT44 masquerades out of br-wan, as a provider's CGN does.  The router's
+    delegated prefix is routed to it, for the LAN's native IPv6."""
     ns = _build_namespace(lab, AFTR, progress)
     lab.run_in(ns, "ip", "-6", "route", "add", DELEGATED_PREFIX_DS_LITE, "via", ROUTER_LINK6)
     lab.run_in(ns, "nft", "-f", "-", input=aftr_nat_rules(pptp_helper_missing(ns) is None))
+    commands = (("ip", "addr", "add", f"{AFTR_IPV4}/29", "dev", TUN_NAME),
+                ("ip", "route", "add", B4_LAN_PREFIX, "dev", TUN_NAME))
+    if kernel_has_ip6_tunnel():
+        _kernel_softwire(lab, ns, ROUTER_LINK6)
+        for command in commands:
+            lab.run_in(ns, *command)
+        return None
     proc = start_endpoint(lab, AFTR)
-    _configure(lab, proc, ns, ("ip", "addr", "add", f"{AFTR_IPV4}/29", "dev", TUN_NAME),
-               ("ip", "route", "add", B4_LAN_PREFIX, "dev", TUN_NAME))
+    _configure(lab, proc, ns, *commands)
     return proc
+
+
+def _kernel_softwire(lab: Lab, ns: str, remote: str) -> None:
+    """The kernel's IPv4-in-IPv6 tunnel (``ip6tnl``, mode ipip6: RFC 2473) from the tunnel address to
+    ``remote``, named as the userspace endpoint's TUN is, with its MTU; no Tunnel Encapsulation Limit option
+    (RFC 2473 §5.1), as MAP-E and DS-Lite send none."""
+    lab.run_in(ns, "modprobe", "-q", "ip6_tunnel", check=False)
+    lab.run_in(ns, "ip", "-6", "tunnel", "add", TUN_NAME, "mode", "ipip6", "local", TUNNEL_ADDRESS, "remote",
+               remote, "encaplimit", "none")
+    lab.run_in(ns, "ip", "link", "set", TUN_NAME, "mtu", str(TUN_MTU), "up")
 
 
 def server_routes_map_e(lab: Lab) -> None:
@@ -628,12 +655,11 @@ def kernel_has_ip6_tunnel() -> bool:
 
 
 def endpoint_kind() -> str:
-    """For `lab status`: what carries the softwires.  Always this userspace endpoint: a BR must pick each
-    packet's CE by address and port (RFC 7597 §5.3), which the kernel's ip6tnl cannot."""
-    kind = "userspace (raw IPv6 socket + TUN)"
+    """For `lab status`: what carries the softwires: the kernel's ``ip6tnl`` where it has ``ip6_tunnel`` (the
+    VM), else this module's userspace endpoint (the build machines)."""
     if kernel_has_ip6_tunnel():
-        return f"{kind}; the kernel's ip6tnl is not used, as it cannot map a BR's CEs by port"
-    return f"{kind}; the kernel has no ip6_tunnel"
+        return "the kernel's ip6tnl (ipip6); the BR's to the lab's one CE"
+    return "userspace (raw IPv6 socket + TUN); the kernel has no ip6_tunnel"
 
 
 if __name__ == "__main__":

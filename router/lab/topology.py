@@ -120,12 +120,6 @@ class Lab:
         """The namespace of the provider's end of an IPv6 WAN: the BR (MAP-E) or the AFTR (DS-Lite)."""
         return {"map-e": f"{self.prefix}-br", "ds-lite": f"{self.prefix}-aftr"}.get(self.wan)
 
-    @property
-    def outside_ip(self) -> str:
-        """The address the servers see the LAN's flows come from."""
-        from . import softwire
-        return {"map-e": softwire.MAP_IPV4, "ds-lite": softwire.GATEWAY4}.get(self.wan, ROUTER_WAN)
-
     def namespaces(self) -> list[str]:
         names = [self.switch] + [self.client(i) for i in range(1, self.clients + 1)]
         names += [self.server(j) for j in range(1, self.servers + 1)]

@@ -294,7 +294,10 @@ class VpnLab:
         if self.lab.wan == "ipv4":
             return {"mode": "ipv4"}
         from . import softwire
-        return {"mode": self.lab.wan, "provider": self.lab.provider, "endpoint": softwire.endpoint_kind()}
+        status = {"mode": self.lab.wan, "provider": self.lab.provider, "endpoint": softwire.endpoint_kind()}
+        if self.lab.wan == "ds-lite":           # the NAT that decides which VPNs pass
+            status["nat44"] = softwire.aftr_pptp_helper_status(self.lab)
+        return status
 
     def disconnect(self, client: str, proto: str) -> None:
         name, _, _ = self.client(client)

@@ -179,7 +179,8 @@ def router_advertisement(mac: bytes, src: bytes, prefix: bytes, mtu: int, to_mac
     return icmpv6(mac, to_mac or multicast_mac(to), src, to, message, ND_HOP_LIMIT)
 
 
-def icmpv6_error(mac: bytes, to_mac: bytes, src: bytes, frame: bytearray, kind: int, code: int, value: int) -> bytearray:
+def icmpv6_error(mac: bytes, to_mac: bytes, src: bytes, frame: bytearray, kind: int, code: int,
+                 value: int) -> bytearray:
     """An ICMPv6 error about the packet in ``frame`` to its source (RFC 4443 §2.4, §3): as much of the packet as
     keeps the error within the minimum MTU."""
     offending = bytes(frame[IP_OFFSET:IP_OFFSET + MINIMUM_MTU - HEADER_LEN - 8])

@@ -58,8 +58,8 @@ def unsolicited(lab, proto: int, port: int, count: int = 5) -> int:
 
 
 def switch(lab, value: str) -> str:
-    return subprocess.run([sys.executable, "-m", "router", "ctl", "--socket", str(lab.socket_path), "ipv6",
-                           "ipv6_ipsec", value], capture_output=True, text=True, timeout=30, cwd=ROOT, check=True).stdout
+    command = [sys.executable, "-m", "router", "ctl", "--socket", str(lab.socket_path), "ipv6", "ipv6_ipsec", value]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=ROOT, check=True).stdout
 
 
 def counters(lab) -> dict:

@@ -77,8 +77,11 @@ def test_the_wan_is_said_by_the_router_and_the_lab(wan):
     wan_status = status(wan)["wan"]
     assert wan_status["mode"] == wan.wan and wan_status["gateway6_mac"] is not None
     lab_status = json.loads(lab_cli("status", "--json").stdout)["wan"]
-    assert lab_status == {"mode": wan.wan, "provider": wan.provider, "endpoint": softwire.endpoint_kind()}
+    nat44 = {"nat44": softwire.aftr_pptp_helper_status(wan)} if wan.wan == "ds-lite" else {}
+    assert lab_status == {"mode": wan.wan, "provider": wan.provider, "endpoint": softwire.endpoint_kind(), **nat44}
     assert f"WAN: {wan.wan} through {wan.provider}" in lab_cli("status").stdout
+    if nat44:
+        assert "tracks PPTP (TCP 1723) and its GRE by call ID" in lab_cli("status").stdout
     if wan.wan == "map-e":
         assert wan_status["map_e"]["ipv4"] == softwire.MAP_IPV4 and wan_status["map_e"]["ports"] == PORT_SET.size()
         assert wan_status["passthrough_effective"] is True
