@@ -103,9 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     ipv6 = ctl_sub.add_parser("ipv6", help="a VPN's IPv6 switch: let its inbound in to LAN hosts unasked, or not",
                               description="On an IPv6 WAN the router forwards native IPv6 behind a stateful "
                                           "firewall (RFC 6092): what LAN hosts send, and the replies, pass; nothing "
-                                          "else comes in. A VPN's IPv6 switch lets in what that VPN needs unasked "
-                                          "(ipv6_ipsec: ESP, AH and IKE on UDP 500 and 4500, RFC 6092 §3.2.4); off "
-                                          "again ends what it let in. Also [wan] ipv6_<vpn> = true.")
+                                          "else comes in. A VPN's IPv6 switch (ipv6_<vpn>, for each VPN whose helper "
+                                          "declares what it needs) lets that in unasked, RFC 6092 §3.2.4; off again "
+                                          "ends what it let in. Also [wan] ipv6_<vpn> = true.")
     ipv6.add_argument("name", choices=[f"ipv6_{n}" for n in registry.ipv6_switch_vpns()], help="the switch")
     ipv6.add_argument("state", choices=("on", "off"))
     ipv6.set_defaults(func=cmd_ipv6)

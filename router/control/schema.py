@@ -150,7 +150,7 @@ server's well-known ``port``. A client learns them here and names none itself.""
 
 IPV6_SWITCH_METHOD = "set_ipv6_switch"
 """``set_ipv6_switch [name, on]`` ("ipv6_<vpn>", a boolean): on an IPv6 WAN, whether the IPv6 firewall lets what
-that VPN declares in to LAN hosts unasked (``ipv6_ipsec``: ESP, AH, UDP 500 and 4500; RFC 6092 §3.2.4); answers
+that VPN's helper declares (``Helper.ipv6_inbound``) in to LAN hosts unasked (RFC 6092 §3.2.4); answers
 ``status()["wan"]["ipv6_switches"]``. On an IPv4 WAN it is an error. IPv6 sessions (the firewall's records) are in
 ``sessions`` with ``"family": "ipv6"``, addresses as "[2001:db8::1]:port", ``outside`` equal to ``inside`` (no
 translation) and ``state`` "open", "established", "closing" or "admitted" (let in by a switch)."""

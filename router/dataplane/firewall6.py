@@ -66,6 +66,8 @@ class Firewall6:
         self.open_doors: frozenset = frozenset()
         self.set_switches()
         self.flows: dict[tuple, Flow6] = {}
+        self.pairs: dict[tuple[bytes, bytes], int] = {}
+        """(LAN address, remote address) -> its records: what lets a non-first fragment in, which has no ports."""
         self.next_sweep = 0.0
         self.opened: list[Flow6] = []
         self.closed: list[tuple[Flow6, str]] = []
@@ -84,6 +86,7 @@ class Firewall6:
             if len(self.flows) >= self.max_flows:
                 return None
             flow = self.flows[key] = Flow6(next(self.ids), key, now)
+            self._paired(key, 1)
             self.opened.append(flow)
         flow.last_seen = now
         flow.packets_out += 1
@@ -102,6 +105,7 @@ class Firewall6:
             if _door(proto, inside_port) not in self.open_doors or len(self.flows) >= self.max_flows:
                 return None
             flow = self.flows[key] = Flow6(next(self.ids), key, now, admitted=True)
+            self._paired(key, 1)
             self.opened.append(flow)
         flow.last_seen = now
         flow.answered = True
@@ -119,6 +123,19 @@ class Firewall6:
         """End the records a switch let in whose switch is off now."""
         for flow in [f for f in self.flows.values() if f.admitted and _door(f.key[0], f.key[2]) not in self.open_doors]:
             self.close(flow.id)
+
+    def _paired(self, key: tuple, change: int) -> None:
+        pair = (key[1], key[3])
+        count = self.pairs.get(pair, 0) + change
+        if count:
+            self.pairs[pair] = count
+        else:
+            self.pairs.pop(pair, None)
+
+    def paired(self, inside: bytes, remote: bytes) -> bool:
+        """Whether the LAN host has a record with this remote address: a later fragment of a packet between
+        them may pass (its first fragment, which has the ports, was checked)."""
+        return (inside, remote) in self.pairs
 
     def quoted(self, proto: int, inside: bytes, inside_port: int, remote: bytes, remote_port: int) -> bool:
         """Whether an ICMPv6 error quoting this outbound packet belongs to a record."""
@@ -141,12 +158,14 @@ class Firewall6:
         for key, flow in list(self.flows.items()):
             if now - flow.last_seen > self.timeout(flow):
                 del self.flows[key]
+                self._paired(key, -1)
                 self.closed.append((flow, "timeout"))
 
     def close(self, ident: int) -> bool:
         for key, flow in self.flows.items():
             if flow.id == ident:
                 del self.flows[key]
+                self._paired(key, -1)
                 self.closed.append((flow, "closed"))
                 return True
         return False

@@ -115,7 +115,10 @@ class NativeIpv6:
         lets in (RFC 6092 §3.2.4)."""
         if hop_limit <= 1:
             return self._icmpv6_error(WAN, frame, ipv6.TIME_EXCEEDED, 0, 0, now, DropReason.TTL_EXCEEDED)
-        if proto == ipv6.ICMPV6 and end - offset >= 8 and frame[offset] < 128:
+        if proto == ipv6.FRAGMENT:
+            if not self._fragment_answers(frame, offset, end, src, dst):
+                return self.drop(WAN, "ipv6_unsolicited", now, f"IPv6 fragment from {ipv6.address_text(src)}")
+        elif proto == ipv6.ICMPV6 and end - offset >= 8 and frame[offset] < 128:
             if not self._quotes_a_flow(frame, offset + 8, end):
                 return self.drop(WAN, "ipv6_unsolicited", now, f"ICMPv6 error from {ipv6.address_text(src)}")
         else:
@@ -135,6 +138,17 @@ class NativeIpv6:
         frame[IP + 7] -= 1
         self.counters["ipv6_forwarded_in"] += 1
         return self._send6(LAN, dst, frame, now)
+
+    def _fragment_answers(self, frame, offset: int, end: int, src: bytes, dst: bytes) -> bool:
+        """A fragment in to a LAN host, forwarded as it is (RFC 8200 §4.5: only its destination reassembles):
+        the first, which carries the ports, must answer a record; a later one, a pair of addresses with one."""
+        if end - offset < 8:
+            return False
+        if (frame[offset + 2] << 8 | frame[offset + 3]) & 0xFFF8:
+            return self.firewall.paired(dst, src)
+        proto = frame[offset]
+        ports = _ports(frame, proto, offset + 8, end, quoted=True)
+        return ports is not None and self.firewall.quoted(proto, dst, ports[1], src, ports[0])
 
     def _quotes_a_flow(self, frame, inner: int, end: int) -> bool:
         """Whether the packet an ICMPv6 error quotes is one of a flow we let out."""

@@ -44,6 +44,7 @@ from .contract import LAN, WAN
 from .events import DropReason
 from .native6 import NativeIpv6
 from .ndp import Neighbours
+from .reassembly6 import Reassembly
 from .router import Router
 
 IP = IP_OFFSET
@@ -54,13 +55,12 @@ DROP_REASONS = (
     "not_ipv6",              # IPv4, ARP or anything but IPv6 on the IPv6 WAN
     "bad_ipv6_header",       # a version, payload length or extension-header chain that lies
     "softwire_foreign",      # IPv4-in-IPv6 from anyone but the BR or AFTR, or to another address
-    "ipv6_fragment",         # an IPv6 fragment for the router, which reassembles none (a tunnel exit point
-                             # should, RFC 2473 §7: not done; the lab's BR and AFTR send softwire packets whole)
+    "ipv6_fragment",         # an IPv6 packet in fragments that reassembly gave up (reassembly6.py says why)
     "bad_nd",                # Neighbor Discovery that RFC 4861 §7.1 says to discard
     "nd_unresolved",         # queued for a gateway that answered no solicitation
 )
 COUNTERS = ("softwire_in", "softwire_out", "nd_solicitations_sent", "nd_advertisements_sent",
-            "echo6_replies_sent", "packet_too_big_received")
+            "echo6_replies_sent", "packet_too_big_received", "ipv6_reassembled")
 
 
 class SoftwireRouter(NativeIpv6, Router):
@@ -83,6 +83,7 @@ class SoftwireRouter(NativeIpv6, Router):
             self.counters[name] = 0
         for reason in DROP_REASONS:
             self.counters["drop_" + reason] = 0
+        self.reassembly = Reassembly()
         self.init_native6()
 
     # -- the sans-IO surface ------------------------------------------------------------------
@@ -122,12 +123,18 @@ class SoftwireRouter(NativeIpv6, Router):
                 self.drop(port, "nd_unresolved", now, f"{dropped} frames", count=dropped)
         self.firewall.expire(now)
         self.report_firewall(now)
+        self.reassembly.expire(now)
+        if self.reassembly.timed_out:
+            self.drop(WAN, "ipv6_fragment", now, "reassembly timed out (RFC 8200 §4.5: 60 s)",
+                      count=self.reassembly.timed_out)
+            self.reassembly.timed_out = 0
         if self.lan6 is not None and now >= self.next_ra:
             self._advertise(now)
 
     def get_timer(self) -> float | None:
         deadlines = [d for d in (super().get_timer(), self.wan_nd.deadline(), self.lan_nd.deadline(),
-                                 self.firewall.next_deadline(), self.next_ra if self.lan6 is not None else None)
+                                 self.firewall.next_deadline(), self.reassembly.next_deadline(),
+                                 self.next_ra if self.lan6 is not None else None)
                      if d is not None]
         return min(deadlines) if deadlines else None
 
@@ -186,8 +193,18 @@ class SoftwireRouter(NativeIpv6, Router):
         if proto == ipv6.ICMPV6:
             return self._icmpv6(frame, offset, end, src, dst, hop_limit, now)
         if proto == ipv6.FRAGMENT:
-            return self.drop(WAN, "ipv6_fragment", now, f"from {ipv6.address_text(src)}")
+            return self._fragment(frame, offset, end, src, dst, now)
         return self.drop(WAN, DropReason.UNSUPPORTED_PROTOCOL, now, f"IPv6 next header {proto} to the router")
+
+    def _fragment(self, frame, offset, end, src, dst, now) -> None:
+        """RFC 8200 §4.5, RFC 2473 §7: a piece of a packet for the router; once whole, it goes on as one."""
+        whole = self.reassembly.add(frame, offset, end, src, dst, now)
+        if isinstance(whole, str):
+            return self.drop(WAN, "ipv6_fragment", now, f"from {ipv6.address_text(src)}: {whole}")
+        if whole is not None:
+            self.counters["ipv6_reassembled"] += 1
+            return self._ipv6(whole, now)
+        return None
 
     def _decapsulate(self, frame: bytearray, offset: int, src: bytes, dst: bytes, now: float) -> None:
         """RFC 2473 §4, RFC 7597 §8.1, RFC 6333 §6.5: the IPv4 inside, from our tunnel peer to our tunnel

@@ -66,6 +66,7 @@ class Runtime:
         for port, tap in enumerate(self.taps):
             self.loop.add_reader(tap.fd, self._readable, port)
         log.info("forwarding between %s (LAN) and %s (WAN)", self.taps[LAN].name, self.taps[WAN].name)
+        self._log_wan()
         if self.config.state_file and self.config.state_interval:
             self.loop.call_later(self.config.state_interval, self._save_in_background)
         try:
@@ -78,6 +79,18 @@ class Runtime:
             await self.control.close()
             self._reap_saver(wait=True)
             self.save()
+
+    def _log_wan(self) -> None:
+        """An IPv6 WAN in one line, and, where the passthrough switches change nothing (DS-Lite), that too."""
+        wan = self.router.wan_status()
+        if wan["mode"] == "ipv4":
+            return
+        tunnel = wan["map_e"] or wan["ds_lite"]
+        peer = f"BR {tunnel['br']}" if wan["map_e"] else f"AFTR {tunnel['aftr']}"
+        log.info("WAN %s on %s, softwire to %s (IPv4 MTU %d), LAN IPv6 %s", wan["mode"], wan["ipv6"], peer,
+                 tunnel["mtu"], wan["lan_prefix6"] or "none")
+        if not wan["passthrough_effective"]:
+            log.warning("passthrough switches have no effect: %s", wan["note"])
 
     @property
     def fast(self) -> bool:

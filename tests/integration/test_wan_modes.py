@@ -82,6 +82,9 @@ def test_the_wan_is_said_by_the_router_and_the_lab(wan):
     assert f"WAN: {wan.wan} through {wan.provider}" in lab_cli("status").stdout
     if nat44:
         assert "tracks PPTP (TCP 1723) and its GRE by call ID" in lab_cli("status").stdout
+    log = (wan.state_dir / "router.log").read_text()
+    assert f"WAN {wan.wan} on 2001:db8:ffff::2/64, softwire to" in log
+    assert ("passthrough switches have no effect: DS-Lite" in log) == (wan.wan == "ds-lite")
     if wan.wan == "map-e":
         assert wan_status["map_e"]["ipv4"] == softwire.MAP_IPV4 and wan_status["map_e"]["ports"] == PORT_SET.size()
         assert wan_status["passthrough_effective"] is True

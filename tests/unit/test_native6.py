@@ -206,3 +206,18 @@ def test_ds_lite_with_a_delegated_prefix_routes_its_lan():
     host = "2001:db8:b:101::11"
     out = only(step(r, LAN, from_host(host, H1_MAC, UDP(sport=5000, dport=9))), WAN)
     assert out[IPv6].src == host and UDP in out
+
+
+def test_fragments_in_to_a_lan_host_pass_for_its_flows_only():
+    from scapy.layers.inet6 import IPv6ExtHdrFragment, fragment6
+    r = router6()
+    step(r, LAN, from_host(H1, H1_MAC, UDP(sport=5353, dport=53)))
+    reply = IPv6(src=SERVER6, dst=H1, hlim=60) / IPv6ExtHdrFragment(id=9) / UDP(sport=53, dport=5353) / bytes(2000)
+    pieces = [Ether(src=GATEWAY_MAC, dst=ROUTER_MAC) / piece for piece in fragment6(reply, 1000)]
+    delivered = [only(step(r, WAN, piece), LAN) for piece in pieces]     # forwarded as they are: H1 reassembles
+    assert all(p[IPv6ExtHdrFragment].id == 9 for p in delivered) and len(delivered) == len(pieces)
+    stranger = IPv6(src="2001:db8:5::66", dst=H1, hlim=60) / IPv6ExtHdrFragment(id=10) / UDP(sport=53, dport=5353) \
+        / bytes(2000)
+    for piece in fragment6(stranger, 1000):
+        assert step(r, WAN, Ether(src=GATEWAY_MAC, dst=ROUTER_MAC) / piece) == {LAN: [], WAN: []}
+    assert r.counters["drop_ipv6_unsolicited"] == len(fragment6(stranger, 1000))

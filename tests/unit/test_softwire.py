@@ -341,3 +341,55 @@ def test_a_b4_answers_pings_to_its_own_ipv4_address():
     r = softwire("ds-lite")
     reply = only(step(r, WAN, from_br(IP(src=S1, dst="192.0.0.2") / ICMP(id=3), BR, ROUTER6)), WAN)
     assert reply[IPv6].dst == BR and reply[IP].src == "192.0.0.2" and reply[ICMP].type == 0
+
+
+# -- IPv6 fragments (RFC 8200 §4.5, RFC 2473 §7) -------------------------------------------------------------
+
+def _fragments(inner, size: int = 600, ident: int = 7):
+    from scapy.layers.inet6 import fragment6
+    packet = IPv6(src=BR, dst=CE6) / IPv6ExtHdrFragment(nh=4, id=ident) / inner
+    return [Ether(src=GATEWAY_MAC, dst="02:76:72:01:64:c2") / piece for piece in fragment6(packet, size)]
+
+
+def test_a_softwire_packet_in_ipv6_fragments_is_reassembled_and_taken():
+    r = softwire()
+    port = only(step(r, LAN, Ether(src=MACS[C1], dst=LAN_MAC) / IP(src=C1, dst=S1) / UDP(sport=5000, dport=53)),
+                WAN)[UDP].sport
+    pieces = _fragments(IP(src=S1, dst=MAP_IPV4) / UDP(sport=53, dport=port) / Raw(bytes(range(256)) * 5))
+    assert len(pieces) == 3
+    for piece in reversed(pieces[1:]):                      # out of order, as a path may deliver them
+        assert step(r, WAN, piece) == {LAN: [], WAN: []}
+    back = only(step(r, WAN, pieces[0]), LAN)
+    assert back[IP].dst == C1 and bytes(back[UDP].payload) == bytes(range(256)) * 5
+    assert r.counters["ipv6_reassembled"] == 1 and r.counters["softwire_in"] == 1
+
+
+def test_overlapping_fragments_give_the_packet_up():
+    r = softwire()
+    pieces = _fragments(IP(src=S1, dst=MAP_IPV4) / UDP(sport=53, dport=4000) / Raw(bytes(1200)))
+    step(r, WAN, pieces[0])
+    overlap = pieces[1].copy()
+    overlap[IPv6ExtHdrFragment].offset -= 1                   # 8 bytes back: over the first piece's end
+    assert step(r, WAN, overlap) == {LAN: [], WAN: []}
+    assert r.counters["drop_ipv6_fragment"] == 1 and not r.reassembly.packets
+
+
+def test_a_packet_whose_pieces_never_all_come_is_given_up_after_60_seconds():
+    r = softwire()
+    step(r, WAN, _fragments(IP(src=S1, dst=MAP_IPV4) / UDP(sport=53, dport=4000) / Raw(bytes(1200)))[0], 1.0)
+    r.handle_timer(30.0)
+    assert r.counters["drop_ipv6_fragment"] == 0
+    r.handle_timer(61.5)
+    assert r.counters["drop_ipv6_fragment"] == 1 and not r.reassembly.packets
+
+
+def test_a_full_size_ipsec_packet_in_udp_is_refused_with_the_softwires_mtu():
+    """NAT-T ESP in UDP 4500 (RFC 3948) as strongSwan sends it, DF set, 1500 bytes: told the softwire's 1460."""
+    r = softwire()
+    esp = Ether(src=MACS[C1], dst=LAN_MAC) / IP(src=C1, dst=S1, flags="DF") / UDP(sport=4500, dport=4500) \
+        / Raw(b"\x00\x00\x10\x00" + bytes(1468))
+    error = only(step(r, LAN, esp), LAN)
+    assert (error[ICMP].type, error[ICMP].code, error[ICMP].nexthopmtu) == (3, 4, 1460)
+    smaller = Ether(src=MACS[C1], dst=LAN_MAC) / IP(src=C1, dst=S1, flags="DF") / UDP(sport=4500, dport=4500) \
+        / Raw(b"\x00\x00\x10\x00" + bytes(1428))
+    assert len(only(step(r, LAN, smaller), WAN)[IPv6]) == 1500           # what fits goes, whole
