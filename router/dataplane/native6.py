@@ -87,7 +87,7 @@ class NativeIpv6:
         self.counters["ipv6_forwarded_out"] += 1
         if flow.tap is not None:
             flow.tap(frame)
-        return self._send6(WAN, self.link.gateway6.packed, frame, now)
+        return self._send6(WAN, self.gateway6, frame, now)
 
     def _lan_icmpv6(self, frame, offset, end, src, dst, hop_limit, now) -> None:
         if end - offset < 8 or not ipv6.icmpv6_valid(frame, offset, end, src, dst):

@@ -62,6 +62,29 @@ def cli_lab(prefix: str, *options: str) -> Iterator[str]:
         vpnrouter("lab", "--prefix", prefix, "down")
 
 
+def lab_command(prefix: str, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+    """`vpnrouter lab --prefix PREFIX ARGS` as a user types it; with ``check``, it must succeed."""
+    result = subprocess.run([sys.executable, "-m", "router", "lab", "--prefix", prefix, *args], capture_output=True,
+                            text=True, timeout=timeout, cwd=ROOT)
+    if check:
+        assert result.returncode == 0, f"vpnrouter lab {' '.join(args)}: {result.stdout}\n{result.stderr}"
+    return result
+
+
+@contextmanager
+def wan_lab(prefix: str, mode: str, clients: int = 2, servers: int = 1) -> Iterator[tuple[Lab, str]]:
+    """`vpnrouter lab --prefix PREFIX --clients 2 --servers 1 up --wan MODE`, removed after, whatever happened:
+    the lab (as ``Lab``) and what `up` printed."""
+    require_root()
+    lab_command(prefix, "down")
+    try:
+        out = lab_command(prefix, "--clients", str(clients), "--servers", str(servers), "up", "--wan", mode,
+                          timeout=300).stdout
+        yield Lab(prefix=prefix, clients=clients, servers=servers, wan=mode), out
+    finally:
+        lab_command(prefix, "down")
+
+
 def vpnrouter(*args: str, timeout: float = 300) -> str:
     """`vpnrouter ARGS` in a process of its own; its output (it must succeed)."""
     result = subprocess.run([sys.executable, "-m", "router", *args], capture_output=True, text=True,

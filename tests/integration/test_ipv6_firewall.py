@@ -10,8 +10,7 @@ import sys
 import pytest
 
 from router.lab.topology import client_ipv6
-from tests.integration.conftest import ROOT, ctl
-from tests.integration.test_wan_modes import wan_lab
+from tests.integration.conftest import ROOT, ctl, wan_lab
 
 LISTEN = """
 import socket, sys, select, time
@@ -42,7 +41,7 @@ ESP, UDP = 50, 17
 
 @pytest.fixture(scope="module")
 def lab():
-    with wan_lab("map-e") as (lab, _):
+    with wan_lab("vf", "map-e") as (lab, _):
         yield lab
 
 

@@ -12,7 +12,6 @@ import json
 import re
 import subprocess
 import sys
-from contextlib import contextmanager
 from ipaddress import ip_address, ip_network
 
 import pytest
@@ -21,7 +20,7 @@ from router.lab import softwire
 from router.lab.check import LABELS, NOT_APPLICABLE, OVER_IPV6, Check, table
 from router.lab.topology import PEERS_DIR, Lab, LabError, client_ipv6
 from router.lab.vpns import TUNNEL_PORTS, TUNNELS, VpnLab
-from tests.integration.conftest import ROOT, ctl, require_root
+from tests.integration.conftest import ctl, lab_command, wan_lab
 
 PREFIX = "v6"
 LAN_PREFIXES = {"map-e": "2001:db8:a:2301::/64", "ds-lite": "2001:db8:b:101::/64"}
@@ -36,28 +35,12 @@ SEND6 = "import socket, sys; socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).s
 
 
 def lab_cli(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "router", "lab", "--prefix", PREFIX, *args], capture_output=True,
-                            text=True, timeout=timeout, cwd=ROOT)
-    if check:
-        assert result.returncode == 0, f"vpnrouter lab {' '.join(args)}: {result.stdout}\n{result.stderr}"
-    return result
-
-
-@contextmanager
-def ipv6_lab(mode: str):
-    """`vpnrouter lab --prefix v6 --clients 2 --servers 1 up --wan MODE`, removed after, whatever happened."""
-    require_root()
-    lab_cli("down")
-    try:
-        out = lab_cli("--clients", "2", "--servers", "1", "up", "--wan", mode, timeout=300).stdout
-        yield Lab(prefix=PREFIX, clients=2, servers=1, wan=mode), out
-    finally:
-        lab_cli("down")
+    return lab_command(PREFIX, *args, check=check, timeout=timeout)
 
 
 @pytest.fixture(scope="module", params=["map-e", "ds-lite"])
 def wan(request):
-    with ipv6_lab(request.param) as (lab, _):
+    with wan_lab(PREFIX, request.param) as (lab, _):
         yield lab
 
 

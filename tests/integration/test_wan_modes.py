@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
-from contextlib import contextmanager
 
 import pytest
 
@@ -18,7 +16,7 @@ from router.lab import softwire
 from router.lab.topology import Lab
 from router.lab.vpns import TUNNEL_PORTS, TUNNELS, VpnLab
 from router.portset import PortSet
-from tests.integration.conftest import ROOT, Peers, ctl, require_root
+from tests.integration.conftest import Peers, ctl, lab_command, wan_lab
 from tests.integration.peers import payload
 
 PREFIX = "vw"
@@ -28,40 +26,24 @@ PORT_SET = PortSet(offset=softwire.PSID_OFFSET, psid_length=4, psid=3)
 
 
 def lab_cli(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "router", "lab", "--prefix", PREFIX, *args], capture_output=True,
-                            text=True, timeout=timeout, cwd=ROOT)
-    if check:
-        assert result.returncode == 0, f"vpnrouter lab {' '.join(args)}: {result.stdout}\n{result.stderr}"
-    return result
-
-
-@contextmanager
-def wan_lab(mode: str):
-    """`vpnrouter lab --prefix vw --clients 2 --servers 1 up --wan MODE`, removed after, whatever happened."""
-    require_root()
-    lab_cli("down")
-    try:
-        out = lab_cli("--clients", "2", "--servers", "1", "up", "--wan", mode, timeout=300).stdout
-        yield Lab(prefix=PREFIX, clients=2, servers=1, wan=mode), out
-    finally:
-        lab_cli("down")
+    return lab_command(PREFIX, *args, check=check, timeout=timeout)
 
 
 @pytest.fixture(scope="module", params=["map-e", "ds-lite"])
 def wan(request):
-    with wan_lab(request.param) as (lab, _):
+    with wan_lab(PREFIX, request.param) as (lab, _):
         yield lab
 
 
 @pytest.fixture(scope="module")
 def map_e():
-    with wan_lab("map-e") as (lab, _):
+    with wan_lab(PREFIX, "map-e") as (lab, _):
         yield lab
 
 
 @pytest.fixture(scope="module")
 def ds_lite():
-    with wan_lab("ds-lite") as (lab, _):
+    with wan_lab(PREFIX, "ds-lite") as (lab, _):
         yield lab
 
 
