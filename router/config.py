@@ -152,6 +152,27 @@ class Config:
         return "ipv4" if self.wan_link is None else self.wan_link.mode
 
 
+def check_tap(tap: str, where: str) -> str:
+    """``<where>.tap``: a name Linux takes for an interface."""
+    if not tap or len(tap) > 15 or "/" in tap or " " in tap:
+        raise ConfigError(f"{where}.tap: not a valid interface name: {tap!r}")
+    return tap
+
+
+def port_mac(text: str | None, where: str, default: bytes) -> bytes:
+    """``<where>.mac`` (``text``; None: not given, ``default``): a unicast MAC address."""
+    if text is None:
+        return default
+    from .packet.frame import parse_mac
+    try:
+        mac = parse_mac(text)
+    except ValueError:
+        raise ConfigError(f"{where}.mac: not a MAC address such as 02:00:00:00:00:01") from None
+    if mac[0] & 1:
+        raise ConfigError(f"{where}.mac: a multicast address cannot be a port's address")
+    return mac
+
+
 def default_mac(port_index: int, address: int) -> bytes:
     """A stable locally administered MAC: 02:76:72 ("vr"), the port, the address's last two bytes."""
     return bytes([0x02, 0x76, 0x72, port_index, (address >> 8) & 255, address & 255])

@@ -14,11 +14,11 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .behaviour import PROFILES, nat_behaviour, parse_rule, passthrough_mode
-from .config import (Config, ConfigError, Forward, HelperConfig, Limits, PortConfig, Timeouts, default_mac,
-                     default_state_file)
+from .config import (Config, ConfigError, Forward, HelperConfig, Limits, PortConfig, Timeouts, check_tap, default_mac,
+                     default_state_file, port_mac)
 from .config_wan import WanLink, parse_link, wan_mode
 from .helpers import registry
-from .packet.frame import ip_int, parse_mac
+from .packet.frame import ip_int
 
 CORE_SECTIONS = ("lan", "wan", "control", "passthrough", "timeouts", "limits", "forward", "nat", "state", "dataplane")
 DEFAULT_SOCKET = "/run/vpnrouter/control.sock"
@@ -201,9 +201,7 @@ def _typed(table: dict, where: str, key: str, kind: type, default=None, required
 
 def _port(table: dict, name: str, index: int) -> PortConfig:
     _known(table, name, {"tap", "address", "gateway", "mac", "mtu"})
-    tap = _typed(table, name, "tap", str, required=True)
-    if not tap or len(tap) > 15 or "/" in tap or " " in tap:
-        raise ConfigError(f"{name}.tap: not a valid interface name: {tap!r}")
+    tap = check_tap(_typed(table, name, "tap", str, required=True), name)
     text = _typed(table, name, "address", str, required=True)
     try:
         iface = ipaddress.IPv4Interface(text)
@@ -224,14 +222,7 @@ def _port(table: dict, name: str, index: int) -> PortConfig:
         if gw not in iface.network or gw == iface.ip:
             raise ConfigError(f"{name}.gateway: {gw} is not another address in {iface.network}")
         gateway = ip_int(str(gw))
-    mac = default_mac(index, address)
-    if "mac" in table:
-        try:
-            mac = parse_mac(_typed(table, name, "mac", str))
-        except ValueError:
-            raise ConfigError(f"{name}.mac: not a MAC address such as 02:00:00:00:00:01") from None
-        if mac[0] & 1:
-            raise ConfigError(f"{name}.mac: a multicast address cannot be a port's address")
+    mac = port_mac(_typed(table, name, "mac", str) if "mac" in table else None, name, default_mac(index, address))
     mtu = _typed(table, name, "mtu", int, 1500)
     if not 576 <= mtu <= 9000:
         raise ConfigError(f"{name}.mtu: must be from 576 to 9000")

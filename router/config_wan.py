@@ -33,10 +33,10 @@ import ipaddress
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, IPv6Interface
 
-from .config import ConfigError, PortConfig, default_mac
+from .config import ConfigError, PortConfig, check_tap, default_mac, port_mac
 from .helpers import registry
 from .mape import IPV6_MINIMUM_MTU, MapCE, MapRule, derive_ce, encapsulated_mtu
-from .packet.frame import ip_int, parse_mac
+from .packet.frame import ip_int
 
 MODES = ("ipv4", "map-e", "ds-lite")
 B4_ADDRESS = "192.0.0.2"
@@ -124,9 +124,7 @@ def parse_link(table: dict, mode: str) -> tuple[PortConfig, WanLink]:
     other = "ds_lite" if mode == "map-e" else "map_e"
     if other in table:
         raise ConfigError(f"wan.{other}: not with wan.mode = {mode!r}")
-    tap = _text(table, "tap", required=True)
-    if not tap or len(tap) > 15 or "/" in tap or " " in tap:
-        raise ConfigError(f"wan.tap: not a valid interface name: {tap!r}")
+    tap = check_tap(_text(table, "tap", required=True), "wan")
     address6 = _interface6(table, "address6")
     gateway6 = _address6(table, "gateway6", "wan")
     if gateway6 not in address6.network or gateway6 == address6.ip:
@@ -142,14 +140,7 @@ def parse_link(table: dict, mode: str) -> tuple[PortConfig, WanLink]:
     link = replace(link, delegated_prefix=_delegated(table, link, address6),
                    ipv6_switches=tuple((name, _flag(table, name)) for name in switches))
     address = ip_int(ipv4)
-    mac = default_mac(1, address)
-    if "mac" in table:
-        try:
-            mac = parse_mac(_text(table, "mac"))
-        except ValueError:
-            raise ConfigError("wan.mac: not a MAC address such as 02:00:00:00:00:01") from None
-        if mac[0] & 1:
-            raise ConfigError("wan.mac: a multicast address cannot be a port's address")
+    mac = port_mac(_text(table, "mac") if "mac" in table else None, "wan", default_mac(1, address))
     port = PortConfig(tap=tap, address=address, prefix_len=prefix_len, mac=mac, mtu=link.inner_mtu)
     return port, link
 
